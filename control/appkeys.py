@@ -1,0 +1,15 @@
+"""Typed keys for the resources the control-plane app holds."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from core.crypto.kek import KekProvider
+from core.settings import Settings
+
+settings = web.AppKey("settings", Settings)
+engine = web.AppKey("engine", AsyncEngine)
+redis = web.AppKey("redis", Redis)
+kek = web.AppKey("kek", KekProvider)

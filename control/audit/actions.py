@@ -1,0 +1,22 @@
+"""The audit vocabulary: "subject:action" tags (one per kind of event)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class AuditAction(StrEnum):
+    TENANT_CREATE = "tenant:create"
+    MEMBER_CREATE = "member:create"
+    MEMBER_REVOKE = "member:revoke"
+    KEY_UPLOAD = "key:upload"
+    KEY_REVOKE = "key:revoke"
+    KEY_UNWRAP = "key:unwrap"
+
+
+class ActorType(StrEnum):
+    MEMBER = "member"
+    OPERATOR = "operator"  # a person at a shell running `metrux control …`
+    SYSTEM = "system"  # the service itself (jobs, workers)
+    PROXY = "proxy"
+    CANDIDATE = "candidate"

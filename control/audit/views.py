@@ -1,0 +1,97 @@
+"""GET /v1/audit: the tenant's own audit events, newest first, cursor-paginated."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from control import appkeys
+from control.audit import store
+from control.audit.actions import AuditAction
+from control.web.auth import current_principal
+from control.web.context import parse_query
+from control.web.endpoint import ADMINS, endpoint
+
+routes = web.RouteTableDef()
+
+
+class AuditQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    limit: int = Field(50, ge=1, le=200, description="page size")
+    cursor: str | None = Field(None, description="next_cursor of the previous page")
+    action: str | None = Field(None, description="comma-separated actions, e.g. key:upload")
+    since: dt.datetime | None = Field(None, description="events at or after (ISO 8601)")
+    until: dt.datetime | None = Field(None, description="events before (ISO 8601)")
+
+    @field_validator("cursor")
+    @classmethod
+    def _cursor_is_an_id(cls, value: str | None) -> str | None:
+        if value is not None and not value.isdigit():
+            raise ValueError("not a cursor returned by this API")
+        return value
+
+    @field_validator("action")
+    @classmethod
+    def _known_actions(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        known = {a.value for a in AuditAction}
+        unknown = [a for a in value.split(",") if a not in known]
+        if unknown:
+            raise ValueError(f"unknown action(s); known: {', '.join(sorted(known))}")
+        return value
+
+    @field_validator("since", "until")
+    @classmethod
+    def _aware(cls, value: dt.datetime | None) -> dt.datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("give a timezone, e.g. 2026-01-01T00:00:00Z")
+        return value
+
+
+class AuditEventOut(BaseModel):
+    id: int
+    occurred_at: dt.datetime
+    actor_type: str
+    actor_id: str | None
+    action: str
+    outcome: str
+    target_type: str | None
+    target_id: str | None
+    session_id: str | None
+    candidate_id: str | None
+    ip: str | None
+    user_agent: str | None
+    request_id: str | None
+    details: dict[str, Any]
+
+
+class AuditPage(BaseModel):
+    events: list[AuditEventOut]
+    next_cursor: str | None = Field(description="pass as ?cursor= for the next (older) page")
+
+
+@routes.get("/v1/audit")
+@endpoint("List the tenant's audit events", access=ADMINS, query=AuditQuery, response=AuditPage)
+async def list_audit(request: web.Request) -> web.Response:
+    principal = current_principal(request)
+    query = parse_query(request, AuditQuery)
+    async with request.app[appkeys.engine].connect() as conn:
+        events = await store.list_events(
+            conn,
+            principal.tenant_id,
+            limit=query.limit,
+            before_id=int(query.cursor) if query.cursor else None,
+            actions=query.action.split(",") if query.action else (),
+            since=query.since,
+            until=query.until,
+        )
+    page = AuditPage(
+        events=[AuditEventOut.model_validate(e, from_attributes=True) for e in events],
+        next_cursor=str(events[-1].id) if len(events) == query.limit else None,
+    )
+    return web.json_response(page.model_dump(mode="json"))

@@ -1,0 +1,125 @@
+"""`metrux control …`: migrate, serve, create-tenant."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import sys
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from control.app import create_app
+from control.audit.actions import ActorType
+from control.audit.store import Actor
+from control.db import migrate
+from control.db.engine import create_engine
+from control.members.schemas import normalise_email
+from control.tenants.service import create_tenant
+from core.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+
+def register(parts: Any) -> None:
+    control = parts.add_parser("control", help="the control plane")
+    commands = control.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    cmd = commands.add_parser("migrate", help="create or upgrade the database schema")
+    cmd.set_defaults(handler=run_migrate)
+
+    cmd = commands.add_parser("serve", help="serve the control-plane HTTP API")
+    cmd.add_argument("--host", default="127.0.0.1")
+    cmd.add_argument("--port", type=int, default=8700)
+    cmd.set_defaults(handler=run_serve)
+
+    cmd = commands.add_parser("create-tenant", help="create a tenant and its first owner")
+    cmd.add_argument("name")
+    cmd.add_argument("--owner-email", required=True)
+    cmd.set_defaults(handler=run_create_tenant)
+
+
+def _prepare_data_dir(settings: Settings) -> None:
+    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+
+def _operator() -> Actor:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry, as in some containers
+        user = "unknown"
+    return Actor(type=ActorType.OPERATOR, id=f"cli:{user}")
+
+
+def _fail(message: str) -> int:
+    print(f"metrux: {message}", file=sys.stderr)
+    return 1
+
+
+def run_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    _prepare_data_dir(settings)
+
+    async def go() -> str:
+        engine = create_engine(settings.effective_database_url)
+        try:
+            await migrate.upgrade(engine)
+            return await migrate.current_revision(engine) or "none"
+        finally:
+            await engine.dispose()
+
+    revision = asyncio.run(go())
+    print(json.dumps({"event": "migrated", "revision": revision}))
+    return 0
+
+
+async def _is_current(settings: Settings) -> bool:
+    engine = create_engine(settings.effective_database_url)
+    try:
+        return await migrate.current_revision(engine) == migrate.head_revision()
+    finally:
+        await engine.dispose()
+
+
+def run_serve(args: argparse.Namespace, settings: Settings) -> int:
+    _prepare_data_dir(settings)
+    if not asyncio.run(_is_current(settings)):
+        return _fail("the database schema is not current: run `metrux control migrate` first")
+    log.info("control_plane_starting", host=args.host, port=args.port)
+    web.run_app(
+        create_app(settings),
+        host=args.host,
+        port=args.port,
+        print=None,
+        access_log_format='%a "%r" %s %b %Tf',
+    )
+    return 0
+
+
+def run_create_tenant(args: argparse.Namespace, settings: Settings) -> int:
+    name = args.name.strip()
+    if not 1 <= len(name) <= 200:
+        return _fail("NAME must be 1 to 200 characters")
+    try:
+        email = normalise_email(args.owner_email)
+    except ValueError:
+        return _fail("--owner-email must be an email address")
+    if not asyncio.run(_is_current(settings)):
+        return _fail("the database schema is not current: run `metrux control migrate` first")
+
+    async def go() -> dict[str, str]:
+        engine = create_engine(settings.effective_database_url)
+        try:
+            created = await create_tenant(engine, _operator(), name=name, owner_email=email)
+        finally:
+            await engine.dispose()
+        return {
+            "tenant_id": created.tenant.id,
+            "owner_member_id": created.owner.member.id,
+            "owner_token": created.owner.token,
+        }
+
+    print(json.dumps(asyncio.run(go())))
+    return 0

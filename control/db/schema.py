@@ -1,0 +1,195 @@
+"""Every table of the control plane, in one MetaData (SQLAlchemy Core).
+
+The Alembic revisions under control/migrations create these tables; a test checks that the
+migrated database and this module agree.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    text,
+)
+from sqlalchemy.types import TypeDecorator
+
+ROLES = ("owner", "admin", "reviewer")
+SESSION_STATES = (
+    "issued",
+    "active",
+    "submitted",
+    "grading",
+    "graded",
+    "ended",
+    "expired",
+    "revoked",
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """Timezone-aware UTC datetimes on both dialects (SQLite stores naive UTC text)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(dt.UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+def _id(name: str = "id", *args: Any, **kwargs: Any) -> Column[str]:
+    return Column(name, String(36), *args, **kwargs)
+
+
+def _role_check(column: str) -> CheckConstraint:
+    return CheckConstraint(
+        f"{column} IN ({', '.join(repr(r) for r in ROLES)})", name=f"{column}_valid"
+    )
+
+
+tenants = Table(
+    "tenants",
+    metadata,
+    _id(primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("closed_at", UTCDateTime),
+)
+
+members = Table(
+    "members",
+    metadata,
+    _id(primary_key=True),
+    _id("tenant_id", ForeignKey("tenants.id"), nullable=False, index=True),
+    Column("email", String(320), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("created_by", String(100)),
+    Column("revoked_at", UTCDateTime),
+    _role_check("role"),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    _id(primary_key=True),
+    _id("tenant_id", ForeignKey("tenants.id"), nullable=False, index=True),
+    Column("name", String(100)),
+    # The wrapped blob (core.crypto.envelope.WrappedKey); NULL once revoked (crypto-shredded).
+    Column("kek_id", String(200)),
+    Column("encrypted_data_key", LargeBinary),
+    Column("nonce", LargeBinary),
+    Column("ciphertext", LargeBinary),
+    Column("format_version", Integer, nullable=False),
+    Column("last_four", String(4), nullable=False),
+    Column("fingerprint", String(80), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("created_by", String(100)),
+    Column("revoked_at", UTCDateTime),
+    Column("revoked_by", String(100)),
+    # One live copy of a key per tenant.
+    Index(
+        "uq_api_keys_live_fingerprint",
+        "tenant_id",
+        "fingerprint",
+        unique=True,
+        sqlite_where=text("revoked_at IS NULL"),
+        postgresql_where=text("revoked_at IS NULL"),
+    ),
+)
+
+candidates = Table(
+    "candidates",
+    metadata,
+    _id(primary_key=True),
+    Column("email", String(320), nullable=False, unique=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("last_active_at", UTCDateTime),
+)
+
+sessions = Table(
+    "sessions",
+    metadata,
+    _id(primary_key=True),
+    _id("tenant_id", ForeignKey("tenants.id"), nullable=False, index=True),
+    _id("candidate_id", ForeignKey("candidates.id", ondelete="SET NULL"), index=True),
+    _id("api_key_id", ForeignKey("api_keys.id"), index=True),
+    Column("state", String(16), nullable=False),
+    Column("token_hash", String(64), unique=True),
+    Column("bootstrap_token_hash", String(64), unique=True),
+    Column("bootstrap_used_at", UTCDateTime),
+    Column("deadline_at", UTCDateTime, nullable=False),
+    Column("max_requests", Integer),
+    Column("max_output_tokens", Integer),
+    Column("allowed_models", JSON),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("created_by", String(100)),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("ended_at", UTCDateTime),
+    CheckConstraint(f"state IN ({', '.join(repr(s) for s in SESSION_STATES)})", name="state_valid"),
+)
+
+# Append-only: database triggers (migration 0002) refuse UPDATE and DELETE, except the
+# ON DELETE SET NULL of session_id / candidate_id when that session or candidate is
+# hard-deleted; the *_text columns keep the ids.
+audit_events = Table(
+    "audit_events",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("occurred_at", UTCDateTime, nullable=False),
+    _id("tenant_id"),
+    Column("actor_type", String(20), nullable=False),
+    Column("actor_id", String(100)),
+    Column("action", String(64), nullable=False),
+    Column("outcome", String(16), nullable=False),
+    Column("target_type", String(32)),
+    Column("target_id", String(100)),
+    _id("session_id", ForeignKey("sessions.id", ondelete="SET NULL")),
+    _id("session_id_text"),
+    _id("candidate_id", ForeignKey("candidates.id", ondelete="SET NULL")),
+    _id("candidate_id_text"),
+    Column("ip", String(64)),
+    Column("user_agent", String(512)),
+    Column("request_id", String(64)),
+    Column("details", Text, nullable=False),
+    # Backstop behind redaction: no Anthropic key shape ever lands in an audit row.
+    CheckConstraint("details NOT LIKE '%sk-ant-%'", name="details_no_anthropic_key"),
+    Index("ix_audit_events_tenant_id_id", "tenant_id", "id"),
+)

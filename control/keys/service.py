@@ -1,0 +1,109 @@
+"""Customer keys: upload (wrap), list, revoke. Each change is audited in its transaction.
+
+The plaintext key exists only inside `upload_key`: copied into a bytearray, wrapped, and the
+bytearray zeroed. (The request's own str copy is aiohttp's and json's; SECURITY-CHECKS.md C15
+discusses recycling upload workers, left for the hardening issue.)
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import uuid
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from control.audit import store as audit
+from control.audit.actions import AuditAction
+from control.audit.store import Actor
+from control.keys import store
+from control.keys.store import KeyRecord
+from control.web.errors import ApiError, not_found
+from core.crypto.envelope import KeyContext, wrap_secret
+from core.crypto.kek import KekProvider
+
+
+def fingerprint(secret: bytes | bytearray) -> str:
+    """A non-secret identifier a customer can recompute: `printf %s "$KEY" | sha256sum`."""
+    return "sha256:" + hashlib.sha256(secret).hexdigest()
+
+
+async def upload_key(
+    engine: AsyncEngine,
+    kek: KekProvider,
+    actor: Actor,
+    *,
+    tenant_id: str,
+    api_key: str,
+    name: str | None,
+    now: dt.datetime | None = None,
+) -> KeyRecord:
+    now = now or dt.datetime.now(dt.UTC)
+    key_id = str(uuid.uuid4())
+    secret = bytearray(api_key, "ascii")
+    try:
+        key_print = fingerprint(secret)
+        last_four = secret[-4:].decode("ascii")
+        wrapped = await wrap_secret(kek, secret, KeyContext(tenant_id=tenant_id, key_id=key_id))
+    finally:
+        secret[:] = bytes(len(secret))
+
+    async with engine.begin() as conn:
+        existing = await store.find_live_by_fingerprint(conn, tenant_id, key_print)
+        if existing is not None:
+            raise ApiError(409, "conflict_error", f"this key is already uploaded as {existing.id}")
+        try:
+            record = await store.insert_key(
+                conn,
+                key_id=key_id,
+                tenant_id=tenant_id,
+                name=name,
+                wrapped=wrapped,
+                last_four=last_four,
+                fingerprint=key_print,
+                created_by=actor.id,
+                now=now,
+            )
+        except store.DuplicateKey:
+            raise ApiError(409, "conflict_error", "this key is already uploaded") from None
+        await audit.record(
+            conn,
+            actor,
+            AuditAction.KEY_UPLOAD,
+            tenant_id=tenant_id,
+            target_type="api_key",
+            target_id=key_id,
+            details={"last_four": last_four, "fingerprint": key_print, "kek_id": wrapped.kek_id},
+            now=now,
+        )
+    return record
+
+
+async def revoke_key(
+    engine: AsyncEngine,
+    actor: Actor,
+    *,
+    tenant_id: str,
+    key_id: str,
+    now: dt.datetime | None = None,
+) -> KeyRecord:
+    """Revoke a live key (its blob is destroyed); revoking a revoked key changes nothing."""
+    now = now or dt.datetime.now(dt.UTC)
+    async with engine.begin() as conn:
+        record = await store.revoke_key(conn, tenant_id, key_id, revoked_by=actor.id, now=now)
+        if record is None:
+            existing = await store.get_key(conn, tenant_id, key_id)
+            if existing is None:
+                raise not_found("key")
+            return existing
+        await audit.record(
+            conn,
+            actor,
+            AuditAction.KEY_REVOKE,
+            tenant_id=tenant_id,
+            target_type="api_key",
+            target_id=key_id,
+            details={"last_four": record.last_four},
+            now=now,
+        )
+    return record

@@ -1,0 +1,141 @@
+"""Queries on members. Token hashes never leave this module."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from control.db.schema import members
+
+
+class DuplicateMember(Exception):
+    """The tenant already has an active member with this email."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class MemberRecord:
+    id: str
+    tenant_id: str
+    email: str
+    role: str
+    created_at: dt.datetime
+    created_by: str | None
+    revoked_at: dt.datetime | None
+
+
+_PUBLIC_COLUMNS = (
+    members.c.id,
+    members.c.tenant_id,
+    members.c.email,
+    members.c.role,
+    members.c.created_at,
+    members.c.created_by,
+    members.c.revoked_at,
+)
+
+
+def _record(row: Any) -> MemberRecord:
+    return MemberRecord(**{column.name: getattr(row, column.name) for column in _PUBLIC_COLUMNS})
+
+
+async def insert_member(
+    conn: AsyncConnection,
+    *,
+    member_id: str,
+    tenant_id: str,
+    email: str,
+    role: str,
+    token_hash: str,
+    created_by: str | None,
+    now: dt.datetime,
+) -> MemberRecord:
+    if await find_active_by_email(conn, tenant_id, email) is not None:
+        raise DuplicateMember(email)
+    try:
+        row = (
+            await conn.execute(
+                insert(members)
+                .values(
+                    id=member_id,
+                    tenant_id=tenant_id,
+                    email=email,
+                    role=role,
+                    token_hash=token_hash,
+                    created_at=now,
+                    created_by=created_by,
+                )
+                .returning(*_PUBLIC_COLUMNS)
+            )
+        ).one()
+    except IntegrityError as exc:
+        raise DuplicateMember(email) from exc
+    return _record(row)
+
+
+async def find_active_by_email(
+    conn: AsyncConnection, tenant_id: str, email: str
+) -> MemberRecord | None:
+    row = (
+        await conn.execute(
+            select(*_PUBLIC_COLUMNS).where(
+                members.c.tenant_id == tenant_id,
+                members.c.email == email,
+                members.c.revoked_at.is_(None),
+            )
+        )
+    ).first()
+    return _record(row) if row else None
+
+
+async def list_members(conn: AsyncConnection, tenant_id: str) -> list[MemberRecord]:
+    rows = await conn.execute(
+        select(*_PUBLIC_COLUMNS)
+        .where(members.c.tenant_id == tenant_id)
+        .order_by(members.c.created_at, members.c.id)
+    )
+    return [_record(row) for row in rows]
+
+
+async def get_member(conn: AsyncConnection, tenant_id: str, member_id: str) -> MemberRecord | None:
+    row = (
+        await conn.execute(
+            select(*_PUBLIC_COLUMNS).where(
+                members.c.id == member_id, members.c.tenant_id == tenant_id
+            )
+        )
+    ).first()
+    return _record(row) if row else None
+
+
+async def count_active_owners(conn: AsyncConnection, tenant_id: str) -> int:
+    result = await conn.execute(
+        select(func.count()).where(
+            members.c.tenant_id == tenant_id,
+            members.c.role == "owner",
+            members.c.revoked_at.is_(None),
+        )
+    )
+    return int(result.scalar_one())
+
+
+async def revoke_member(
+    conn: AsyncConnection, tenant_id: str, member_id: str, *, now: dt.datetime
+) -> MemberRecord | None:
+    row = (
+        await conn.execute(
+            update(members)
+            .where(
+                members.c.id == member_id,
+                members.c.tenant_id == tenant_id,
+                members.c.revoked_at.is_(None),
+            )
+            .values(revoked_at=now)
+            .returning(*_PUBLIC_COLUMNS)
+        )
+    ).first()
+    return _record(row) if row else None

@@ -1,0 +1,68 @@
+"""Per-request context: request id, client address, and JSON body parsing."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from typing import TypeVar
+
+import structlog
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from control.web.errors import ApiError, Handler, validation_error
+
+_M = TypeVar("_M", bound=BaseModel)
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
+request_id_key = web.RequestKey("request_id", str)
+MAX_USER_AGENT = 512
+
+
+@web.middleware
+async def request_context_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Give each request an id (a well-formed incoming X-Request-Id is kept) and bind it to logs."""
+    incoming = request.headers.get("X-Request-Id", "")
+    request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+    request[request_id_key] = request_id
+    with structlog.contextvars.bound_contextvars(request_id=request_id):
+        response = await handler(request)
+    response.headers["X-Request-Id"] = request_id
+    return response
+
+
+def client_ip(request: web.Request) -> str | None:
+    # X-Forwarded-For is not trusted here: trusted-proxy handling belongs to the guard layer.
+    return request.remote
+
+
+def user_agent(request: web.Request) -> str | None:
+    agent = request.headers.get("User-Agent")
+    return agent[:MAX_USER_AGENT] if agent else None
+
+
+async def parse_json(request: web.Request, model: type[_M]) -> _M:
+    """Read and validate a JSON body: 415 if it isn't JSON, 400 if it doesn't parse, 422 if
+    it doesn't fit the model. The body size limit (413) is the application's client_max_size."""
+    if request.content_type != "application/json":
+        raise ApiError(415, "unsupported_media_type", "send the body as application/json")
+    raw = await request.read()
+    try:
+        data = json.loads(raw)
+    except UnicodeDecodeError:
+        raise ApiError(400, "invalid_request_error", "body is not valid UTF-8") from None
+    except json.JSONDecodeError as exc:
+        raise ApiError(
+            400, "invalid_request_error", f"body is not valid JSON: {exc.msg} at {exc.pos}"
+        ) from None
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+
+
+def parse_query(request: web.Request, model: type[_M]) -> _M:
+    try:
+        return model.model_validate(dict(request.query))
+    except ValidationError as exc:
+        raise validation_error(exc, where="query") from None

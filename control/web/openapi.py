@@ -1,0 +1,121 @@
+"""The OpenAPI document, generated from the route table and each route's Endpoint."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel
+
+from control.web.endpoint import Endpoint, endpoint_of
+
+_REF = "#/components/schemas/{model}"
+_PATH_PARAM = re.compile(r"\{([^}]+)\}")
+
+ERROR_SCHEMA = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["type", "message"],
+            "properties": {
+                "type": {"type": "string"},
+                "message": {"type": "string"},
+                "details": {"type": "array", "items": {"type": "object"}},
+            },
+        }
+    },
+}
+
+
+def _schema_ref(model: type[BaseModel], components: dict[str, Any]) -> dict[str, str]:
+    schema = model.model_json_schema(ref_template=_REF)
+    components.update(schema.pop("$defs", {}))
+    components[model.__name__] = schema
+    return {"$ref": _REF.format(model=model.__name__)}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": _REF.format(model="Error")}}},
+    }
+
+
+def _operation(name: str, path: str, meta: Endpoint, components: dict[str, Any]) -> dict[str, Any]:
+    op: dict[str, Any] = {"operationId": name, "summary": meta.summary, "tags": [meta.tag]}
+    parameters = [
+        {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
+        for p in _PATH_PARAM.findall(path)
+    ]
+    if meta.query is not None:
+        for field, info in meta.query.model_fields.items():
+            schema = meta.query.model_json_schema()["properties"][field]
+            parameters.append(
+                {
+                    "name": field,
+                    "in": "query",
+                    "required": info.is_required(),
+                    "description": info.description or "",
+                    "schema": schema,
+                }
+            )
+    if parameters:
+        op["parameters"] = parameters
+    if meta.body is not None:
+        op["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": _schema_ref(meta.body, components)}},
+        }
+    success: dict[str, Any] = {"description": "success"}
+    if meta.response is not None:
+        success["content"] = {
+            "application/json": {"schema": _schema_ref(meta.response, components)}
+        }
+    responses: dict[str, Any] = {str(meta.status): success}
+    if meta.body is not None or meta.query is not None:
+        responses["422"] = _error("the request does not fit the schema")
+    if meta.body is not None:
+        responses["400"] = _error("the body is not JSON")
+        responses["413"] = _error("the body is too large")
+        responses["415"] = _error("the body is not application/json")
+    if not meta.public:
+        op["security"] = [{"memberToken": []}]
+        op["x-roles"] = sorted(role.value for role in meta.access)
+        responses["401"] = _error("missing or invalid API token")
+        responses["403"] = _error("the member's role may not do this")
+    if parameters and any(p["in"] == "path" for p in parameters):
+        responses["404"] = _error("no such object in this tenant")
+    op["responses"] = responses
+    return op
+
+
+def build_openapi(app: web.Application) -> dict[str, Any]:
+    components: dict[str, Any] = {"Error": ERROR_SCHEMA}
+    paths: dict[str, dict[str, Any]] = {}
+    for route in app.router.routes():
+        if route.method == "HEAD" or route.resource is None:
+            continue
+        meta = endpoint_of(route.handler)
+        if meta is None:
+            continue  # undeclared routes are refused at run time; a test forbids them
+        path = route.resource.canonical
+        name = getattr(route.handler, "__name__", path)
+        paths.setdefault(path, {})[route.method.lower()] = _operation(name, path, meta, components)
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "metrux control plane",
+            "version": "1",
+            "description": 'Errors are {"error": {"type", "message"}} with the HTTP status.',
+        },
+        "paths": paths,
+        "components": {
+            "schemas": components,
+            "securitySchemes": {
+                "memberToken": {"type": "http", "scheme": "bearer", "description": "mxk_… token"}
+            },
+        },
+    }

@@ -1,0 +1,147 @@
+"""Key-encryption-key providers: they wrap and unwrap the per-secret data keys.
+
+`KekProvider` is the seam: `local` (a 32-byte key from KEY_ENCRYPTION_KEY or a generated
+0600 file, for development and single-machine installs) lives here; `aws-kms` (GenerateDataKey
+and Decrypt with an EncryptionContext equal to the associated data) plugs into the same
+interface. Data keys are handed around as `bytearray`s so they can be zeroed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Protocol
+
+import structlog
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from core.settings import KekProviderName, Settings
+
+log = structlog.get_logger(__name__)
+
+DATA_KEY_BYTES = 32
+KEK_FILE_NAME = "kek.key"
+
+
+class KekError(Exception):
+    """The KEK provider refused or failed; the message never holds key material."""
+
+
+@dataclasses.dataclass(slots=True)
+class DataKey:
+    plaintext: bytearray
+    encrypted: bytes
+    kek_id: str
+
+    def wipe(self) -> None:
+        self.plaintext[:] = bytes(len(self.plaintext))
+
+    def __repr__(self) -> str:
+        return f"<DataKey kek={self.kek_id}>"
+
+
+class KekProvider(Protocol):
+    @property
+    def kek_id(self) -> str:
+        """Identifier of the KEK new data keys are wrapped under (stored with each blob)."""
+        ...
+
+    async def generate_data_key(self, context: Mapping[str, str]) -> DataKey: ...
+
+    async def decrypt_data_key(
+        self, encrypted: bytes, context: Mapping[str, str], kek_id: str
+    ) -> bytearray: ...
+
+
+def _canonical(context: Mapping[str, str]) -> bytes:
+    return json.dumps(dict(context), sort_keys=True, separators=(",", ":")).encode()
+
+
+class LocalKek:
+    """A KEK held in process memory; data keys are AES-256-GCM-wrapped under it."""
+
+    __slots__ = ("_aead", "_kek_id")
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) != 32:
+            raise ValueError("a local KEK is 32 bytes")
+        self._aead = AESGCM(key)
+        # A stable, non-secret name for this KEK, so blobs record which KEK wrapped them.
+        self._kek_id = "local:" + hashlib.sha256(b"metrux-kek-id\0" + key).hexdigest()[:16]
+
+    def __repr__(self) -> str:
+        return f"<LocalKek {self._kek_id}>"
+
+    @property
+    def kek_id(self) -> str:
+        return self._kek_id
+
+    async def generate_data_key(self, context: Mapping[str, str]) -> DataKey:
+        plaintext = bytearray(os.urandom(DATA_KEY_BYTES))
+        nonce = os.urandom(12)
+        encrypted = nonce + self._aead.encrypt(nonce, plaintext, _canonical(context))
+        return DataKey(plaintext=plaintext, encrypted=encrypted, kek_id=self._kek_id)
+
+    async def decrypt_data_key(
+        self, encrypted: bytes, context: Mapping[str, str], kek_id: str
+    ) -> bytearray:
+        if kek_id != self._kek_id:
+            raise KekError(f"blob was wrapped under {kek_id}, this provider holds {self._kek_id}")
+        if len(encrypted) != 12 + DATA_KEY_BYTES + 16:
+            raise KekError("malformed encrypted data key")
+        plaintext = bytearray(DATA_KEY_BYTES)
+        try:
+            self._aead.decrypt_into(encrypted[:12], encrypted[12:], _canonical(context), plaintext)
+        except InvalidTag:
+            raise KekError("encrypted data key does not authenticate under this context") from None
+        return plaintext
+
+
+def load_local_kek_bytes(settings: Settings) -> bytes:
+    """KEY_ENCRYPTION_KEY if set; else the data directory's key file, created 0600 if absent."""
+    if settings.key_encryption_key is not None:
+        return settings.key_encryption_key
+    path = settings.data_dir / KEK_FILE_NAME
+    key = _read_or_create_key_file(path)
+    log.warning(
+        "local_kek_file_in_use",
+        path=str(path),
+        advice="development only; in production set KEY_ENCRYPTION_KEY or use aws-kms",
+    )
+    return key
+
+
+def _read_or_create_key_file(path: Path) -> bytes:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        # Write a complete key under a private name, then link it into place: link() fails if
+        # another process got there first, so every process ends up reading the same key.
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(os.urandom(32))
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        raise KekError(f"{path} is readable by others (mode {mode:o}); chmod 600 it")
+    key = path.read_bytes()
+    if len(key) != 32:
+        raise KekError(f"{path} does not hold a 32-byte key")
+    return key
+
+
+def load_kek(settings: Settings) -> KekProvider:
+    """The KEK provider the settings name."""
+    if settings.kek_provider is KekProviderName.LOCAL:
+        return LocalKek(load_local_kek_bytes(settings))
+    raise KekError(f"KEK provider {settings.kek_provider.value!r} is not available in this build")

@@ -1,0 +1,175 @@
+"""Settings: the one place that reads the process environment.
+
+`Settings.from_env(os.environ)` parses and validates every variable once, at start-up; a bad
+value raises `SettingsError` naming the variable (never echoing a secret's value). Everything
+else receives a frozen `Settings` and never looks at `os.environ`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+from collections.abc import Mapping
+from enum import StrEnum
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+DEFAULT_UPSTREAM_URL = "https://api.anthropic.com"
+
+_E = TypeVar("_E", bound=StrEnum)
+
+
+class SettingsError(ValueError):
+    """A setting from the environment is missing or malformed; the message names the variable."""
+
+    def __init__(self, variable: str, problem: str) -> None:
+        super().__init__(f"{variable}: {problem}")
+        self.variable = variable
+
+
+class KekProviderName(StrEnum):
+    LOCAL = "local"
+    AWS_KMS = "aws-kms"
+
+
+class LogFormat(StrEnum):
+    AUTO = "auto"  # JSON unless stderr is a terminal
+    JSON = "json"
+    CONSOLE = "console"
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Settings:
+    data_dir: Path = Path("var")
+    database_url: str | None = None  # None: SQLite file in data_dir
+    redis_url: str | None = None  # None: embedded redis-server on a socket in data_dir
+    kek_provider: KekProviderName = KekProviderName.LOCAL
+    # 32 raw bytes; excluded from repr so a logged Settings never carries it.
+    key_encryption_key: bytes | None = dataclasses.field(default=None, repr=False)
+    kms_key_id: str | None = None
+    upstream_url: str = DEFAULT_UPSTREAM_URL
+    sentry_dsn: str | None = dataclasses.field(default=None, repr=False)
+    resend_api_key: str | None = dataclasses.field(default=None, repr=False)
+    log_level: str = "info"
+    log_format: LogFormat = LogFormat.AUTO
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Settings:
+        """Build settings from an environment mapping; raise SettingsError on a bad value."""
+
+        def get(name: str) -> str | None:
+            value = environ.get(name)
+            if value is None or value.strip() == "":
+                return None
+            return value.strip()
+
+        data_dir = Path(get("METRUX_DATA_DIR") or "var")
+        database_url = get("DATABASE_URL")
+        if database_url is not None:
+            parse_database_url(database_url)  # validates, raises SettingsError
+        redis_url = get("REDIS_URL")
+        if redis_url is not None:
+            _check_url("REDIS_URL", redis_url, {"redis", "rediss", "unix"})
+        kek_provider = _parse_enum(
+            "METRUX_KEK_PROVIDER", get("METRUX_KEK_PROVIDER"), KekProviderName
+        )
+        kek = get("KEY_ENCRYPTION_KEY")
+        key_encryption_key = _parse_kek("KEY_ENCRYPTION_KEY", kek) if kek is not None else None
+        kms_key_id = get("METRUX_KMS_KEY_ID")
+        if kek_provider is KekProviderName.AWS_KMS and kms_key_id is None:
+            raise SettingsError("METRUX_KMS_KEY_ID", "required when METRUX_KEK_PROVIDER=aws-kms")
+        upstream_url = get("METRUX_UPSTREAM_URL") or DEFAULT_UPSTREAM_URL
+        _check_url("METRUX_UPSTREAM_URL", upstream_url, {"http", "https"})
+        log_level = (get("METRUX_LOG_LEVEL") or "info").lower()
+        if log_level not in LOG_LEVELS:
+            raise SettingsError("METRUX_LOG_LEVEL", f"must be one of {', '.join(LOG_LEVELS)}")
+        return cls(
+            data_dir=data_dir,
+            database_url=database_url,
+            redis_url=redis_url,
+            kek_provider=kek_provider or KekProviderName.LOCAL,
+            key_encryption_key=key_encryption_key,
+            kms_key_id=kms_key_id,
+            upstream_url=upstream_url.rstrip("/"),
+            sentry_dsn=get("SENTRY_DSN"),
+            resend_api_key=get("RESEND_API_KEY"),
+            log_level=log_level,
+            log_format=_parse_enum("METRUX_LOG_FORMAT", get("METRUX_LOG_FORMAT"), LogFormat)
+            or LogFormat.AUTO,
+        )
+
+    @property
+    def effective_database_url(self) -> str:
+        """The SQLAlchemy async URL to connect to (SQLite in the data directory by default)."""
+        if self.database_url is None:
+            return f"sqlite+aiosqlite:///{(self.data_dir / 'metrux.db').resolve()}"
+        return parse_database_url(self.database_url)
+
+    @property
+    def embedded_redis_socket(self) -> Path:
+        return (self.data_dir / "redis" / "redis.sock").resolve()
+
+
+def parse_database_url(url: str) -> str:
+    """Map a user-facing database URL to the async driver SQLAlchemy should use.
+
+    `postgresql://…` and `postgres://…` become `postgresql+asyncpg://…`; `sqlite:///…` becomes
+    `sqlite+aiosqlite:///…`. An explicit async driver is kept.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise SettingsError("DATABASE_URL", "must be a URL such as postgresql://user@host/db")
+    dialect, _, driver = scheme.partition("+")
+    if dialect in ("postgresql", "postgres"):
+        if driver not in ("", "asyncpg"):
+            raise SettingsError("DATABASE_URL", f"driver {driver!r} is not supported; use asyncpg")
+        return f"postgresql+asyncpg://{rest}"
+    if dialect == "sqlite":
+        if driver not in ("", "aiosqlite"):
+            raise SettingsError(
+                "DATABASE_URL", f"driver {driver!r} is not supported; use aiosqlite"
+            )
+        return f"sqlite+aiosqlite://{rest}"
+    raise SettingsError(
+        "DATABASE_URL", f"unsupported database {dialect!r}; use postgresql or sqlite"
+    )
+
+
+def _check_url(variable: str, url: str, schemes: set[str]) -> None:
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        raise SettingsError(variable, "is not a valid URL") from exc
+    if parts.scheme not in schemes:
+        raise SettingsError(variable, f"scheme must be one of {', '.join(sorted(schemes))}")
+    if parts.scheme != "unix" and not parts.hostname:
+        raise SettingsError(variable, "has no host")
+
+
+def _parse_enum(variable: str, value: str | None, enum: type[_E]) -> _E | None:
+    if value is None:
+        return None
+    try:
+        return enum(value.lower())
+    except ValueError:
+        choices = ", ".join(member.value for member in enum)
+        raise SettingsError(variable, f"must be one of {choices}") from None
+
+
+def _parse_kek(variable: str, value: str) -> bytes:
+    # The value is a secret: the error says what is wrong, never what it was.
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        try:
+            raw = base64.urlsafe_b64decode(value)
+        except (binascii.Error, ValueError):
+            raise SettingsError(variable, "must be 32 bytes, base64-encoded") from None
+    if len(raw) != 32:
+        raise SettingsError(variable, f"must decode to 32 bytes (got {len(raw)})")
+    return raw

@@ -1,0 +1,80 @@
+"""Every route declares who may call it, and the declaration is enforced: each protected
+route refuses a missing token, a malformed or unknown token, and every role not allowed."""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from control.app import create_app
+from control.web.endpoint import Role, endpoint_of
+from core.settings import Settings
+from core.tokens import TokenKind, new_token
+from tests.factories import bearer, make_tenant
+
+
+def _routes() -> list[tuple[str, str, Any]]:
+    app = create_app(Settings(key_encryption_key=os.urandom(32)))
+    return [
+        (route.method, route.resource.canonical, route.handler)
+        for route in app.router.routes()
+        if route.method != "HEAD" and route.resource is not None
+    ]
+
+
+ROUTES = _routes()
+PROTECTED = [(m, p) for m, p, h in ROUTES if not endpoint_of(h).public]
+
+
+def _concrete(path: str) -> str:
+    return re.sub(r"\{[^}]+\}", "00000000-0000-0000-0000-000000000000", path)
+
+
+def test_every_route_declares_its_access() -> None:
+    undeclared = [(m, p) for m, p, h in ROUTES if endpoint_of(h) is None]
+    assert undeclared == []
+
+
+def test_only_ops_routes_are_public() -> None:
+    public = sorted(p for m, p, h in ROUTES if endpoint_of(h).public)
+    assert public == ["/healthz", "/openapi.json", "/readyz"]
+
+
+@pytest.mark.parametrize(("method", "path"), PROTECTED)
+async def test_unauthenticated_calls_are_refused(client: Any, method: str, path: str) -> None:
+    for headers in (
+        {},
+        {"Authorization": "Basic dXNlcjpwYXNz"},
+        bearer("not-a-token"),
+        bearer(new_token(TokenKind.MEMBER)),  # well-formed, unknown
+        bearer(new_token(TokenKind.SESSION)),  # a token of another kind
+    ):
+        async with client.request(method, _concrete(path), headers=headers, json={}) as r:
+            assert r.status == 401, headers
+            assert (await r.json())["error"]["type"] == "authentication_error"
+            assert r.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+@pytest.mark.parametrize(("method", "path"), PROTECTED)
+async def test_roles_outside_the_declaration_are_refused(
+    client: Any, engine: AsyncEngine, method: str, path: str
+) -> None:
+    handler = next(h for m, p, h in ROUTES if (m, p) == (method, path))
+    allowed = endpoint_of(handler).access
+    tenant = await make_tenant(engine)
+    for role in Role:
+        if role is Role.OWNER or role in allowed:
+            continue
+        async with client.post(
+            "/v1/members",
+            json={"email": f"{role}@example.com", "role": role.value},
+            headers=tenant.auth,
+        ) as r:
+            token = (await r.json())["token"]
+        async with client.request(method, _concrete(path), headers=bearer(token), json={}) as r:
+            assert r.status == 403, role
+            assert (await r.json())["error"]["type"] == "permission_error"

@@ -1,0 +1,115 @@
+"""The `metrux control` commands, run through the real entry point."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+
+from control.app import create_app
+from core.cli import main
+from core.settings import Settings
+from tests.factories import bearer
+
+
+def _env(tmp_path: Path, database_url: str, **extra: str) -> dict[str, str]:
+    return {"METRUX_DATA_DIR": str(tmp_path / "data"), "DATABASE_URL": database_url, **extra}
+
+
+@pytest.fixture
+def run(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):  # type: ignore[no-untyped-def]
+    """Call `metrux` in-process; the logging it configures is undone afterwards."""
+    saved_handlers = list(logging.getLogger().handlers)
+
+    def invoke(env: dict[str, str], *argv: str) -> tuple[int, str, str]:
+        for name in ("METRUX_DATA_DIR", "DATABASE_URL", "REDIS_URL", "KEY_ENCRYPTION_KEY"):
+            monkeypatch.delenv(name, raising=False)
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        code = main(list(argv))
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    yield invoke
+    structlog.reset_defaults()
+    logging.getLogger().handlers[:] = saved_handlers
+
+
+def test_migrate_then_create_tenant_prints_a_working_owner_token(
+    run: Any, tmp_path: Path, database_url: str
+) -> None:
+    env = _env(tmp_path, database_url)
+    code, out, _ = run(env, "control", "migrate")
+    assert code == 0
+    assert json.loads(out) == {"event": "migrated", "revision": "0002"}
+    code, out, _ = run(
+        env, "control", "create-tenant", "Acme Hiring", "--owner-email", "Boss@Acme.example"
+    )
+    assert code == 0
+    created = json.loads(out)
+    assert set(created) == {"tenant_id", "owner_member_id", "owner_token"}
+    assert created["owner_token"].startswith("mxk_")
+
+
+async def test_created_owner_token_authenticates(
+    run: Any, tmp_path: Path, database_url: str, aiohttp_client: Any, redis_url: str
+) -> None:
+    env = _env(tmp_path, database_url)
+    # The CLI runs its own event loop, so it goes to a thread as it would be its own process.
+    code, out, _ = await asyncio.to_thread(
+        run, env, "control", "create-tenant", "Acme", "--owner-email", "a@acme.example"
+    )
+    assert code == 0
+    token = json.loads(out)["owner_token"]
+    settings = Settings(data_dir=tmp_path / "data", database_url=database_url, redis_url=redis_url)
+    client = await aiohttp_client(create_app(settings))
+    async with client.get("/v1/audit", headers=bearer(token)) as r:
+        actions = [e["action"] for e in (await r.json())["events"]]
+    assert actions == ["member:create", "tenant:create"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["control", "create-tenant", "Acme", "--owner-email", "nope"], "--owner-email"),
+        (["control", "create-tenant", " ", "--owner-email", "a@b.example"], "NAME"),
+    ],
+)
+def test_create_tenant_refuses_bad_arguments(
+    run: Any, tmp_path: Path, database_url: str, argv: list[str], message: str
+) -> None:
+    code, out, err = run(_env(tmp_path, database_url), *argv)
+    assert code == 1
+    assert message in err
+    assert out == ""
+
+
+def test_bad_setting_stops_start_up_naming_the_variable(run: Any, tmp_path: Path) -> None:
+    code, _, err = run({"DATABASE_URL": "mysql://x@y/z"}, "control", "migrate")
+    assert code == 2
+    assert "DATABASE_URL" in err
+
+
+def test_serve_refuses_an_unmigrated_database(run: Any, tmp_path: Path) -> None:
+    env = {"METRUX_DATA_DIR": str(tmp_path / "fresh")}
+    code, _, err = run(env, "control", "serve", "--port", "0")
+    assert code == 1
+    assert "metrux control migrate" in err
+
+
+def test_console_script_is_installed() -> None:
+    """The `metrux` command exists and lists the control subcommands."""
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("metrux")), "control", "--help"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0
+    for command in ("migrate", "serve", "create-tenant"):
+        assert command in result.stdout

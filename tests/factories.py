@@ -1,0 +1,48 @@
+"""Builders for test data. Fake keys are generated at run time, never committed."""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+import string
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from control.audit.actions import ActorType
+from control.audit.store import Actor
+from control.tenants.service import create_tenant
+
+_KEY_ALPHABET = string.ascii_letters + string.digits + "_-"
+OPERATOR = Actor(type=ActorType.OPERATOR, id="cli:test")
+
+
+def fake_anthropic_key() -> str:
+    """A random string shaped like a real Anthropic API key."""
+    return "sk-ant-api03-" + "".join(secrets.choice(_KEY_ALPHABET) for _ in range(93)) + "AA"
+
+
+@dataclasses.dataclass(frozen=True)
+class TenantFixture:
+    tenant_id: str
+    owner_id: str
+    owner_token: str
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.owner_token}"}
+
+
+async def make_tenant(
+    engine: AsyncEngine, name: str = "Acme", email: str | None = None
+) -> TenantFixture:
+    created = await create_tenant(
+        engine,
+        OPERATOR,
+        name=name,
+        owner_email=email or f"owner-{secrets.token_hex(4)}@example.com",
+    )
+    return TenantFixture(created.tenant.id, created.owner.member.id, created.owner.token)
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
