@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -14,12 +15,18 @@ from control.db.engine import create_engine
 from control.keys.views import routes as key_routes
 from control.members.views import routes as member_routes
 from control.ops.views import routes as ops_routes
+from control.sessions.signals import SignalPublisher
+from control.sessions.views import routes as session_routes
+from control.usage.ingest import UsageIngester
+from control.usage.views import routes as usage_routes
 from control.web.auth import auth_middleware
 from control.web.context import request_context_middleware
 from control.web.errors import error_middleware
 from core.crypto.kek import load_kek
+from core.redis_names import RedisNames
 from core.redis_server import redis_url
 from core.settings import Settings
+from core.tasks import spawn
 
 # Control-plane bodies are small JSON documents; anything larger is refused with 413.
 MAX_BODY_BYTES = 64 * 1024
@@ -33,9 +40,12 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
-    url = await asyncio.to_thread(redis_url, app[appkeys.settings])
+    settings = app[appkeys.settings]
+    url = await asyncio.to_thread(redis_url, settings)
     client = Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
     app[appkeys.redis] = client
+    app[appkeys.names] = RedisNames(settings.redis_prefix)
+    app[appkeys.signals] = SignalPublisher(client, app[appkeys.names])
     yield
     await client.aclose()
 
@@ -45,13 +55,32 @@ async def kek_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
 
 
-def create_app(settings: Settings) -> web.Application:
+async def ingest_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Run the usage ingester in this process (`metrux control serve` does by default)."""
+    ingester = UsageIngester(app[appkeys.redis], app[appkeys.engine], app[appkeys.names])
+    task = spawn(ingester.run(), name="usage-ingester")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def create_app(settings: Settings, *, ingest: bool = False) -> web.Application:
     app = web.Application(
         middlewares=[request_context_middleware, error_middleware, auth_middleware],
         client_max_size=MAX_BODY_BYTES,
     )
     app[appkeys.settings] = settings
     app.cleanup_ctx.extend([database_ctx, redis_ctx, kek_ctx])
-    for routes in (ops_routes, key_routes, member_routes, audit_routes):
+    if ingest:
+        app.cleanup_ctx.append(ingest_ctx)
+    for routes in (
+        ops_routes,
+        key_routes,
+        member_routes,
+        session_routes,
+        usage_routes,
+        audit_routes,
+    ):
         app.add_routes(routes)
     return app

@@ -6,10 +6,14 @@ from aiohttp import web
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from control.sessions.signals import SignalPublisher
 from core.crypto.kek import KekProvider
+from core.redis_names import RedisNames
 from core.settings import Settings
 
 settings = web.AppKey("settings", Settings)
 engine = web.AppKey("engine", AsyncEngine)
 redis = web.AppKey("redis", Redis)
 kek = web.AppKey("kek", KekProvider)
+signals = web.AppKey("signals", SignalPublisher)
+names = web.AppKey("names", RedisNames)

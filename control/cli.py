@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import getpass
 import json
 import sys
@@ -11,6 +12,7 @@ from typing import Any
 
 import structlog
 from aiohttp import web
+from redis.asyncio import Redis
 
 from control.app import create_app
 from control.audit.actions import ActorType
@@ -19,6 +21,9 @@ from control.db import migrate
 from control.db.engine import create_engine
 from control.members.schemas import normalise_email
 from control.tenants.service import create_tenant
+from control.usage.ingest import UsageIngester
+from core.redis_names import RedisNames
+from core.redis_server import redis_url
 from core.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -34,7 +39,15 @@ def register(parts: Any) -> None:
     cmd = commands.add_parser("serve", help="serve the control-plane HTTP API")
     cmd.add_argument("--host", default="127.0.0.1")
     cmd.add_argument("--port", type=int, default=8700)
+    cmd.add_argument(
+        "--no-ingest",
+        action="store_true",
+        help="do not run the usage ingester here (run `metrux control ingest` elsewhere)",
+    )
     cmd.set_defaults(handler=run_serve)
+
+    cmd = commands.add_parser("ingest", help="run only the usage ingester")
+    cmd.set_defaults(handler=run_ingest)
 
     cmd = commands.add_parser("create-tenant", help="create a tenant and its first owner")
     cmd.add_argument("name")
@@ -89,12 +102,32 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
         return _fail("the database schema is not current: run `metrux control migrate` first")
     log.info("control_plane_starting", host=args.host, port=args.port)
     web.run_app(
-        create_app(settings),
+        create_app(settings, ingest=not args.no_ingest),
         host=args.host,
         port=args.port,
         print=None,
         access_log_format='%a "%r" %s %b %Tf',
     )
+    return 0
+
+
+def run_ingest(args: argparse.Namespace, settings: Settings) -> int:
+    _prepare_data_dir(settings)
+    if not asyncio.run(_is_current(settings)):
+        return _fail("the database schema is not current: run `metrux control migrate` first")
+
+    async def go() -> None:
+        engine = create_engine(settings.effective_database_url)
+        client = Redis.from_url(redis_url(settings))
+        try:
+            await UsageIngester(client, engine, RedisNames(settings.redis_prefix)).run()
+        finally:
+            await client.aclose()
+            await engine.dispose()
+
+    log.info("usage_ingester_starting")
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(go())
     return 0
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import re
 from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
@@ -57,6 +58,10 @@ class Settings:
     resend_api_key: str | None = dataclasses.field(default=None, repr=False)
     log_level: str = "info"
     log_format: LogFormat = LogFormat.AUTO
+    redis_prefix: str = "metrux:"
+    # The proxy's single-use attach credential (METRUX_BOOTSTRAP_TOKEN); never from argv.
+    bootstrap_token: str | None = dataclasses.field(default=None, repr=False)
+    proxy_max_body_bytes: int = 32 * 1024 * 1024
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -85,6 +90,10 @@ class Settings:
             raise SettingsError("METRUX_KMS_KEY_ID", "required when METRUX_KEK_PROVIDER=aws-kms")
         upstream_url = get("METRUX_UPSTREAM_URL") or DEFAULT_UPSTREAM_URL
         _check_url("METRUX_UPSTREAM_URL", upstream_url, {"http", "https"})
+        redis_prefix = get("METRUX_REDIS_PREFIX") or "metrux:"
+        if not re.fullmatch(r"[A-Za-z0-9:_.-]{1,64}", redis_prefix):
+            raise SettingsError("METRUX_REDIS_PREFIX", "use 1-64 of A-Z a-z 0-9 : _ . -")
+        max_body = _parse_int("METRUX_PROXY_MAX_BODY_BYTES", get("METRUX_PROXY_MAX_BODY_BYTES"))
         log_level = (get("METRUX_LOG_LEVEL") or "info").lower()
         if log_level not in LOG_LEVELS:
             raise SettingsError("METRUX_LOG_LEVEL", f"must be one of {', '.join(LOG_LEVELS)}")
@@ -101,6 +110,9 @@ class Settings:
             log_level=log_level,
             log_format=_parse_enum("METRUX_LOG_FORMAT", get("METRUX_LOG_FORMAT"), LogFormat)
             or LogFormat.AUTO,
+            redis_prefix=redis_prefix,
+            bootstrap_token=get("METRUX_BOOTSTRAP_TOKEN"),
+            proxy_max_body_bytes=max_body or 32 * 1024 * 1024,
         )
 
     @property
@@ -159,6 +171,18 @@ def _parse_enum(variable: str, value: str | None, enum: type[_E]) -> _E | None:
     except ValueError:
         choices = ", ".join(member.value for member in enum)
         raise SettingsError(variable, f"must be one of {choices}") from None
+
+
+def _parse_int(variable: str, value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        number = int(value)
+    except ValueError:
+        raise SettingsError(variable, "must be a whole number") from None
+    if number <= 0:
+        raise SettingsError(variable, "must be positive")
+    return number
 
 
 def _parse_kek(variable: str, value: str) -> bytes:

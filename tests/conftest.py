@@ -145,6 +145,7 @@ def settings(tmp_path: Path, database_url: str, redis_url: str) -> Settings:
         redis_url=redis_url,
         key_encryption_key=os.urandom(32),
         log_format=LogFormat.JSON,
+        redis_prefix=f"metrux-test-{uuid.uuid4().hex[:12]}:",
     )
 
 

@@ -12,6 +12,11 @@ class AuditAction(StrEnum):
     KEY_UPLOAD = "key:upload"
     KEY_REVOKE = "key:revoke"
     KEY_UNWRAP = "key:unwrap"
+    SESSION_CREATE = "session:create"
+    SESSION_END = "session:end"
+    SESSION_GRADING_COMPLETE = "session:grading_complete"
+    SESSION_REVOKE = "session:revoke"
+    SESSION_EXPIRE = "session:expire"
 
 
 class ActorType(StrEnum):

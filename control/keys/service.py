@@ -18,9 +18,13 @@ from control.audit.actions import AuditAction
 from control.audit.store import Actor
 from control.keys import store
 from control.keys.store import KeyRecord
+from control.sessions import store as session_store
+from control.sessions.lifecycle import SessionState
+from control.sessions.signals import SignalPublisher
 from control.web.errors import ApiError, not_found
 from core.crypto.envelope import KeyContext, wrap_secret
 from core.crypto.kek import KekProvider
+from core.signals import Signal
 
 
 def fingerprint(secret: bytes | bytearray) -> str:
@@ -81,13 +85,15 @@ async def upload_key(
 
 async def revoke_key(
     engine: AsyncEngine,
+    signals: SignalPublisher,
     actor: Actor,
     *,
     tenant_id: str,
     key_id: str,
     now: dt.datetime | None = None,
 ) -> KeyRecord:
-    """Revoke a live key (its blob is destroyed); revoking a revoked key changes nothing."""
+    """Revoke a live key (its blob is destroyed) and every live session using it, whose
+    proxies are told to clear. Revoking a revoked key changes nothing."""
     now = now or dt.datetime.now(dt.UTC)
     async with engine.begin() as conn:
         record = await store.revoke_key(conn, tenant_id, key_id, revoked_by=actor.id, now=now)
@@ -106,4 +112,22 @@ async def revoke_key(
             details={"last_four": record.last_four},
             now=now,
         )
+        revoked_sessions = []
+        for session in await session_store.live_sessions_of_key(conn, key_id):
+            await session_store.set_state(conn, session.id, SessionState.REVOKED, now=now)
+            await audit.record(
+                conn,
+                actor,
+                AuditAction.SESSION_REVOKE,
+                tenant_id=tenant_id,
+                target_type="session",
+                target_id=session.id,
+                session_id=session.id,
+                candidate_id=session.candidate_id,
+                details={"reason": "key revoked", "key_id": key_id},
+                now=now,
+            )
+            revoked_sessions.append(session.id)
+    for session_id in revoked_sessions:
+        await signals.announce(session_id, SessionState.REVOKED, Signal.REVOKE)
     return record

@@ -61,10 +61,15 @@ async def get_key(request: web.Request) -> web.Response:
 
 
 @routes.delete("/v1/keys/{key_id}")
-@endpoint("Revoke a key; its wrapped blob is destroyed", access=ADMINS, response=KeyOut)
+@endpoint(
+    "Revoke a key: its blob is destroyed and live sessions using it are revoked",
+    access=ADMINS,
+    response=KeyOut,
+)
 async def revoke_key(request: web.Request) -> web.Response:
     record = await service.revoke_key(
         request.app[appkeys.engine],
+        request.app[appkeys.signals],
         request_actor(request),
         tenant_id=current_principal(request).tenant_id,
         key_id=request.match_info["key_id"],

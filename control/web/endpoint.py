@@ -29,19 +29,27 @@ ANY_MEMBER = frozenset(Role)
 ADMINS = frozenset({Role.OWNER, Role.ADMIN})
 
 
+class Auth(StrEnum):
+    MEMBER = "member"  # Bearer mxk_…, checked by the auth middleware against `access`
+    NONE = "none"  # anyone
+    BOOTSTRAP = "bootstrap"  # Bearer mxb_…, checked by the handler (the proxy's attach)
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Endpoint:
     summary: str
-    access: frozenset[Role]  # PUBLIC: no token needed
+    access: frozenset[Role]  # roles allowed when auth is MEMBER
     body: type[BaseModel] | None = None
     query: type[BaseModel] | None = None
     response: type[BaseModel] | None = None
     status: int = 200
     tag: str = "api"
+    auth: Auth = Auth.MEMBER
 
     @property
     def public(self) -> bool:
-        return not self.access
+        """True when the auth middleware asks for no member token."""
+        return self.auth is not Auth.MEMBER
 
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -57,8 +65,11 @@ def endpoint(
     response: type[BaseModel] | None = None,
     status: int = 200,
     tag: str = "api",
+    auth: Auth | None = None,
 ) -> Callable[[_F], _F]:
-    meta = Endpoint(summary, access, body, query, response, status, tag)
+    if auth is None:
+        auth = Auth.MEMBER if access else Auth.NONE
+    meta = Endpoint(summary, access, body, query, response, status, tag, auth)
 
     def mark(handler: _F) -> _F:
         setattr(handler, ATTRIBUTE, meta)

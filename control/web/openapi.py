@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel
 
-from control.web.endpoint import Endpoint, endpoint_of
+from control.web.endpoint import Auth, Endpoint, endpoint_of
 
 _REF = "#/components/schemas/{model}"
 _PATH_PARAM = re.compile(r"\{([^}]+)\}")
@@ -81,6 +81,10 @@ def _operation(name: str, path: str, meta: Endpoint, components: dict[str, Any])
         responses["400"] = _error("the body is not JSON")
         responses["413"] = _error("the body is too large")
         responses["415"] = _error("the body is not application/json")
+    if meta.auth is Auth.BOOTSTRAP:
+        op["security"] = [{"bootstrapToken": []}]
+        responses["401"] = _error("missing, invalid or already used bootstrap token")
+        responses["403"] = _error("the session is not live or its key was revoked")
     if not meta.public:
         op["security"] = [{"memberToken": []}]
         op["x-roles"] = sorted(role.value for role in meta.access)
@@ -115,7 +119,12 @@ def build_openapi(app: web.Application) -> dict[str, Any]:
         "components": {
             "schemas": components,
             "securitySchemes": {
-                "memberToken": {"type": "http", "scheme": "bearer", "description": "mxk_… token"}
+                "memberToken": {"type": "http", "scheme": "bearer", "description": "mxk_… token"},
+                "bootstrapToken": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "mxb_… single-use proxy bootstrap token",
+                },
             },
         },
     }

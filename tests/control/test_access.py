@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from control.app import create_app
-from control.web.endpoint import Role, endpoint_of
+from control.web.endpoint import Auth, Role, endpoint_of
 from core.settings import Settings
 from core.tokens import TokenKind, new_token
 from tests.factories import bearer, make_tenant
@@ -39,9 +39,12 @@ def test_every_route_declares_its_access() -> None:
     assert undeclared == []
 
 
-def test_only_ops_routes_are_public() -> None:
-    public = sorted(p for m, p, h in ROUTES if endpoint_of(h).public)
-    assert public == ["/healthz", "/openapi.json", "/readyz"]
+def test_only_ops_routes_are_open_and_only_attach_takes_a_bootstrap_token() -> None:
+    by_auth = {
+        auth: sorted(p for m, p, h in ROUTES if endpoint_of(h).auth is auth) for auth in Auth
+    }
+    assert by_auth[Auth.NONE] == ["/healthz", "/openapi.json", "/readyz"]
+    assert by_auth[Auth.BOOTSTRAP] == ["/internal/v1/sessions/{session_id}/attach"]
 
 
 @pytest.mark.parametrize(("method", "path"), PROTECTED)

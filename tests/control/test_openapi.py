@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from control.web.endpoint import endpoint_of
+from control.web.endpoint import Auth, endpoint_of
 
 
 async def test_document_lists_every_route_and_nothing_else(client: Any) -> None:
@@ -32,8 +32,10 @@ async def test_operations_carry_their_access_and_schemas(client: Any) -> None:
         op = document["paths"][route.resource.canonical][route.method.lower()]
         assert op["summary"] == meta.summary
         assert str(meta.status) in op["responses"]
-        if meta.public:
+        if meta.auth is Auth.NONE:
             assert "security" not in op
+        elif meta.auth is Auth.BOOTSTRAP:
+            assert op["security"] == [{"bootstrapToken": []}]
         else:
             assert op["x-roles"] == sorted(r.value for r in meta.access)
             assert "401" in op["responses"]

@@ -1,0 +1,83 @@
+"""Request and response bodies for /v1/sessions and the internal attach endpoint."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from control.members.schemas import normalise_email
+
+DEFAULT_DURATION = dt.timedelta(hours=3)
+MAX_DURATION = dt.timedelta(days=14)
+
+
+class SessionCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    candidate_email: str = Field(max_length=320)
+    api_key_id: str | None = Field(None, description="default: the tenant's newest live key")
+    deadline: dt.datetime | None = Field(None, description="hard end (ISO 8601); default +3 h")
+    max_requests: int | None = Field(None, ge=1, le=1_000_000)
+    max_output_tokens: int | None = Field(None, ge=1, le=1_000_000_000)
+    allowed_models: list[str] | None = Field(None, min_length=1, max_length=50)
+
+    _email = field_validator("candidate_email")(normalise_email)
+
+    @field_validator("deadline")
+    @classmethod
+    def _aware(cls, value: dt.datetime | None) -> dt.datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("give a timezone, e.g. 2026-01-01T17:00:00Z")
+        return value
+
+    @field_validator("allowed_models")
+    @classmethod
+    def _model_names(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and any(not 1 <= len(m) <= 200 for m in value):
+            raise ValueError("model names are 1 to 200 characters")
+        return value
+
+
+class Limits(BaseModel):
+    max_requests: int | None
+    max_output_tokens: int | None
+    allowed_models: list[str] | None
+
+
+class SessionOut(BaseModel):
+    id: str
+    state: str
+    candidate_id: str | None
+    api_key_id: str | None
+    deadline_at: dt.datetime
+    limits: Limits
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    ended_at: dt.datetime | None
+    proxy_online: bool | None = Field(None, description="a proxy for this session is running")
+
+
+class NewSessionOut(SessionOut):
+    sandbox_token: str = Field(description="mxs_…: the candidate's credential; shown once")
+    bootstrap_token: str = Field(description="mxb_…: the proxy's single-use attach credential")
+
+
+class WrappedKeyOut(BaseModel):
+    kek_id: str
+    encrypted_data_key: str = Field(description="base64")
+    nonce: str = Field(description="base64")
+    ciphertext: str = Field(description="base64")
+    version: int
+
+
+class AttachGrantOut(BaseModel):
+    session_id: str
+    tenant_id: str
+    key_id: str
+    actor: str
+    state: str
+    deadline_at: dt.datetime
+    session_token_sha256: str
+    limits: Limits
+    wrapped_key: WrappedKeyOut

@@ -1,0 +1,88 @@
+"""Queries on sessions. Token hashes stay here and in the attach grant."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from control.db.schema import sessions
+from control.sessions.lifecycle import SessionState
+from core.signals import LIVE_STATES
+
+_LIVE = sorted(LIVE_STATES)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SessionRecord:
+    id: str
+    tenant_id: str
+    candidate_id: str | None
+    api_key_id: str | None
+    state: SessionState
+    deadline_at: dt.datetime
+    max_requests: int | None
+    max_output_tokens: int | None
+    allowed_models: list[str] | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    ended_at: dt.datetime | None
+    token_hash: str | None = dataclasses.field(repr=False, default=None)
+    bootstrap_token_hash: str | None = dataclasses.field(repr=False, default=None)
+    bootstrap_used_at: dt.datetime | None = None
+
+
+def _record(row: Any) -> SessionRecord:
+    data = dict(row._mapping)
+    data.pop("created_by", None)
+    data["state"] = SessionState(data["state"])
+    return SessionRecord(**data)
+
+
+async def insert_session(conn: AsyncConnection, **values: Any) -> SessionRecord:
+    row = (await conn.execute(insert(sessions).values(**values).returning(*sessions.c))).one()
+    return _record(row)
+
+
+async def get_session(
+    conn: AsyncConnection,
+    session_id: str,
+    *,
+    tenant_id: str | None = None,
+    for_update: bool = False,
+) -> SessionRecord | None:
+    """The session with this id (restricted to `tenant_id` when given); None if absent."""
+    query = select(sessions).where(sessions.c.id == session_id)
+    if tenant_id is not None:
+        query = query.where(sessions.c.tenant_id == tenant_id)
+    if for_update:
+        query = query.with_for_update()
+    row = (await conn.execute(query)).first()
+    return _record(row) if row else None
+
+
+async def set_state(
+    conn: AsyncConnection, session_id: str, state: SessionState, *, now: dt.datetime, **extra: Any
+) -> SessionRecord:
+    values: dict[str, Any] = {"state": state.value, "updated_at": now, **extra}
+    if state.value not in LIVE_STATES:
+        values.setdefault("ended_at", now)
+    row = (
+        await conn.execute(
+            update(sessions)
+            .where(sessions.c.id == session_id)
+            .values(**values)
+            .returning(*sessions.c)
+        )
+    ).one()
+    return _record(row)
+
+
+async def live_sessions_of_key(conn: AsyncConnection, key_id: str) -> list[SessionRecord]:
+    rows = await conn.execute(
+        select(sessions).where(sessions.c.api_key_id == key_id, sessions.c.state.in_(_LIVE))
+    )
+    return [_record(row) for row in rows]

@@ -1,0 +1,146 @@
+"""/v1/sessions and the proxy's /internal/v1/sessions/{id}/attach."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from aiohttp import web
+
+from control import appkeys
+from control.audit.actions import ActorType
+from control.audit.store import Actor
+from control.sessions import attach as attach_service
+from control.sessions import service, store
+from control.sessions.lifecycle import SessionEvent
+from control.sessions.schemas import (
+    AttachGrantOut,
+    Limits,
+    NewSessionOut,
+    SessionCreate,
+    SessionOut,
+)
+from control.sessions.store import SessionRecord
+from control.web.auth import bearer_token, current_principal, request_actor
+from control.web.context import client_ip, parse_json, request_id_key, user_agent
+from control.web.endpoint import ADMINS, ANY_MEMBER, PUBLIC, Auth, endpoint
+from control.web.errors import ApiError, not_found
+from core.tokens import TokenKind, token_kind
+
+routes = web.RouteTableDef()
+
+
+def _out(session: SessionRecord, proxy_online: bool | None = None) -> SessionOut:
+    return SessionOut(
+        id=session.id,
+        state=session.state.value,
+        candidate_id=session.candidate_id,
+        api_key_id=session.api_key_id,
+        deadline_at=session.deadline_at,
+        limits=Limits(
+            max_requests=session.max_requests,
+            max_output_tokens=session.max_output_tokens,
+            allowed_models=session.allowed_models,
+        ),
+        created_at=session.created_at,
+        updated_at=session.updated_at,
+        ended_at=session.ended_at,
+        proxy_online=proxy_online,
+    )
+
+
+@routes.post("/v1/sessions")
+@endpoint(
+    "Issue a session for a candidate: a sandbox token and a proxy bootstrap token, once",
+    access=ADMINS,
+    body=SessionCreate,
+    response=NewSessionOut,
+    status=201,
+)
+async def create_session(request: web.Request) -> web.Response:
+    body = await parse_json(request, SessionCreate)
+    created = await service.create_session(
+        request.app[appkeys.engine],
+        request.app[appkeys.signals],
+        request_actor(request),
+        tenant_id=current_principal(request).tenant_id,
+        request=body,
+    )
+    out = NewSessionOut(
+        **_out(created.session).model_dump(),
+        sandbox_token=created.sandbox_token,
+        bootstrap_token=created.bootstrap_token,
+    )
+    return web.json_response(out.model_dump(mode="json"), status=201)
+
+
+@routes.get("/v1/sessions/{session_id}")
+@endpoint("Show a session", access=ANY_MEMBER, response=SessionOut)
+async def get_session(request: web.Request) -> web.Response:
+    session_id = request.match_info["session_id"]
+    async with request.app[appkeys.engine].connect() as conn:
+        session = await store.get_session(
+            conn, session_id, tenant_id=current_principal(request).tenant_id
+        )
+    if session is None:
+        raise not_found("session")
+    online = await request.app[appkeys.signals].proxy_online(session_id)
+    return web.json_response(_out(session, online).model_dump(mode="json"))
+
+
+async def _transition(request: web.Request, event: SessionEvent) -> web.Response:
+    session = await service.transition(
+        request.app[appkeys.engine],
+        request.app[appkeys.signals],
+        request_actor(request),
+        tenant_id=current_principal(request).tenant_id,
+        session_id=request.match_info["session_id"],
+        event=event,
+    )
+    return web.json_response(_out(session).model_dump(mode="json"))
+
+
+@routes.post("/v1/sessions/{session_id}/end")
+@endpoint("End a session: its proxy clears the key and exits", access=ADMINS, response=SessionOut)
+async def end_session(request: web.Request) -> web.Response:
+    return await _transition(request, SessionEvent.END)
+
+
+@routes.post("/v1/sessions/{session_id}/grading-complete")
+@endpoint(
+    "Mark grading complete: the session's proxy clears the key and exits",
+    access=ANY_MEMBER,
+    response=SessionOut,
+)
+async def grading_complete(request: web.Request) -> web.Response:
+    return await _transition(request, SessionEvent.GRADING_COMPLETE)
+
+
+@routes.post("/internal/v1/sessions/{session_id}/attach")
+@endpoint(
+    "A proxy attaches with its single-use bootstrap token and receives the wrapped key",
+    access=PUBLIC,
+    auth=Auth.BOOTSTRAP,
+    response=AttachGrantOut,
+    tag="internal",
+)
+async def attach(request: web.Request) -> web.Response:
+    token = bearer_token(request)
+    if token is None or token_kind(token) is not TokenKind.BOOTSTRAP:
+        raise ApiError(
+            401, "authentication_error", "send the mxb_ bootstrap token as a Bearer token"
+        )
+    actor = Actor(
+        type=ActorType.PROXY,
+        id=None,
+        ip=client_ip(request),
+        user_agent=user_agent(request),
+        request_id=request.get(request_id_key),
+    )
+    grant = await attach_service.attach(
+        request.app[appkeys.engine],
+        request.app[appkeys.signals],
+        dataclasses.replace(actor, id=f"proxy:{request.match_info['session_id']}"),
+        session_id=request.match_info["session_id"],
+        bootstrap_token=token,
+    )
+    return web.json_response(grant.as_json())

@@ -1,0 +1,84 @@
+"""Writing (idempotently) and reading usage records."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from control.db.schema import sessions, usage_records
+from core.usage import UsageRecord
+
+
+def _row(record: UsageRecord, tenant_id: str, now: dt.datetime) -> dict[str, Any]:
+    return {
+        "record_id": record.record_id,
+        "session_id": record.session_id,
+        "tenant_id": tenant_id,
+        "actor": record.actor,
+        "method": record.method,
+        "endpoint": record.endpoint,
+        "started_at": dt.datetime.fromisoformat(record.started_at),
+        "stream": record.stream,
+        "http_status": record.http_status,
+        "complete": record.complete,
+        "model_requested": record.model_requested,
+        "model_served": record.model_served,
+        "upstream_request_id": record.upstream_request_id,
+        "stop_reason": record.stop_reason,
+        "input_tokens": record.input_tokens,
+        "output_tokens": record.output_tokens,
+        "cache_creation_input_tokens": record.cache_creation_input_tokens,
+        "cache_read_input_tokens": record.cache_read_input_tokens,
+        "usage": record.usage,
+        "ttfb_ms": record.ttfb_ms,
+        "latency_ms": record.latency_ms,
+        "bytes_in": record.bytes_in,
+        "bytes_out": record.bytes_out,
+        "request_sha256": record.request_sha256,
+        "system_sha256": record.system_sha256,
+        "message_sha256s": record.message_sha256s,
+        "response_sha256": record.response_sha256,
+        "response_content_sha256": record.response_content_sha256,
+        "error_type": record.error_type,
+        "ingested_at": now,
+    }
+
+
+async def insert_records(
+    conn: AsyncConnection, records: Sequence[UsageRecord], *, now: dt.datetime
+) -> tuple[int, list[UsageRecord]]:
+    """Insert records whose session exists; a record id seen before is skipped.
+
+    The tenant comes from the session row, not from the record. Returns the number of
+    records written or already present, and the records refused for an unknown session.
+    """
+    if not records:
+        return 0, []
+    session_ids = {r.session_id for r in records}
+    rows = await conn.execute(
+        select(sessions.c.id, sessions.c.tenant_id).where(sessions.c.id.in_(session_ids))
+    )
+    tenants = {row.id: row.tenant_id for row in rows}
+    known = [r for r in records if r.session_id in tenants]
+    unknown = [r for r in records if r.session_id not in tenants]
+    if known:
+        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+        statement = dialect.insert(usage_records).on_conflict_do_nothing(
+            index_elements=["record_id"]
+        )
+        await conn.execute(statement, [_row(r, tenants[r.session_id], now) for r in known])
+    return len(known), unknown
+
+
+async def list_records(conn: AsyncConnection, session_id: str) -> list[dict[str, Any]]:
+    rows = await conn.execute(
+        select(usage_records)
+        .where(usage_records.c.session_id == session_id)
+        .order_by(usage_records.c.started_at, usage_records.c.record_id)
+    )
+    return [dict(row._mapping) for row in rows]

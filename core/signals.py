@@ -1,0 +1,25 @@
+"""Signals from the control plane to a session's proxy, and the states that mean "stop"."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Signal(StrEnum):
+    CLEAR = "clear"
+    END = "end"
+    REVOKE = "revoke"
+    GRADING_COMPLETE = "grading_complete"
+
+
+# Session states in which a proxy may hold the key and forward calls.
+LIVE_STATES = frozenset({"issued", "active", "submitted", "grading"})
+
+
+def decode_signal(raw: bytes | str) -> Signal | None:
+    """The signal in a pub/sub payload, or None for anything unrecognised."""
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+    try:
+        return Signal(text.strip())
+    except ValueError:
+        return None

@@ -1,0 +1,64 @@
+"""The usage record: one per upstream call, from a proxy to the control plane.
+
+Records travel as one JSON field on a Redis stream and are ingested idempotently by
+`record_id`. No prompt or response text is ever part of a record: only counts, timings,
+identifiers and SHA-256 digests.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+STREAM_FIELD = "record"
+SCHEMA_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class UsageRecord:
+    record_id: str
+    session_id: str
+    tenant_id: str
+    actor: str  # candidate | grader
+    method: str
+    endpoint: str  # path without the query string
+    started_at: str  # ISO 8601, UTC
+    stream: bool
+    http_status: int | None
+    complete: bool
+    model_requested: str | None = None
+    model_served: str | None = None
+    upstream_request_id: str | None = None
+    stop_reason: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cache_creation_input_tokens: int | None = None
+    cache_read_input_tokens: int | None = None
+    # Anthropic's usage object(s) exactly as received: the body's `usage`, or for a stream
+    # {"message_start": …, "message_delta": …} (the last delta).
+    usage: dict[str, Any] | None = None
+    ttfb_ms: float | None = None
+    latency_ms: float | None = None
+    bytes_in: int = 0
+    bytes_out: int = 0
+    request_sha256: str | None = None
+    system_sha256: str | None = None
+    message_sha256s: list[str] = dataclasses.field(default_factory=list)
+    response_sha256: str | None = None  # the exact response bytes (the whole SSE stream)
+    response_content_sha256: str | None = None  # the assembled `content` array
+    error_type: str | None = None
+
+    def to_fields(self) -> dict[str, str]:
+        """The Redis stream entry for this record."""
+        return {STREAM_FIELD: json.dumps({"v": SCHEMA_VERSION, **dataclasses.asdict(self)})}
+
+    @classmethod
+    def from_fields(cls, fields: dict[bytes, bytes] | dict[str, str]) -> UsageRecord:
+        raw = fields.get(STREAM_FIELD) or fields.get(STREAM_FIELD.encode())  # type: ignore[call-overload]
+        if raw is None:
+            raise ValueError("stream entry has no record field")
+        data = json.loads(raw)
+        data.pop("v", None)
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})

@@ -1,0 +1,55 @@
+"""Attach: trade the bootstrap token for the wrapped key, and unwrap it into memory."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import aiohttp
+
+from core.crypto.envelope import KeyContext, WrappedKey, unwrap_secret
+from core.crypto.kek import KekProvider
+from proxy.keyring import SessionKey
+from proxy.session import SessionInfo
+
+
+class AttachError(Exception):
+    """The control plane refused the attach, or could not be reached."""
+
+
+async def fetch_grant(control_url: str, session_id: str, bootstrap_token: str) -> dict[str, Any]:
+    url = f"{control_url.rstrip('/')}/internal/v1/sessions/{session_id}/attach"
+    timeout = aiohttp.ClientTimeout(total=30)
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=timeout, trust_env=False) as client,
+            client.post(url, headers={"Authorization": f"Bearer {bootstrap_token}"}) as response,
+        ):
+            body = await response.json(content_type=None)
+            if response.status != 200:
+                error = (body or {}).get("error", {}) if isinstance(body, dict) else {}
+                raise AttachError(
+                    f"attach refused ({response.status}): {error.get('message', 'no message')}"
+                )
+            return body  # type: ignore[no-any-return]
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        raise AttachError(
+            f"control plane unreachable at {control_url} ({type(exc).__name__})"
+        ) from None
+
+
+async def arm_key(grant: dict[str, Any], kek: KekProvider) -> tuple[SessionInfo, SessionKey]:
+    """Unwrap the granted blob through the KEK provider into an armed SessionKey."""
+    info = SessionInfo.from_grant(grant)
+    blob = grant["wrapped_key"]
+    wrapped = WrappedKey(
+        kek_id=blob["kek_id"],
+        encrypted_data_key=base64.b64decode(blob["encrypted_data_key"]),
+        nonce=base64.b64decode(blob["nonce"]),
+        ciphertext=base64.b64decode(blob["ciphertext"]),
+        version=blob["version"],
+    )
+    context = KeyContext(tenant_id=info.tenant_id, key_id=info.key_id, version=wrapped.version)
+    key = SessionKey()
+    key.arm(await unwrap_secret(kek, wrapped, context))
+    return info, key

@@ -1,0 +1,151 @@
+"""`metrux proxy run`: attach, arm the key, serve the session, clear and exit."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import structlog
+from aiohttp import web
+from redis.asyncio import Redis
+
+from core.crypto.envelope import UnwrapError
+from core.crypto.kek import KekError, load_kek
+from core.redis_names import RedisNames
+from core.redis_server import redis_url
+from core.settings import Settings
+from core.tasks import spawn
+from proxy.app import create_app
+from proxy.attach import AttachError, arm_key, fetch_grant
+from proxy.hardening import disable_core_dumps
+from proxy.publisher import UsagePublisher
+from proxy.session import ProxySession
+from proxy.signals import SignalWatcher
+
+log = structlog.get_logger(__name__)
+DRAIN_TIMEOUT_S = 120.0
+FLUSH_TIMEOUT_S = 10.0
+
+
+def register(parts: Any) -> None:
+    proxy = parts.add_parser("proxy", help="the per-session proxy")
+    commands = proxy.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    cmd = commands.add_parser("run", help="attach to a session and serve its sandbox")
+    cmd.add_argument("--session", required=True, help="the session id")
+    cmd.add_argument("--control-url", required=True, help="the control plane's base URL")
+    cmd.add_argument("--listen", default="127.0.0.1:0", help="HOST:PORT (port 0: any free port)")
+    cmd.add_argument("--upstream", default=None, help="default: METRUX_UPSTREAM_URL")
+    cmd.add_argument(
+        "--bootstrap-token-file",
+        type=Path,
+        help="file holding the mxb_ token (else METRUX_BOOTSTRAP_TOKEN); never pass it in argv",
+    )
+    cmd.set_defaults(handler=run_proxy)
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"--listen must be HOST:PORT, got {value!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def _fail(message: str) -> int:
+    print(f"metrux proxy: {message}", file=sys.stderr)
+    return 1
+
+
+def run_proxy(args: argparse.Namespace, settings: Settings) -> int:
+    disable_core_dumps()
+    try:
+        host, port = parse_listen(args.listen)
+    except ValueError as exc:
+        return _fail(str(exc))
+    if args.bootstrap_token_file is not None:
+        try:
+            token = args.bootstrap_token_file.read_text().strip()
+        except OSError as exc:
+            return _fail(f"cannot read --bootstrap-token-file ({exc.strerror})")
+    else:
+        token = settings.bootstrap_token or ""
+    if not token:
+        return _fail("no bootstrap token: set METRUX_BOOTSTRAP_TOKEN or --bootstrap-token-file")
+    upstream = (args.upstream or settings.upstream_url).rstrip("/")
+    try:
+        return asyncio.run(
+            serve(settings, args.session, args.control_url, token, upstream, host, port)
+        )
+    except (AttachError, KekError, UnwrapError) as exc:
+        return _fail(str(exc))
+
+
+async def serve(
+    settings: Settings,
+    session_id: str,
+    control_url: str,
+    bootstrap_token: str,
+    upstream: str,
+    host: str,
+    port: int,
+) -> int:
+    grant = await fetch_grant(control_url, session_id, bootstrap_token)
+    info, key = await arm_key(grant, load_kek(settings))
+    session = ProxySession(info, key)
+    redis = Redis.from_url(await asyncio.to_thread(redis_url, settings), socket_timeout=5)
+    names = RedisNames(settings.redis_prefix)
+    publisher = UsagePublisher(redis, names.usage_stream)
+    watcher = SignalWatcher(redis, names, info.session_id, session.clear)
+    app = create_app(
+        session, publisher, upstream_url=upstream, max_body_bytes=settings.proxy_max_body_bytes
+    )
+    runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=5)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    bound_host, bound_port = runner.addresses[0][:2]
+
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, session.clear, signal.Signals(signum).name.lower())
+    seconds_left = (info.deadline_at - dt.datetime.now(dt.UTC)).total_seconds()
+    deadline = loop.call_later(max(seconds_left, 0), session.clear, "deadline")
+    tasks = [
+        spawn(publisher.run(), name="usage-publisher"),
+        spawn(watcher.listen(), name="signal-listener"),
+        spawn(watcher.poll(), name="state-poller"),
+    ]
+    url_host = f"[{bound_host}]" if ":" in bound_host else bound_host
+    ready = {
+        "event": "ready",
+        "url": f"http://{url_host}:{bound_port}",
+        "session_id": info.session_id,
+    }
+    print(json.dumps(ready), flush=True)
+    log.info("proxy_ready", session_id=info.session_id, port=bound_port)
+
+    await session.stopped.wait()
+    deadline.cancel()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(session.idle.wait(), DRAIN_TIMEOUT_S)
+    await runner.cleanup()
+    flushed = await publisher.flush(FLUSH_TIMEOUT_S)
+    await watcher.withdraw()
+    watcher.stop()
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await redis.aclose()
+    log.info(
+        "proxy_exiting",
+        session_id=info.session_id,
+        reason=session.stop_reason,
+        unsent_records=0 if flushed else publisher.pending,
+    )
+    return 0

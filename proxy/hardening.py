@@ -1,0 +1,24 @@
+"""Process hardening for the one process that holds a plaintext key."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import resource
+
+import structlog
+
+log = structlog.get_logger(__name__)
+PR_SET_DUMPABLE = 4
+
+
+def disable_core_dumps() -> None:
+    """No core file, and no ptrace attach by same-uid processes (PR_SET_DUMPABLE=0)."""
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    libc_name = ctypes.util.find_library("c")
+    if libc_name is None:
+        log.warning("prctl_unavailable")
+        return
+    libc = ctypes.CDLL(libc_name, use_errno=True)
+    if libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
+        log.warning("prctl_set_dumpable_failed", errno=ctypes.get_errno())

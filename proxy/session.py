@@ -1,0 +1,88 @@
+"""The proxy's view of its one session: what attach granted, the key, limits, and stop."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+from typing import Any
+
+import structlog
+
+from proxy.keyring import SessionKey
+from proxy.limits import BadTokenLockout, SessionBudget, TokenBucket
+
+log = structlog.get_logger(__name__)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SessionInfo:
+    session_id: str
+    tenant_id: str
+    key_id: str
+    actor: str
+    deadline_at: dt.datetime
+    token_sha256: str = dataclasses.field(repr=False)
+    max_requests: int | None = None
+    max_output_tokens: int | None = None
+    allowed_models: list[str] | None = None
+
+    @classmethod
+    def from_grant(cls, grant: dict[str, Any]) -> SessionInfo:
+        limits = grant.get("limits") or {}
+        return cls(
+            session_id=grant["session_id"],
+            tenant_id=grant["tenant_id"],
+            key_id=grant["key_id"],
+            actor=grant.get("actor", "candidate"),
+            deadline_at=dt.datetime.fromisoformat(grant["deadline_at"]),
+            token_sha256=grant["session_token_sha256"],
+            max_requests=limits.get("max_requests"),
+            max_output_tokens=limits.get("max_output_tokens"),
+            allowed_models=limits.get("allowed_models"),
+        )
+
+
+class ProxySession:
+    """Shared state of the running proxy. `clear` is the one way the key goes away."""
+
+    def __init__(
+        self,
+        info: SessionInfo,
+        key: SessionKey,
+        *,
+        rate_per_s: float = 10.0,
+        burst: int = 100,
+    ) -> None:
+        self.info = info
+        self.key = key
+        self.budget = SessionBudget(
+            max_requests=info.max_requests,
+            max_output_tokens=info.max_output_tokens,
+            allowed_models=info.allowed_models,
+        )
+        self.rate = TokenBucket(rate_per_s, burst)
+        self.lockout = BadTokenLockout()
+        self.stopped = asyncio.Event()
+        self.stop_reason: str | None = None
+        self.in_flight = 0
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+    def clear(self, reason: str) -> None:
+        """Zero the key and ask the process to exit (once in-flight calls end). Idempotent."""
+        if self.stopped.is_set():
+            return
+        self.key.clear()
+        self.stop_reason = reason
+        self.stopped.set()
+        log.info("session_key_cleared", session_id=self.info.session_id, reason=reason)
+
+    def call_started(self) -> None:
+        self.in_flight += 1
+        self.idle.clear()
+
+    def call_finished(self) -> None:
+        self.in_flight -= 1
+        if self.in_flight == 0:
+            self.idle.set()

@@ -1,0 +1,177 @@
+"""The whole path on one loop: control plane, proxy, fake Anthropic, real Redis and DB.
+
+The proxy runs in-process (its app, publisher and signal watcher), attached through the
+control plane's real attach endpoint, so tests can look at its state; one test in
+test_proxy_process.py runs `metrux proxy run` as its own process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anthropic
+import pytest
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from control.app import create_app as create_control_app
+from control.usage import store as usage_store
+from control.usage.ingest import UsageIngester
+from core.crypto.kek import load_kek
+from core.redis_names import RedisNames
+from core.settings import Settings
+from core.tasks import spawn
+from proxy.app import create_app as create_proxy_app
+from proxy.attach import arm_key, fetch_grant
+from proxy.publisher import UsagePublisher
+from proxy.session import ProxySession
+from proxy.signals import SignalWatcher
+from tests.factories import TenantFixture, fake_anthropic_key, make_tenant
+from tests.fakes.anthropic import FakeAnthropic
+
+
+@dataclasses.dataclass
+class Stack:
+    settings: Settings
+    engine: AsyncEngine
+    redis: Redis
+    names: RedisNames
+    control: Any  # aiohttp TestClient of the control plane
+    fake: FakeAnthropic
+    fake_url: str
+    tenant: TenantFixture
+    api_key: str  # the customer's (fake) Anthropic key
+    key_id: str
+    session_id: str
+    sandbox_token: str
+    proxy: ProxySession
+    publisher: UsagePublisher
+    proxy_url: str
+    proxy_app: Any
+    sent: list[Any] = dataclasses.field(default_factory=list)  # requests the SDK sent
+
+    def sdk(self, **kwargs: Any) -> anthropic.AsyncAnthropic:
+        """The official SDK pointed at the proxy with the sandbox token, as a candidate's
+        code would be; every request it sends is kept in `sent`."""
+
+        async def keep(request: Any) -> None:
+            self.sent.append(request)
+
+        options: dict[str, Any] = {"max_retries": 0, **kwargs}
+        options.setdefault("api_key", self.sandbox_token)
+        options["http_client"] = anthropic.DefaultAsyncHttpxClient(event_hooks={"request": [keep]})
+        return anthropic.AsyncAnthropic(base_url=self.proxy_url, **options)
+
+    async def records(self) -> list[dict[str, Any]]:
+        """Every usage record so far, after publishing and ingesting what is pending."""
+        assert await self.publisher.flush(10)
+        ingester = UsageIngester(self.redis, self.engine, self.names, consumer="test")
+        await ingester.ensure_group()
+        while await ingester.ingest_once():
+            pass
+        async with self.engine.connect() as conn:
+            return await usage_store.list_records(conn, self.session_id)
+
+
+async def start_proxy_for(
+    settings: Settings,
+    control_url: str,
+    session_id: str,
+    bootstrap: str,
+    upstream: str,
+    aiohttp_server: Any,
+    redis: Redis,
+    names: RedisNames,
+    max_body_bytes: int | None = None,
+) -> tuple[ProxySession, UsagePublisher, SignalWatcher, Any, list[asyncio.Task[Any]]]:
+    grant = await fetch_grant(control_url, session_id, bootstrap)
+    info, key = await arm_key(grant, load_kek(settings))
+    session = ProxySession(info, key)
+    publisher = UsagePublisher(redis, names.usage_stream)
+    watcher = SignalWatcher(redis, names, session_id, session.clear, poll_interval=0.2)
+    app = create_proxy_app(
+        session,
+        publisher,
+        upstream_url=upstream,
+        max_body_bytes=max_body_bytes or settings.proxy_max_body_bytes,
+    )
+    server = await aiohttp_server(app)
+    tasks = [
+        spawn(publisher.run(), name="test-publisher"),
+        spawn(watcher.listen(), name="test-listener"),
+        spawn(watcher.poll(), name="test-poller"),
+    ]
+    return session, publisher, watcher, server, tasks
+
+
+@pytest.fixture
+async def stack(
+    aiohttp_client: Any,
+    aiohttp_server: Any,
+    settings: Settings,
+    engine: AsyncEngine,
+    log_output: Any,
+    request: pytest.FixtureRequest,
+) -> AsyncIterator[Stack]:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    api_key = fake_anthropic_key()
+    fake = FakeAnthropic(api_key)
+    fake_server = await aiohttp_server(fake.app)  # test servers cancel handlers on disconnect
+    control = await aiohttp_client(create_control_app(settings))
+    tenant = await make_tenant(engine)
+    async with control.post("/v1/keys", json={"api_key": api_key}, headers=tenant.auth) as r:
+        key_id = (await r.json())["id"]
+    limits = getattr(request, "param", {}) or {}
+    async with control.post(
+        "/v1/sessions", json={"candidate_email": "cand@example.com", **limits}, headers=tenant.auth
+    ) as r:
+        created = await r.json()
+        assert r.status == 201, created
+    redis = Redis.from_url(settings.redis_url or "")
+    names = RedisNames(settings.redis_prefix)
+    session, publisher, stack_watcher, proxy_server, tasks = await start_proxy_for(
+        settings,
+        str(control.make_url("")).rstrip("/"),
+        created["id"],
+        created["bootstrap_token"],
+        str(fake_server.make_url("")).rstrip("/"),
+        aiohttp_server,
+        redis,
+        names,
+    )
+    yield Stack(
+        settings=settings,
+        engine=engine,
+        redis=redis,
+        names=names,
+        control=control,
+        fake=fake,
+        fake_url=str(fake_server.make_url("")).rstrip("/"),
+        tenant=tenant,
+        api_key=api_key,
+        key_id=key_id,
+        session_id=created["id"],
+        sandbox_token=created["sandbox_token"],
+        proxy=session,
+        publisher=publisher,
+        proxy_url=str(proxy_server.make_url("")).rstrip("/"),
+        proxy_app=proxy_server.app,
+    )
+    # Let the publisher go idle first: redis-py can swallow a cancellation that lands
+    # inside a pipeline's execute, as the proxy's own shutdown also avoids.
+    assert await publisher.flush(10)
+    stack_watcher.stop()
+    for task in tasks:
+        task.cancel()
+    _, pending = await asyncio.wait(tasks, timeout=5)
+    assert not pending, f"proxy tasks did not stop: {[t.get_name() for t in pending]}"
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.gather(*tasks, return_exceptions=True)
+    keys = [k async for k in redis.scan_iter(match=f"{settings.redis_prefix}*")]
+    if keys:
+        await redis.delete(*keys)
+    await redis.aclose()

@@ -1,0 +1,314 @@
+"""A fake Anthropic API that speaks the real wire format, for tests and the benchmark.
+
+Messages (JSON and the full SSE event sequence), count_tokens, models list and retrieve,
+Anthropic-shaped errors, request-id and rate-limit headers. Behaviour is scripted per call
+with `enqueue(...)`; every request is recorded so tests can assert whole transcripts.
+It checks `x-api-key` against the expected key, as Anthropic would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import uuid
+from typing import Any
+
+from aiohttp import web
+from multidict import CIMultiDict
+
+MODEL = "claude-sonnet-5-5"
+USAGE = {
+    "input_tokens": 25,
+    "cache_creation_input_tokens": 10,
+    "cache_read_input_tokens": 5,
+    "cache_creation": {"ephemeral_5m_input_tokens": 7, "ephemeral_1h_input_tokens": 3},
+    "output_tokens": 12,
+    "service_tier": "standard",
+    "server_tool_use": {"web_search_requests": 0},
+}
+RATE_HEADERS = {
+    "anthropic-ratelimit-requests-limit": "4000",
+    "anthropic-ratelimit-requests-remaining": "3999",
+    "anthropic-ratelimit-tokens-limit": "400000",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Recorded:
+    method: str
+    path_qs: str
+    headers: CIMultiDict[str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclasses.dataclass
+class JsonReply:
+    status: int = 200
+    body: Any = None  # None: a normal reply for the endpoint
+    headers: dict[str, str] = dataclasses.field(default_factory=dict)
+    delay: float = 0.0  # seconds before answering
+
+
+@dataclasses.dataclass
+class StreamReply:
+    events: list[tuple[str, dict[str, Any]]] | None = None  # None: a normal text stream
+    cut_after: int | None = None  # drop the connection after this many events
+    hang_after: int | None = None  # stop sending (but keep the connection) after N events
+    chunk_delay: float = 0.0
+    split_every: int | None = None  # write each event in pieces of this many bytes
+
+
+def error_body(type_: str, message: str) -> dict[str, Any]:
+    return {"type": "error", "error": {"type": type_, "message": message}, "request_id": "req_fake"}
+
+
+def message_body(
+    text: str = "Hello from the fake.",
+    *,
+    model: str = MODEL,
+    usage: dict[str, Any] | None = None,
+    tool_use: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    content: list[dict[str, Any]] = [{"type": "text", "text": text}]
+    if tool_use is not None:
+        content.append({"type": "tool_use", **tool_use})
+    return {
+        "id": f"msg_{uuid.uuid4().hex[:24]}",
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": content,
+        "stop_reason": "tool_use" if tool_use else "end_turn",
+        "stop_sequence": None,
+        "usage": usage or dict(USAGE),
+    }
+
+
+def stream_events(
+    pieces: list[str] | None = None,
+    *,
+    model: str = MODEL,
+    usage: dict[str, Any] | None = None,
+    tool_use: dict[str, Any] | None = None,
+) -> list[tuple[str, dict[str, Any]]]:
+    """The SSE sequence Anthropic sends for a reply made of these text pieces."""
+    pieces = pieces if pieces is not None else ["Hello", " from", " the", " fake."]
+    usage = usage or dict(USAGE)
+    start_usage = {**usage, "output_tokens": 1}
+    events: list[tuple[str, dict[str, Any]]] = [
+        (
+            "message_start",
+            {
+                "type": "message_start",
+                "message": {
+                    "id": f"msg_{uuid.uuid4().hex[:24]}",
+                    "type": "message",
+                    "role": "assistant",
+                    "model": model,
+                    "content": [],
+                    "stop_reason": None,
+                    "stop_sequence": None,
+                    "usage": start_usage,
+                },
+            },
+        ),
+        (
+            "content_block_start",
+            {
+                "type": "content_block_start",
+                "index": 0,
+                "content_block": {"type": "text", "text": ""},
+            },
+        ),
+        ("ping", {"type": "ping"}),
+    ]
+    for piece in pieces:
+        events.append(
+            (
+                "content_block_delta",
+                {
+                    "type": "content_block_delta",
+                    "index": 0,
+                    "delta": {"type": "text_delta", "text": piece},
+                },
+            )
+        )
+    events.append(("content_block_stop", {"type": "content_block_stop", "index": 0}))
+    if tool_use is not None:
+        block = {"type": "tool_use", "id": tool_use["id"], "name": tool_use["name"], "input": {}}
+        events.append(
+            (
+                "content_block_start",
+                {"type": "content_block_start", "index": 1, "content_block": block},
+            )
+        )
+        encoded = json.dumps(tool_use["input"])
+        for i in range(0, len(encoded), 7):
+            events.append(
+                (
+                    "content_block_delta",
+                    {
+                        "type": "content_block_delta",
+                        "index": 1,
+                        "delta": {"type": "input_json_delta", "partial_json": encoded[i : i + 7]},
+                    },
+                )
+            )
+        events.append(("content_block_stop", {"type": "content_block_stop", "index": 1}))
+    events.append(
+        (
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {
+                    "stop_reason": "tool_use" if tool_use else "end_turn",
+                    "stop_sequence": None,
+                },
+                "usage": {"output_tokens": usage["output_tokens"]},
+            },
+        )
+    )
+    events.append(("message_stop", {"type": "message_stop"}))
+    return events
+
+
+def encode_event(name: str, data: dict[str, Any]) -> bytes:
+    return f"event: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+class FakeAnthropic:
+    def __init__(self, api_key: str) -> None:
+        self.api_key = api_key
+        self.requests: list[Recorded] = []
+        self.replies: list[JsonReply | StreamReply] = []
+        self.stream_aborted = asyncio.Event()  # the proxy dropped a stream we were sending
+        self.app = web.Application(client_max_size=64 * 1024 * 1024)
+        self.app.router.add_post("/v1/messages", self._messages)
+        self.app.router.add_post("/v1/messages/count_tokens", self._count_tokens)
+        self.app.router.add_get("/v1/models", self._models)
+        self.app.router.add_get("/v1/models/{model_id}", self._model)
+        self.app.router.add_route("*", "/{tail:.*}", self._unknown)
+
+    def enqueue(self, *replies: JsonReply | StreamReply) -> None:
+        self.replies.extend(replies)
+
+    async def _record(self, request: web.Request) -> Recorded:
+        recorded = Recorded(
+            request.method, request.path_qs, CIMultiDict(request.headers), await request.read()
+        )
+        self.requests.append(recorded)
+        return recorded
+
+    def _headers(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        return {"request-id": f"req_{uuid.uuid4().hex[:24]}", **RATE_HEADERS, **(extra or {})}
+
+    def _auth_error(self, request: web.Request) -> web.Response | None:
+        if request.headers.get("x-api-key") != self.api_key or "authorization" in request.headers:
+            return web.json_response(
+                error_body("authentication_error", "invalid x-api-key"),
+                status=401,
+                headers=self._headers(),
+            )
+        return None
+
+    async def _messages(self, request: web.Request) -> web.StreamResponse:
+        recorded = await self._record(request)
+        if (refused := self._auth_error(request)) is not None:
+            return refused
+        reply = self.replies.pop(0) if self.replies else None
+        wants_stream = bool(recorded.json().get("stream"))
+        if isinstance(reply, StreamReply) or (reply is None and wants_stream):
+            return await self._stream(request, reply or StreamReply())
+        reply = reply or JsonReply()
+        if reply.delay:
+            await asyncio.sleep(reply.delay)
+        body = reply.body if reply.body is not None else message_body()
+        return web.json_response(body, status=reply.status, headers=self._headers(reply.headers))
+
+    async def _stream(self, request: web.Request, reply: StreamReply) -> web.StreamResponse:
+        response = web.StreamResponse(
+            status=200,
+            headers=self._headers(
+                {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}
+            ),
+        )
+        await response.prepare(request)
+        events = reply.events if reply.events is not None else stream_events()
+        try:
+            for n, (name, data) in enumerate(events):
+                if reply.cut_after is not None and n == reply.cut_after:
+                    assert request.transport is not None
+                    request.transport.abort()
+                    return response
+                if reply.hang_after is not None and n == reply.hang_after:
+                    await asyncio.sleep(3600)
+                payload = encode_event(name, data)
+                step = reply.split_every or len(payload)
+                for i in range(0, len(payload), step):
+                    await response.write(payload[i : i + step])
+                if reply.chunk_delay:
+                    await asyncio.sleep(reply.chunk_delay)
+            await response.write_eof()
+        except (ConnectionError, asyncio.CancelledError):
+            self.stream_aborted.set()
+            raise
+        return response
+
+    async def _count_tokens(self, request: web.Request) -> web.Response:
+        recorded = await self._record(request)
+        if (refused := self._auth_error(request)) is not None:
+            return refused
+        if self.replies and isinstance(self.replies[0], JsonReply):
+            reply = self.replies.pop(0)
+            return web.json_response(
+                reply.body, status=reply.status, headers=self._headers(reply.headers)
+            )
+        return web.json_response(
+            {"input_tokens": max(1, len(recorded.body) // 4)}, headers=self._headers()
+        )
+
+    async def _models(self, request: web.Request) -> web.Response:
+        await self._record(request)
+        if (refused := self._auth_error(request)) is not None:
+            return refused
+        data = [
+            {
+                "type": "model",
+                "id": MODEL,
+                "display_name": "Claude Sonnet 5.5",
+                "created_at": "2025-09-29T00:00:00Z",
+            },
+            {
+                "type": "model",
+                "id": "claude-haiku-4-5",
+                "display_name": "Claude Haiku 4.5",
+                "created_at": "2025-10-01T00:00:00Z",
+            },
+        ]
+        return web.json_response(
+            {"data": data, "has_more": False, "first_id": data[0]["id"], "last_id": data[-1]["id"]},
+            headers=self._headers(),
+        )
+
+    async def _model(self, request: web.Request) -> web.Response:
+        await self._record(request)
+        if (refused := self._auth_error(request)) is not None:
+            return refused
+        model_id = request.match_info["model_id"]
+        return web.json_response(
+            {
+                "type": "model",
+                "id": model_id,
+                "display_name": model_id,
+                "created_at": "2025-09-29T00:00:00Z",
+            },
+            headers=self._headers(),
+        )
+
+    async def _unknown(self, request: web.Request) -> web.Response:
+        await self._record(request)
+        return web.json_response(error_body("not_found_error", "not found"), status=404)
