@@ -112,7 +112,8 @@ class UsageIngester:
             )
         if unknown:
             log.warning("usage_for_unknown_sessions", count=len(unknown))
-        await self._redis.xack(
-            self._names.usage_stream, self._names.usage_group, *[e[0] for e in entries]
-        )
+        ids = [entry_id for entry_id, _ in entries]
+        await self._redis.xack(self._names.usage_stream, self._names.usage_group, *ids)
+        # Stored and acknowledged: the stream need not keep them.
+        await self._redis.xdel(self._names.usage_stream, *ids)
         return written

@@ -1,0 +1,176 @@
+"""Sessions through the control-plane API: issue, show, transitions, and the attach step."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from core.tokens import hash_token
+from tests.factories import TenantFixture, bearer, fake_anthropic_key, make_tenant
+
+
+async def _setup(
+    client: Any, engine: AsyncEngine, **session: Any
+) -> tuple[TenantFixture, str, dict[str, Any]]:
+    tenant = await make_tenant(engine)
+    async with client.post(
+        "/v1/keys", json={"api_key": fake_anthropic_key()}, headers=tenant.auth
+    ) as r:
+        key_id = (await r.json())["id"]
+    async with client.post(
+        "/v1/sessions", json={"candidate_email": "Cand@Example.com", **session}, headers=tenant.auth
+    ) as r:
+        assert r.status == 201
+        return tenant, key_id, await r.json()
+
+
+async def _attach(client: Any, session_id: str, token: str) -> tuple[int, dict[str, Any]]:
+    async with client.post(
+        f"/internal/v1/sessions/{session_id}/attach", headers=bearer(token)
+    ) as r:
+        return r.status, await r.json()
+
+
+async def _audit(client: Any, tenant: TenantFixture, action: str) -> list[dict[str, Any]]:
+    async with client.get(f"/v1/audit?action={action}", headers=tenant.auth) as r:
+        return (await r.json())["events"]
+
+
+async def test_issue_returns_both_tokens_once_and_stores_only_hashes(
+    client: Any, engine: AsyncEngine
+) -> None:
+    tenant, key_id, created = await _setup(
+        client, engine, max_requests=50, allowed_models=["claude-haiku-4-5"]
+    )
+    assert created["sandbox_token"].startswith("mxs_")
+    assert created["bootstrap_token"].startswith("mxb_")
+    assert created["state"] == "issued"
+    assert created["api_key_id"] == key_id
+    assert created["limits"] == {
+        "max_requests": 50,
+        "max_output_tokens": None,
+        "allowed_models": ["claude-haiku-4-5"],
+    }
+    async with client.get(f"/v1/sessions/{created['id']}", headers=tenant.auth) as r:
+        shown = await r.json()
+    assert "sandbox_token" not in shown
+    assert "bootstrap_token" not in shown
+    assert shown["proxy_online"] is False
+    [event] = await _audit(client, tenant, "session:create")
+    assert event["session_id"] == created["id"]
+
+
+async def test_attach_works_once_and_is_audited(client: Any, engine: AsyncEngine) -> None:
+    tenant, key_id, created = await _setup(client, engine)
+    status, grant = await _attach(client, created["id"], created["bootstrap_token"])
+    assert status == 200
+    assert grant["session_token_sha256"] == hash_token(created["sandbox_token"])
+    assert grant["key_id"] == key_id
+    assert set(grant["wrapped_key"]) == {
+        "kek_id",
+        "encrypted_data_key",
+        "nonce",
+        "ciphertext",
+        "version",
+    }
+    assert grant["state"] == "active"
+    status, refused = await _attach(client, created["id"], created["bootstrap_token"])
+    assert status == 401
+    assert refused["error"]["message"] == "bootstrap token already used"
+    unwraps = await _audit(client, tenant, "key:unwrap")
+    assert [(e["outcome"], e["session_id"]) for e in unwraps] == [
+        ("failure", created["id"]),
+        ("success", created["id"]),
+    ]
+    assert unwraps[0]["details"] == {"reason": "bootstrap token already used"}
+
+
+@pytest.mark.parametrize("bad", ["mxb_" + "A" * 43, "mxs_" + "A" * 43, ""])
+async def test_attach_with_a_wrong_token_is_refused(
+    client: Any, engine: AsyncEngine, bad: str
+) -> None:
+    _, _, created = await _setup(client, engine)
+    status, body = await _attach(client, created["id"], bad)
+    assert status == 401
+    assert body["error"]["type"] == "authentication_error"
+    status, _ = await _attach(client, created["id"], created["bootstrap_token"])
+    assert status == 200  # the real token was not burnt by the failures
+
+
+async def test_a_session_of_a_revoked_key_cannot_attach(client: Any, engine: AsyncEngine) -> None:
+    tenant, key_id, created = await _setup(client, engine)
+    async with client.delete(f"/v1/keys/{key_id}", headers=tenant.auth) as r:
+        assert r.status == 200
+    status, body = await _attach(client, created["id"], created["bootstrap_token"])
+    assert status == 403
+    assert body["error"]["message"] == "session is revoked"
+
+
+async def test_an_ended_session_cannot_attach_or_end_again(
+    client: Any, engine: AsyncEngine
+) -> None:
+    tenant, _, created = await _setup(client, engine)
+    async with client.post(f"/v1/sessions/{created['id']}/end", headers=tenant.auth) as r:
+        assert (r.status, (await r.json())["state"]) == (200, "ended")
+    async with client.post(
+        f"/v1/sessions/{created['id']}/grading-complete", headers=tenant.auth
+    ) as r:
+        assert r.status == 409
+    status, body = await _attach(client, created["id"], created["bootstrap_token"])
+    assert (status, body["error"]["message"]) == (403, "session is ended")
+    assert [e["action"] for e in await _audit(client, tenant, "session:end")] == ["session:end"]
+
+
+async def test_grading_complete(client: Any, engine: AsyncEngine) -> None:
+    tenant, _, created = await _setup(client, engine)
+    async with client.post(
+        f"/v1/sessions/{created['id']}/grading-complete", headers=tenant.auth
+    ) as r:
+        body = await r.json()
+    assert (body["state"], body["ended_at"] is not None) == ("graded", True)
+
+
+async def test_sessions_need_a_live_key(client: Any, engine: AsyncEngine) -> None:
+    tenant = await make_tenant(engine)
+    async with client.post(
+        "/v1/sessions", json={"candidate_email": "c@example.com"}, headers=tenant.auth
+    ) as r:
+        assert r.status == 409
+        assert "upload one first" in (await r.json())["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    "deadline",
+    [
+        (dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)).isoformat(),
+        (dt.datetime.now(dt.UTC) + dt.timedelta(days=30)).isoformat(),
+        "2030-01-01T00:00:00",
+    ],
+)
+async def test_bad_deadlines_are_refused(client: Any, engine: AsyncEngine, deadline: str) -> None:
+    tenant = await make_tenant(engine)
+    async with client.post("/v1/keys", json={"api_key": fake_anthropic_key()}, headers=tenant.auth):
+        pass
+    async with client.post(
+        "/v1/sessions",
+        json={"candidate_email": "c@example.com", "deadline": deadline},
+        headers=tenant.auth,
+    ) as r:
+        assert r.status == 422
+
+
+async def test_other_tenants_sessions_are_not_found(client: Any, engine: AsyncEngine) -> None:
+    _, _, created = await _setup(client, engine)
+    other = await make_tenant(engine, "Other")
+    for method, path in [
+        ("GET", f"/v1/sessions/{created['id']}"),
+        ("POST", f"/v1/sessions/{created['id']}/end"),
+        ("POST", f"/v1/sessions/{created['id']}/grading-complete"),
+        ("GET", f"/v1/sessions/{created['id']}/usage"),
+        ("GET", f"/v1/sessions/{created['id']}/usage/summary"),
+    ]:
+        async with client.request(method, path, headers=other.auth) as r:
+            assert r.status == 404, path

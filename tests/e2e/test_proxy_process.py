@@ -1,0 +1,151 @@
+"""`metrux proxy run` as its own process: ready line, hardening, clear-and-exit."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import anthropic
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from control.app import create_app
+from core.redis_names import RedisNames
+from core.settings import Settings
+from tests.factories import fake_anthropic_key, make_tenant
+from tests.fakes.anthropic import MODEL, FakeAnthropic
+
+METRUX = str(Path(sys.executable).with_name("metrux"))
+
+
+async def _start(
+    aiohttp_server: Any, settings: Settings, engine: AsyncEngine, **session: Any
+) -> dict[str, Any]:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    api_key = fake_anthropic_key()
+    fake = FakeAnthropic(api_key)
+    fake_server = await aiohttp_server(fake.app)
+    control = await aiohttp_server(create_app(settings))
+    tenant = await make_tenant(engine)
+    base = str(control.make_url("")).rstrip("/")
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{base}/v1/keys", json={"api_key": api_key}, headers=tenant.auth):
+            pass
+        async with http.post(
+            f"{base}/v1/sessions",
+            json={"candidate_email": "c@example.com", **session},
+            headers=tenant.auth,
+        ) as r:
+            created = await r.json()
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "METRUX_DATA_DIR": str(settings.data_dir),
+        "REDIS_URL": settings.redis_url or "",
+        "METRUX_REDIS_PREFIX": settings.redis_prefix,
+        "KEY_ENCRYPTION_KEY": base64.b64encode(settings.key_encryption_key or b"").decode(),
+        "METRUX_BOOTSTRAP_TOKEN": created["bootstrap_token"],
+        "METRUX_LOG_FORMAT": "json",
+    }
+    process = await asyncio.create_subprocess_exec(
+        METRUX, "proxy", "run", "--session", created["id"], "--control-url", base,
+        "--upstream", str(fake_server.make_url("")).rstrip("/"),
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    line = await asyncio.wait_for(process.stdout.readline(), timeout=30)  # type: ignore[union-attr]
+    ready = json.loads(line)
+    return {
+        "process": process,
+        "ready": ready,
+        "created": created,
+        "api_key": api_key,
+        "fake": fake,
+        "tenant": tenant,
+        "control": base,
+    }
+
+
+async def _finish(process: asyncio.subprocess.Process) -> tuple[int, str]:
+    _, stderr = await asyncio.wait_for(process.communicate(), timeout=15)
+    return process.returncode or 0, stderr.decode()
+
+
+async def test_ready_line_hardening_sigterm_and_flush(
+    aiohttp_server: Any, settings: Settings, engine: AsyncEngine
+) -> None:
+    run = await _start(aiohttp_server, settings, engine)
+    process, ready, api_key = run["process"], run["ready"], run["api_key"]
+    assert ready["event"] == "ready"
+    assert ready["session_id"] == run["created"]["id"]
+    assert ready["url"].startswith("http://127.0.0.1:")
+    client = anthropic.AsyncAnthropic(
+        base_url=ready["url"], api_key=run["created"]["sandbox_token"], max_retries=0
+    )
+    message = await client.messages.create(
+        model=MODEL, max_tokens=8, messages=[{"role": "user", "content": "hi"}]
+    )
+    assert message.content[0].text == "Hello from the fake."
+    assert run["fake"].requests[0].headers["x-api-key"] == api_key
+
+    proc = Path(f"/proc/{process.pid}")
+    assert api_key.encode() not in (proc / "environ").read_bytes()
+    assert api_key.encode() not in (proc / "cmdline").read_bytes()
+    limits = (proc / "limits").read_text()
+    core_line = next(line for line in limits.splitlines() if line.startswith("Max core file size"))
+    assert core_line.split()[4:6] == ["0", "0"]
+
+    process.terminate()
+    code, stderr = await _finish(process)
+    assert code == 0
+    assert api_key not in stderr
+    assert api_key[-16:] not in stderr
+    exit_event = [json.loads(line) for line in stderr.splitlines() if '"proxy_exiting"' in line]
+    assert exit_event[0]["reason"] == "sigterm"
+    assert exit_event[0]["unsent_records"] == 0
+    redis = Redis.from_url(settings.redis_url or "")
+    assert await redis.xlen(RedisNames(settings.redis_prefix).usage_stream) == 1
+    await redis.delete(RedisNames(settings.redis_prefix).usage_stream)
+    await redis.aclose()
+
+
+async def test_ending_the_session_makes_the_process_exit(
+    aiohttp_server: Any, settings: Settings, engine: AsyncEngine
+) -> None:
+    run = await _start(aiohttp_server, settings, engine)
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            f"{run['control']}/v1/sessions/{run['created']['id']}/end", headers=run["tenant"].auth
+        ) as r,
+    ):
+        assert r.status == 200
+    code, stderr = await _finish(run["process"])
+    assert code == 0
+    assert '"reason": "signal_end"' in stderr
+
+
+async def test_spent_bootstrap_token_stops_start_up_with_a_message(
+    aiohttp_server: Any, settings: Settings, engine: AsyncEngine
+) -> None:
+    run = await _start(aiohttp_server, settings, engine)
+    run["process"].terminate()
+    await _finish(run["process"])
+    second = await asyncio.create_subprocess_exec(
+        METRUX, "proxy", "run", "--session", run["created"]["id"], "--control-url", run["control"],
+        env={
+            "PATH": os.environ.get("PATH", ""),
+            "METRUX_BOOTSTRAP_TOKEN": run["created"]["bootstrap_token"],
+            "REDIS_URL": settings.redis_url or "",
+            "METRUX_DATA_DIR": str(settings.data_dir),
+        },
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    stdout, stderr = await asyncio.wait_for(second.communicate(), timeout=30)
+    assert second.returncode == 1
+    assert stdout == b""
+    assert b"bootstrap token already used" in stderr

@@ -1,0 +1,86 @@
+"""Folding responses into usage: exact objects kept, counts never folded together."""
+
+from __future__ import annotations
+
+import json
+
+from proxy.meter.counts import StreamFold, fold_json, token_counts
+from proxy.meter.digest import canonical_sha256, request_facts
+from proxy.meter.sse import SseEvent
+from tests.fakes.anthropic import USAGE, message_body, stream_events
+
+
+def fold(events: list[tuple[str, dict]]) -> StreamFold:
+    result = StreamFold()
+    for name, data in events:
+        result.add(SseEvent(name, json.dumps(data)))
+    return result
+
+
+def test_stream_counts_take_input_from_start_and_output_from_the_last_delta() -> None:
+    result = fold(stream_events())
+    assert result.counts() == {
+        "input_tokens": 25,
+        "output_tokens": 12,
+        "cache_creation_input_tokens": 10,
+        "cache_read_input_tokens": 5,
+    }
+    assert result.usage == {
+        "message_start": {**USAGE, "output_tokens": 1},
+        "message_delta": {"output_tokens": 12},
+    }
+    assert (result.message_stopped, result.stop_reason) == (True, "end_turn")
+
+
+def test_cumulative_fields_in_message_delta_win() -> None:
+    assert token_counts(
+        {"input_tokens": 5, "output_tokens": 1}, {"input_tokens": 7, "output_tokens": 9}
+    ) == {
+        "input_tokens": 7,
+        "output_tokens": 9,
+        "cache_creation_input_tokens": None,
+        "cache_read_input_tokens": None,
+    }
+
+
+def test_streamed_and_unstreamed_content_have_the_same_digest() -> None:
+    tool = {"id": "toolu_1", "name": "Bash", "input": {"command": "ls", "n": [1, {"x": None}]}}
+    streamed = fold(stream_events(["Let", " me", " see."], tool_use=tool))
+    whole = fold_json(json.dumps(message_body("Let me see.", tool_use=tool)).encode())
+    assert canonical_sha256(streamed.content) == canonical_sha256(whole["content"])
+
+
+def test_error_event_and_json_error_body() -> None:
+    result = fold(
+        [("error", {"type": "error", "error": {"type": "overloaded_error", "message": "x"}})]
+    )
+    assert result.error_type == "overloaded_error"
+    assert fold_json(b'{"type":"error","error":{"type":"rate_limit_error","message":"x"}}') == {
+        "error_type": "rate_limit_error"
+    }
+
+
+def test_count_tokens_reply_gives_input_tokens() -> None:
+    assert fold_json(b'{"input_tokens": 42}')["usage"] == {"input_tokens": 42}
+
+
+def test_request_facts_hash_system_and_each_message() -> None:
+    body = json.dumps(
+        {
+            "model": "m",
+            "max_tokens": 99,
+            "stream": True,
+            "system": [{"type": "text", "text": "s"}],
+            "messages": [{"role": "user", "content": "a"}, {"role": "system", "content": "env"}],
+        }
+    ).encode()
+    facts = request_facts(body)
+    assert (facts.model, facts.max_tokens, facts.stream) == ("m", 99, True)
+    assert facts.system_sha256 == canonical_sha256([{"type": "text", "text": "s"}])
+    assert facts.message_sha256s == (canonical_sha256("a"), canonical_sha256("env"))
+
+
+def test_request_facts_survive_garbage() -> None:
+    facts = request_facts(b"\xff not json")
+    assert facts.model is None
+    assert len(facts.request_sha256) == 64

@@ -1,0 +1,79 @@
+"""Limits with an injected clock, and the key's state machine."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+
+from proxy.errors import ProxyError
+from proxy.keyring import KeyCleared, KeyState, SessionKey
+from proxy.limits import BadTokenLockout, SessionBudget, TokenBucket
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_token_bucket_refills_at_its_rate() -> None:
+    clock = Clock()
+    bucket = TokenBucket(rate_per_s=2, burst=3, clock=clock)
+    assert [bucket.take() for _ in range(3)] == [None, None, None]
+    assert bucket.take() == pytest.approx(0.5)
+    clock.now += 0.5
+    assert bucket.take() is None
+
+
+def test_budget_reserves_and_settles() -> None:
+    budget = SessionBudget(max_requests=None, max_output_tokens=100, allowed_models=None)
+    first = budget.admit(60)
+    with pytest.raises(ProxyError) as caught:
+        budget.admit(41)
+    assert caught.value.status == 403
+    budget.settle(first, 10)
+    assert (budget.output_used, budget.output_reserved) == (10, 0)
+    budget.admit(90)
+
+
+def test_unknown_output_charges_the_whole_reservation() -> None:
+    budget = SessionBudget(max_requests=None, max_output_tokens=100, allowed_models=None)
+    budget.settle(budget.admit(70), None)
+    assert budget.output_used == 70
+
+
+def test_lockout_doubles_and_expires() -> None:
+    clock = Clock()
+    lockout = BadTokenLockout(threshold=3, window=60, lockout=10, max_lockout=15, clock=clock)
+    for _ in range(3):
+        lockout.record_failure("ip")
+    assert lockout.retry_after("ip") == pytest.approx(10)
+    assert lockout.retry_after("other") is None
+    clock.now += 10
+    assert lockout.retry_after("ip") is None
+    for _ in range(3):
+        lockout.record_failure("ip")
+    assert lockout.retry_after("ip") == pytest.approx(15)  # doubled, capped
+
+
+def test_key_arms_once_clears_to_zeros_and_never_shows() -> None:
+    key = SessionKey()
+    with pytest.raises(KeyCleared):
+        key.header_value()
+    buffer = bytearray(b"sk-ant-api03-" + b"x" * 95)
+    key.arm(buffer)
+    assert key.header_value() == buffer.decode()
+    assert "sk-ant" not in repr(key)
+    assert "sk-ant" not in str(key)
+    with pytest.raises(TypeError):
+        pickle.dumps(key)
+    key.clear()
+    assert key.state is KeyState.CLEARED
+    assert buffer == bytearray(len(buffer))  # the caller's buffer is the one zeroed
+    with pytest.raises(KeyCleared):
+        key.header_value()
+    with pytest.raises(KeyCleared):
+        key.arm(bytearray(b"again"))
