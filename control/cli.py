@@ -1,4 +1,8 @@
-"""`metrux control …`: migrate, serve, create-tenant."""
+"""`metrux control …`: migrate, serve, ingest, create-tenant.
+
+Handlers import what they need when they run: `register` runs in every `metrux` process
+(the proxy's included), which must not pay for the control plane's dependencies.
+"""
 
 from __future__ import annotations
 
@@ -8,23 +12,14 @@ import contextlib
 import getpass
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
-from aiohttp import web
-from redis.asyncio import Redis
 
-from control.app import create_app
-from control.audit.actions import ActorType
-from control.audit.store import Actor
-from control.db import migrate
-from control.db.engine import create_engine
-from control.members.schemas import normalise_email
-from control.tenants.service import create_tenant
-from control.usage.ingest import UsageIngester
-from core.redis_names import RedisNames
-from core.redis_server import redis_url
 from core.settings import Settings
+
+if TYPE_CHECKING:
+    from control.audit.store import Actor
 
 log = structlog.get_logger(__name__)
 
@@ -60,6 +55,9 @@ def _prepare_data_dir(settings: Settings) -> None:
 
 
 def _operator() -> Actor:
+    from control.audit.actions import ActorType
+    from control.audit.store import Actor
+
     try:
         user = getpass.getuser()
     except (KeyError, OSError):  # no passwd entry, as in some containers
@@ -73,6 +71,9 @@ def _fail(message: str) -> int:
 
 
 def run_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    from control.db import migrate
+    from control.db.engine import create_engine
+
     _prepare_data_dir(settings)
 
     async def go() -> str:
@@ -89,6 +90,9 @@ def run_migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _is_current(settings: Settings) -> bool:
+    from control.db import migrate
+    from control.db.engine import create_engine
+
     engine = create_engine(settings.effective_database_url)
     try:
         return await migrate.current_revision(engine) == migrate.head_revision()
@@ -97,6 +101,10 @@ async def _is_current(settings: Settings) -> bool:
 
 
 def run_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from aiohttp import web
+
+    from control.app import create_app
+
     _prepare_data_dir(settings)
     if not asyncio.run(_is_current(settings)):
         return _fail("the database schema is not current: run `metrux control migrate` first")
@@ -112,6 +120,13 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_ingest(args: argparse.Namespace, settings: Settings) -> int:
+    from redis.asyncio import Redis
+
+    from control.db.engine import create_engine
+    from control.usage.ingest import UsageIngester
+    from core.redis_names import RedisNames
+    from core.redis_server import redis_url
+
     _prepare_data_dir(settings)
     if not asyncio.run(_is_current(settings)):
         return _fail("the database schema is not current: run `metrux control migrate` first")
@@ -132,6 +147,10 @@ def run_ingest(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_create_tenant(args: argparse.Namespace, settings: Settings) -> int:
+    from control.db.engine import create_engine
+    from control.members.schemas import normalise_email
+    from control.tenants.service import create_tenant
+
     name = args.name.strip()
     if not 1 <= len(name) <= 200:
         return _fail("NAME must be 1 to 200 characters")

@@ -62,6 +62,9 @@ class Settings:
     # The proxy's single-use attach credential (METRUX_BOOTSTRAP_TOKEN); never from argv.
     bootstrap_token: str | None = dataclasses.field(default=None, repr=False)
     proxy_max_body_bytes: int = 32 * 1024 * 1024
+    # Per-session request rate at the proxy: sustained calls per second and burst size.
+    proxy_rate_per_s: float = 10.0
+    proxy_burst: int = 100
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -94,6 +97,8 @@ class Settings:
         if not re.fullmatch(r"[A-Za-z0-9:_.-]{1,64}", redis_prefix):
             raise SettingsError("METRUX_REDIS_PREFIX", "use 1-64 of A-Z a-z 0-9 : _ . -")
         max_body = _parse_int("METRUX_PROXY_MAX_BODY_BYTES", get("METRUX_PROXY_MAX_BODY_BYTES"))
+        rate = _parse_int("METRUX_PROXY_RATE_PER_S", get("METRUX_PROXY_RATE_PER_S"))
+        burst = _parse_int("METRUX_PROXY_BURST", get("METRUX_PROXY_BURST"))
         log_level = (get("METRUX_LOG_LEVEL") or "info").lower()
         if log_level not in LOG_LEVELS:
             raise SettingsError("METRUX_LOG_LEVEL", f"must be one of {', '.join(LOG_LEVELS)}")
@@ -113,6 +118,8 @@ class Settings:
             redis_prefix=redis_prefix,
             bootstrap_token=get("METRUX_BOOTSTRAP_TOKEN"),
             proxy_max_body_bytes=max_body or 32 * 1024 * 1024,
+            proxy_rate_per_s=float(rate or 10),
+            proxy_burst=burst or 100,
         )
 
     @property

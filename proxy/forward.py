@@ -61,14 +61,18 @@ async def forward(
             out_headers = downstream_headers(upstream.headers.items())
             if not upstream.headers.get("content-type", "").startswith("text/event-stream"):
                 payload = await upstream.read()
-                recorder.on_chunk(payload)
-                recorder.on_end()
-                return web.Response(
+                response = web.Response(
                     status=upstream.status,
                     reason=upstream.reason,
                     body=payload,
                     headers=out_headers,
                 )
+                # Answer first, meter after: the record costs the client no latency.
+                await response.prepare(request)
+                await response.write_eof()
+                recorder.on_chunk(payload)
+                recorder.on_end()
+                return response
             response = web.StreamResponse(
                 status=upstream.status, reason=upstream.reason, headers=out_headers
             )

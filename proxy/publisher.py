@@ -21,11 +21,16 @@ BATCH = 100
 
 
 class UsagePublisher:
-    def __init__(self, redis: Redis, stream: str, *, capacity: int = 100_000) -> None:
+    def __init__(
+        self, redis: Redis, stream: str, *, capacity: int = 100_000, linger: float = 0.05
+    ) -> None:
         self._redis = redis
         self._stream = stream
         self._queue: collections.deque[UsageRecord] = collections.deque()
         self._capacity = capacity
+        # Records wait up to `linger` seconds to travel together: one round trip to Redis
+        # per batch instead of per call.
+        self._linger = linger
         self._wake = asyncio.Event()
         self._drained = asyncio.Event()
         self._drained.set()
@@ -48,6 +53,8 @@ class UsagePublisher:
         delay = 0.1
         while True:
             await self._wake.wait()
+            if len(self._queue) < BATCH and self._linger:
+                await asyncio.sleep(self._linger)
             self._wake.clear()
             while self._queue:
                 batch = [self._queue[i] for i in range(min(BATCH, len(self._queue)))]

@@ -68,6 +68,8 @@ class Stack:
 
     async def records(self) -> list[dict[str, Any]]:
         """Every usage record so far, after publishing and ingesting what is pending."""
+        # The proxy answers before it meters: wait for its handlers to finish first.
+        await asyncio.wait_for(self.proxy.idle.wait(), 10)
         assert await self.publisher.flush(10)
         ingester = UsageIngester(self.redis, self.engine, self.names, consumer="test")
         await ingester.ensure_group()

@@ -112,6 +112,7 @@ async def test_allowed_models(stack: Stack) -> None:
 async def test_output_budget_is_reserved_then_settled(stack: Stack) -> None:
     client = stack.sdk()
     await client.messages.create(model=MODEL, max_tokens=64, messages=PROMPT)  # uses 12
+    await stack.proxy.idle.wait()  # settled once the handler has metered the call
     assert (stack.proxy.budget.output_used, stack.proxy.budget.output_reserved) == (12, 0)
     # Two concurrent calls of 60 would overshoot the 88 left: exactly one is refused.
     # (The upstream answers slowly, so both are in flight together.)
@@ -121,6 +122,7 @@ async def test_output_budget_is_reserved_then_settled(stack: Stack) -> None:
         client.messages.create(model=MODEL, max_tokens=60, messages=PROMPT),
         return_exceptions=True,
     )
+    await stack.proxy.idle.wait()
     refused = [r for r in results if isinstance(r, anthropic.PermissionDeniedError)]
     assert len(refused) == 1
     assert "output-token budget" in refused[0].body["error"]["message"]

@@ -181,8 +181,12 @@ def encode_event(name: str, data: dict[str, Any]) -> bytes:
 
 
 class FakeAnthropic:
-    def __init__(self, api_key: str) -> None:
+    def __init__(
+        self, api_key: str, *, stream_pieces: list[str] | None = None, record: bool = True
+    ) -> None:
         self.api_key = api_key
+        self._pieces = stream_pieces  # None: the default text stream
+        self._keep = record  # False for benchmarks: nothing is kept per request
         self.requests: list[Recorded] = []
         self.replies: list[JsonReply | StreamReply] = []
         self.stream_aborted = asyncio.Event()  # the proxy dropped a stream we were sending
@@ -237,7 +241,7 @@ class FakeAnthropic:
             ),
         )
         await response.prepare(request)
-        events = reply.events if reply.events is not None else stream_events()
+        events = reply.events if reply.events is not None else stream_events(self._pieces)
         try:
             for n, (name, data) in enumerate(events):
                 if reply.cut_after is not None and n == reply.cut_after:

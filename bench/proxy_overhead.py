@@ -1,0 +1,323 @@
+"""What the proxy costs: the same load through the proxy and straight to the upstream.
+
+Starts, on loopback: the fake Anthropic upstream, a control plane (SQLite and an embedded
+Redis in a temporary data directory, or REDIS_URL), a session, and `metrux proxy run`
+attached to it, armed, metering, hashing and publishing to Redis. The proxy is pinned to
+CPU 1; the upstream, the control plane and this load generator share CPU 0. Every figure is
+measured direct and through the proxy in the same run, interleaved, and printed side by side.
+
+Run from the repository root: .venv/bin/python -m bench.proxy_overhead [--calls N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import secrets
+import socket
+import statistics
+import string
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+METRUX = str(Path(sys.executable).with_name("metrux"))
+BODY = json.dumps(
+    {
+        "model": "claude-sonnet-5-5",
+        "max_tokens": 64,
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+).encode()
+STREAM_BODY = json.dumps(
+    {
+        "model": "claude-sonnet-5-5",
+        "max_tokens": 64,
+        "stream": True,
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+).encode()
+TARGETS = {
+    "added latency p50, c=1 (ms)": 0.7,
+    "added latency p99, c=1 (ms)": 2.0,
+    "added stream TTFB p50 (ms)": 0.7,
+    "proxy CPU per call (ms)": 0.3,
+    "proxy peak RSS (MB)": 45.0,
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def pin(cpu: int) -> Callable[[], None]:
+    cpus = os.sched_getaffinity(0)
+    chosen = {cpu} if cpu in cpus else cpus
+    return lambda: os.sched_setaffinity(0, chosen)
+
+
+def wait_http(url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=1):  # noqa: S310 - loopback only
+                return
+        except urllib.error.HTTPError:
+            return  # it answered
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def http_json(method: str, url: str, token: str, body: dict[str, Any]) -> dict[str, Any]:
+    request = urllib.request.Request(  # noqa: S310 - loopback only
+        url,
+        data=json.dumps(body).encode(),
+        method=method,
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+        return json.loads(response.read())  # type: ignore[no-any-return]
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+class Target:
+    def __init__(self, name: str, url: str, headers: dict[str, str]) -> None:
+        self.name = name
+        self.url = url
+        self.headers = {
+            "content-type": "application/json",
+            "anthropic-version": "2023-06-01",
+            **headers,
+        }
+
+
+async def one_call(http: aiohttp.ClientSession, target: Target, body: bytes) -> float:
+    start = time.perf_counter()
+    async with http.post(
+        target.url + "/v1/messages", data=body, headers=target.headers
+    ) as response:
+        await response.read()
+        if response.status != 200:
+            raise RuntimeError(f"{target.name}: HTTP {response.status}")
+    return (time.perf_counter() - start) * 1000
+
+
+async def one_stream_ttfb(http: aiohttp.ClientSession, target: Target) -> float:
+    start = time.perf_counter()
+    async with http.post(
+        target.url + "/v1/messages", data=STREAM_BODY, headers=target.headers
+    ) as response:
+        await response.content.readany()
+        ttfb = (time.perf_counter() - start) * 1000
+        await response.read()
+    return ttfb
+
+
+async def interleaved(
+    targets: list[Target], calls: int, run: Callable[[Target], Awaitable[float]]
+) -> dict[str, list[float]]:
+    samples: dict[str, list[float]] = {t.name: [] for t in targets}
+    block = 100
+    for _ in range(0, calls, block):
+        for target in targets:
+            for _ in range(block):
+                samples[target.name].append(await run(target))
+    return samples
+
+
+async def throughput(
+    http: aiohttp.ClientSession, target: Target, calls: int, concurrency: int
+) -> float:
+    remaining = calls
+
+    async def worker() -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            await one_call(http, target, BODY)
+
+    start = time.perf_counter()
+    await asyncio.gather(*[worker() for _ in range(concurrency)])
+    return calls / (time.perf_counter() - start)
+
+
+async def measure(
+    direct: Target, proxied: Target, proxy_pid: int, args: argparse.Namespace
+) -> dict[str, float]:
+    results: dict[str, float] = {}
+    connector = aiohttp.TCPConnector(limit=args.concurrency * 2)
+    async with aiohttp.ClientSession(connector=connector) as http:
+        for target in (direct, proxied):  # warm up connections and code paths
+            for _ in range(200):
+                await one_call(http, target, BODY)
+                await one_stream_ttfb(http, target)
+
+        cpu_before = cpu_seconds(proxy_pid)
+        latency = await interleaved(
+            [direct, proxied], args.calls, lambda t: one_call(http, t, BODY)
+        )
+        cpu_c1 = cpu_seconds(proxy_pid) - cpu_before
+        for name, values in latency.items():
+            results[f"{name} latency p50, c=1 (ms)"] = statistics.median(values)
+            results[f"{name} latency p99, c=1 (ms)"] = percentile(values, 99)
+        results["proxy CPU per call, c=1 (ms)"] = cpu_c1 / args.calls * 1000
+
+        tput = {}
+        for target in (direct, proxied):
+            before = cpu_seconds(proxy_pid)
+            tput[target.name] = await throughput(http, target, args.calls * 2, args.concurrency)
+            if target is proxied:
+                cpu_c32 = cpu_seconds(proxy_pid) - before
+        results[f"direct throughput, c={args.concurrency} (calls/s)"] = tput["direct"]
+        results[f"proxy throughput, c={args.concurrency} (calls/s)"] = tput["proxy"]
+        results["proxy CPU per call (ms)"] = cpu_c32 / (args.calls * 2) * 1000
+
+        ttfb = await interleaved(
+            [direct, proxied], args.stream_calls, lambda t: one_stream_ttfb(http, t)
+        )
+        for name, values in ttfb.items():
+            results[f"{name} stream TTFB p50 (ms)"] = statistics.median(values)
+            results[f"{name} stream TTFB p99 (ms)"] = percentile(values, 99)
+    results["proxy peak RSS (MB)"] = peak_rss_mb(proxy_pid)
+    for kind in ("latency p50, c=1", "latency p99, c=1"):
+        results[f"added {kind} (ms)"] = (
+            results[f"proxy {kind} (ms)"] - results[f"direct {kind} (ms)"]
+        )
+    for kind in ("stream TTFB p50", "stream TTFB p99"):
+        results[f"added {kind} (ms)"] = (
+            results[f"proxy {kind} (ms)"] - results[f"direct {kind} (ms)"]
+        )
+    return results
+
+
+def report(results: dict[str, float]) -> None:
+    width = max(len(k) for k in results)
+    for name, value in results.items():
+        target = TARGETS.get(name)
+        verdict = ""
+        if target is not None:
+            verdict = f"  target ≤ {target:g}: {'met' if value <= target else 'NOT met'}"
+        print(f"{name:<{width}}  {value:10.3f}{verdict}")
+    ratio = results["proxy latency p50, c=1 (ms)"] / results["direct latency p50, c=1 (ms)"]
+    print(f"{'latency ratio p50, proxy / direct':<{width}}  {ratio:10.3f}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=2000, help="calls per point at c=1")
+    parser.add_argument("--stream-calls", type=int, default=500)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--stream-events", type=int, default=100)
+    args = parser.parse_args()
+
+    data_dir = Path(tempfile.mkdtemp(prefix="mxbench"))
+    alphabet = string.ascii_letters + string.digits
+    api_key = "sk-ant-api03-" + "".join(secrets.choice(alphabet) for _ in range(93)) + "AA"
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("METRUX_", "DATABASE_URL"))},
+        "METRUX_DATA_DIR": str(data_dir),
+        "KEY_ENCRYPTION_KEY": base64.b64encode(os.urandom(32)).decode(),
+        "METRUX_REDIS_PREFIX": f"bench-{secrets.token_hex(4)}:",
+        "METRUX_PROXY_RATE_PER_S": "1000000",
+        "METRUX_PROXY_BURST": "1000000",
+        "METRUX_LOG_FORMAT": "json",
+    }
+    processes: list[subprocess.Popen[bytes]] = []
+    logs = open(data_dir / "processes.log", "wb")  # noqa: SIM115 - closed in finally
+    try:
+        fake_port, control_port = free_port(), free_port()
+        fake_argv = [sys.executable, "-m", "bench.fake_upstream", str(fake_port), api_key]
+        fake = subprocess.Popen(
+            [*fake_argv, str(args.stream_events)],
+            preexec_fn=pin(0), stdout=logs, stderr=logs, env=env,
+        )  # fmt: skip
+        processes.append(fake)
+        subprocess.run([METRUX, "control", "migrate"], env=env, check=True, capture_output=True)
+        created = json.loads(
+            subprocess.run(
+                [METRUX, "control", "create-tenant", "Bench", "--owner-email", "bench@example.com"],
+                env=env,
+                check=True,
+                capture_output=True,
+            ).stdout
+        )
+        control = subprocess.Popen(
+            [METRUX, "control", "serve", "--port", str(control_port)],
+            preexec_fn=pin(0), stdout=logs, stderr=logs, env=env,
+        )  # fmt: skip
+        processes.append(control)
+        control_url = f"http://127.0.0.1:{control_port}"
+        wait_http(control_url + "/healthz")
+        wait_http(f"http://127.0.0.1:{fake_port}/v1/models")
+        owner = created["owner_token"]
+        http_json("POST", control_url + "/v1/keys", owner, {"api_key": api_key})
+        session = http_json(
+            "POST", control_url + "/v1/sessions", owner, {"candidate_email": "c@example.com"}
+        )
+        proxy = subprocess.Popen(
+            [METRUX, "proxy", "run", "--session", session["id"], "--control-url", control_url,
+             "--upstream", f"http://127.0.0.1:{fake_port}"],
+            preexec_fn=pin(1), stdout=subprocess.PIPE, stderr=logs,
+            env={**env, "METRUX_BOOTSTRAP_TOKEN": session["bootstrap_token"]},
+        )  # fmt: skip
+        processes.append(proxy)
+        assert proxy.stdout is not None
+        ready = json.loads(proxy.stdout.readline())
+        os.sched_setaffinity(0, {0} if 0 in os.sched_getaffinity(0) else os.sched_getaffinity(0))
+        direct = Target("direct", f"http://127.0.0.1:{fake_port}", {"x-api-key": api_key})
+        proxied = Target("proxy", ready["url"], {"x-api-key": session["sandbox_token"]})
+        print(
+            f"metrux proxy overhead: {args.calls} calls per c=1 point, {args.calls * 2} at "
+            f"c={args.concurrency}, {args.stream_calls} streams of {args.stream_events} events; "
+            f"proxy pid {proxy.pid} on CPU 1\n"
+        )
+        report(asyncio.run(measure(direct, proxied, proxy.pid, args)))
+        return 0
+    finally:
+        for process in reversed(processes):
+            process.terminate()
+        for process in processes:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=15)
+        logs.close()
+        sock = data_dir / "redis" / "redis.sock"
+        if sock.exists():
+            from core.redis_server import stop_embedded_redis
+
+            stop_embedded_redis(sock)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
