@@ -240,6 +240,13 @@ def main() -> int:
     parser.add_argument("--stream-calls", type=int, default=500)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--stream-events", type=int, default=100)
+    parser.add_argument(
+        "--stream-pace-ms",
+        type=float,
+        default=0.2,
+        help="pause between the fake's events: a real stream arrives over time, and an "
+        "unpaced fake would hog the CPU the load generator shares with it",
+    )
     args = parser.parse_args()
 
     data_dir = Path(tempfile.mkdtemp(prefix="mxbench"))
@@ -260,7 +267,7 @@ def main() -> int:
         fake_port, control_port = free_port(), free_port()
         fake_argv = [sys.executable, "-m", "bench.fake_upstream", str(fake_port), api_key]
         fake = subprocess.Popen(
-            [*fake_argv, str(args.stream_events)],
+            [*fake_argv, str(args.stream_events), str(args.stream_pace_ms)],
             preexec_fn=pin(0), stdout=logs, stderr=logs, env=env,
         )  # fmt: skip
         processes.append(fake)
@@ -300,7 +307,8 @@ def main() -> int:
         proxied = Target("proxy", ready["url"], {"x-api-key": session["sandbox_token"]})
         print(
             f"metrux proxy overhead: {args.calls} calls per c=1 point, {args.calls * 2} at "
-            f"c={args.concurrency}, {args.stream_calls} streams of {args.stream_events} events; "
+            f"c={args.concurrency}, {args.stream_calls} streams of {args.stream_events} events "
+            f"{args.stream_pace_ms} ms apart; "
             f"proxy pid {proxy.pid} on CPU 1\n"
         )
         report(asyncio.run(measure(direct, proxied, proxy.pid, args)))

@@ -81,9 +81,11 @@ def run_proxy(args: argparse.Namespace, settings: Settings) -> int:
         return _fail("no bootstrap token: set METRUX_BOOTSTRAP_TOKEN or --bootstrap-token-file")
     upstream = (args.upstream or settings.upstream_url).rstrip("/")
     try:
-        return asyncio.run(
-            serve(settings, args.session, args.control_url, token, upstream, host, port)
-        )
+        # uvloop: the proxy's per-call overhead is mostly event-loop work (see bench/).
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            return runner.run(
+                serve(settings, args.session, args.control_url, token, upstream, host, port)
+            )
     except (AttachError, KekError, UnwrapError) as exc:
         return _fail(str(exc))
 

@@ -182,9 +182,15 @@ def encode_event(name: str, data: dict[str, Any]) -> bytes:
 
 class FakeAnthropic:
     def __init__(
-        self, api_key: str, *, stream_pieces: list[str] | None = None, record: bool = True
+        self,
+        api_key: str,
+        *,
+        stream_pieces: list[str] | None = None,
+        stream_pace: float = 0.0,
+        record: bool = True,
     ) -> None:
         self.api_key = api_key
+        self._pace = stream_pace  # seconds between events of a default stream
         self._pieces = stream_pieces  # None: the default text stream
         self._keep = record  # False for benchmarks: nothing is kept per request
         self.requests: list[Recorded] = []
@@ -226,7 +232,7 @@ class FakeAnthropic:
         reply = self.replies.pop(0) if self.replies else None
         wants_stream = bool(recorded.json().get("stream"))
         if isinstance(reply, StreamReply) or (reply is None and wants_stream):
-            return await self._stream(request, reply or StreamReply())
+            return await self._stream(request, reply or StreamReply(chunk_delay=self._pace))
         reply = reply or JsonReply()
         if reply.delay:
             await asyncio.sleep(reply.delay)
