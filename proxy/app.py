@@ -15,7 +15,6 @@ from proxy.routes import fallback, routes
 from proxy.session import ProxySession
 
 log = structlog.get_logger(__name__)
-Handler = web.RequestHandler  # for typing only
 
 _HTTP_ERRORS = {
     400: "invalid_request_error",

@@ -12,7 +12,7 @@ import base64
 import dataclasses
 import datetime as dt
 
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from control.audit import store as audit
 from control.audit.actions import AuditAction
@@ -77,6 +77,29 @@ def _refusal(session: SessionRecord, token: str, now: dt.datetime) -> ApiError |
     return None
 
 
+async def _audit_unwrap(
+    conn: AsyncConnection,
+    actor: Actor,
+    session: SessionRecord,
+    outcome: str,
+    details: dict[str, str],
+    now: dt.datetime,
+) -> None:
+    await audit.record(
+        conn,
+        actor,
+        AuditAction.KEY_UNWRAP,
+        tenant_id=session.tenant_id,
+        target_type="api_key",
+        target_id=session.api_key_id,
+        session_id=session.id,
+        candidate_id=session.candidate_id,
+        outcome=outcome,
+        details=details,
+        now=now,
+    )
+
+
 async def attach(
     engine: AsyncEngine,
     signals: SignalPublisher,
@@ -107,34 +130,11 @@ async def attach(
                 now=now,
                 bootstrap_used_at=now,
             )
-            await audit.record(
-                conn,
-                actor,
-                AuditAction.KEY_UNWRAP,
-                tenant_id=session.tenant_id,
-                target_type="api_key",
-                target_id=session.api_key_id,
-                session_id=session.id,
-                candidate_id=session.candidate_id,
-                details={"kek_id": wrapped.kek_id},
-                now=now,
-            )
+            await _audit_unwrap(conn, actor, session, "success", {"kek_id": wrapped.kek_id}, now)
             grant = AttachGrant(session=session, key_id=session.api_key_id, wrapped=wrapped)
     if refusal is None:
         await signals.announce(session.id, session.state, None)
         return grant
     async with engine.begin() as conn:
-        await audit.record(
-            conn,
-            actor,
-            AuditAction.KEY_UNWRAP,
-            tenant_id=session.tenant_id,
-            target_type="api_key",
-            target_id=session.api_key_id,
-            session_id=session.id,
-            candidate_id=session.candidate_id,
-            outcome="failure",
-            details={"reason": refusal.message},
-            now=now,
-        )
+        await _audit_unwrap(conn, actor, session, "failure", {"reason": refusal.message}, now)
     raise refusal

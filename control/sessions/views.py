@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 from aiohttp import web
 
 from control import appkeys
@@ -129,9 +127,10 @@ async def attach(request: web.Request) -> web.Response:
         raise ApiError(
             401, "authentication_error", "send the mxb_ bootstrap token as a Bearer token"
         )
+    session_id = request.match_info["session_id"]
     actor = Actor(
         type=ActorType.PROXY,
-        id=None,
+        id=f"proxy:{session_id}",
         ip=client_ip(request),
         user_agent=user_agent(request),
         request_id=request.get(request_id_key),
@@ -139,8 +138,8 @@ async def attach(request: web.Request) -> web.Response:
     grant = await attach_service.attach(
         request.app[appkeys.engine],
         request.app[appkeys.signals],
-        dataclasses.replace(actor, id=f"proxy:{request.match_info['session_id']}"),
-        session_id=request.match_info["session_id"],
+        actor,
+        session_id=session_id,
         bootstrap_token=token,
     )
     return web.json_response(grant.as_json())
