@@ -239,6 +239,12 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=2000, help="calls per point at c=1")
     parser.add_argument("--stream-calls", type=int, default=500)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument(
+        "--metrux",
+        default=METRUX,
+        help="the metrux command to run the control plane and proxy with, e.g. from a venv "
+        "holding only the runtime dependencies, as a deployment would",
+    )
     parser.add_argument("--stream-events", type=int, default=100)
     parser.add_argument(
         "--stream-pace-ms",
@@ -271,17 +277,26 @@ def main() -> int:
             preexec_fn=pin(0), stdout=logs, stderr=logs, env=env,
         )  # fmt: skip
         processes.append(fake)
-        subprocess.run([METRUX, "control", "migrate"], env=env, check=True, capture_output=True)
+        subprocess.run(
+            [args.metrux, "control", "migrate"], env=env, check=True, capture_output=True
+        )
         created = json.loads(
             subprocess.run(
-                [METRUX, "control", "create-tenant", "Bench", "--owner-email", "bench@example.com"],
+                [
+                    args.metrux,
+                    "control",
+                    "create-tenant",
+                    "Bench",
+                    "--owner-email",
+                    "bench@example.com",
+                ],
                 env=env,
                 check=True,
                 capture_output=True,
             ).stdout
         )
         control = subprocess.Popen(
-            [METRUX, "control", "serve", "--port", str(control_port)],
+            [args.metrux, "control", "serve", "--port", str(control_port)],
             preexec_fn=pin(0), stdout=logs, stderr=logs, env=env,
         )  # fmt: skip
         processes.append(control)
@@ -294,7 +309,7 @@ def main() -> int:
             "POST", control_url + "/v1/sessions", owner, {"candidate_email": "c@example.com"}
         )
         proxy = subprocess.Popen(
-            [METRUX, "proxy", "run", "--session", session["id"], "--control-url", control_url,
+            [args.metrux, "proxy", "run", "--session", session["id"], "--control-url", control_url,
              "--upstream", f"http://127.0.0.1:{fake_port}"],
             preexec_fn=pin(1), stdout=subprocess.PIPE, stderr=logs,
             env={**env, "METRUX_BOOTSTRAP_TOKEN": session["bootstrap_token"]},
