@@ -10,6 +10,7 @@ from aiohttp import web
 
 from proxy import appkeys
 from proxy.errors import ProxyError
+from proxy.keepalive import KeepaliveWatchdog
 from proxy.publisher import UsagePublisher
 from proxy.routes import fallback, routes
 from proxy.session import ProxySession
@@ -69,11 +70,14 @@ def create_app(
     *,
     upstream_url: str,
     max_body_bytes: int,
+    watchdog: KeepaliveWatchdog | None = None,
 ) -> web.Application:
     app = web.Application(middlewares=[error_middleware], client_max_size=max_body_bytes)
     app[appkeys.session] = session
     app[appkeys.publisher] = publisher
     app[appkeys.upstream_url] = upstream_url.rstrip("/")
+    if watchdog is not None:
+        app[appkeys.watchdog] = watchdog
     app.cleanup_ctx.append(http_ctx)
     app.add_routes(routes)
     app.router.add_route("*", "/{tail:.*}", fallback)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import aiohttp
 from aiohttp import web
 
+from proxy.keepalive import KeepaliveWatchdog
 from proxy.publisher import UsagePublisher
 from proxy.session import ProxySession
 
@@ -12,3 +13,4 @@ session = web.AppKey("session", ProxySession)
 publisher = web.AppKey("publisher", UsagePublisher)
 http = web.AppKey("http", aiohttp.ClientSession)
 upstream_url = web.AppKey("upstream_url", str)
+watchdog = web.AppKey("watchdog", KeepaliveWatchdog)

@@ -36,6 +36,13 @@ def register(parts: Any) -> None:
         type=Path,
         help="file holding the mxb_ token (else METRUX_BOOTSTRAP_TOKEN); never pass it in argv",
     )
+    cmd.add_argument(
+        "--keepalive-grace",
+        type=float,
+        default=0.0,
+        help="clear the key when the launcher's keepalive stops for this many seconds "
+        "(0: no keepalive expected)",
+    )
     cmd.set_defaults(handler=run_proxy)
 
 
@@ -84,7 +91,16 @@ def run_proxy(args: argparse.Namespace, settings: Settings) -> int:
         # uvloop: the proxy's per-call overhead is mostly event-loop work (see bench/).
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             return runner.run(
-                serve(settings, args.session, args.control_url, token, upstream, host, port)
+                serve(
+                    settings,
+                    args.session,
+                    args.control_url,
+                    token,
+                    upstream,
+                    host,
+                    port,
+                    args.keepalive_grace,
+                )
             )
     except (AttachError, KekError, UnwrapError) as exc:
         return _fail(str(exc))
@@ -98,6 +114,7 @@ async def serve(
     upstream: str,
     host: str,
     port: int,
+    keepalive_grace: float = 0.0,
 ) -> int:
     from aiohttp import web
     from redis.asyncio import Redis
@@ -108,6 +125,7 @@ async def serve(
     from core.tasks import spawn
     from proxy.app import create_app
     from proxy.attach import arm_key, fetch_grant
+    from proxy.keepalive import KeepaliveWatchdog
     from proxy.publisher import UsagePublisher
     from proxy.session import ProxySession
     from proxy.signals import SignalWatcher
@@ -121,8 +139,13 @@ async def serve(
     names = RedisNames(settings.redis_prefix)
     publisher = UsagePublisher(redis, names.usage_stream)
     watcher = SignalWatcher(redis, names, info.session_id, session.clear)
+    watchdog = KeepaliveWatchdog(keepalive_grace, session.clear) if keepalive_grace > 0 else None
     app = create_app(
-        session, publisher, upstream_url=upstream, max_body_bytes=settings.proxy_max_body_bytes
+        session,
+        publisher,
+        upstream_url=upstream,
+        max_body_bytes=settings.proxy_max_body_bytes,
+        watchdog=watchdog,
     )
     # No access log: every call already leaves a usage record, and formatting plus
     # redacting a log line per call was a fifth of the proxy's CPU.
@@ -142,6 +165,8 @@ async def serve(
         spawn(watcher.listen(), name="signal-listener"),
         spawn(watcher.poll(), name="state-poller"),
     ]
+    if watchdog is not None:
+        tasks.append(spawn(watchdog.watch(), name="keepalive-watchdog"))
     url_host = f"[{bound_host}]" if ":" in bound_host else bound_host
     ready = {
         "event": "ready",

@@ -1,4 +1,5 @@
-"""The Anthropic API surface the clients use, and the proxy's own disconnect call.
+"""The Anthropic API surface the clients use, and the proxy's own disconnect and
+keepalive calls for the sandbox launcher.
 
 Every call: lockout → authenticate → key still armed → rate → body → limits → forward →
 settle. Anything else is a 404 in Anthropic's error shape.
@@ -116,6 +117,16 @@ async def disconnect(request: web.Request) -> web.Response:
     _authenticate(request)
     request.app[appkeys.session].clear("sandbox_disconnect")
     return web.json_response({"status": "cleared"})
+
+
+@routes.post("/_proxy/keepalive")
+async def keepalive(request: web.Request) -> web.Response:
+    """The sandbox launcher's heartbeat (see proxy.keepalive)."""
+    _authenticate(request)
+    watchdog = request.app.get(appkeys.watchdog)
+    if watchdog is not None:
+        watchdog.beat()
+    return web.json_response({"status": "ok"})
 
 
 async def fallback(request: web.Request) -> web.Response:
