@@ -12,6 +12,8 @@ from redis.asyncio import Redis
 from control import appkeys
 from control.audit.views import routes as audit_routes
 from control.db.engine import create_engine
+from control.email.sender import make_sender
+from control.invites.views import routes as invite_routes
 from control.keys.views import routes as key_routes
 from control.members.views import routes as member_routes
 from control.ops.views import routes as ops_routes
@@ -35,6 +37,7 @@ MAX_BODY_BYTES = 64 * 1024
 async def database_ctx(app: web.Application) -> AsyncIterator[None]:
     engine = create_engine(app[appkeys.settings].effective_database_url)
     app[appkeys.engine] = engine
+    app[appkeys.email] = make_sender(app[appkeys.settings], engine)
     yield
     await engine.dispose()
 
@@ -78,6 +81,7 @@ def create_app(settings: Settings, *, ingest: bool = False) -> web.Application:
         ops_routes,
         key_routes,
         member_routes,
+        invite_routes,
         session_routes,
         usage_routes,
         audit_routes,

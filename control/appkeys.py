@@ -6,6 +6,7 @@ from aiohttp import web
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from control.email.sender import EmailSender
 from control.sessions.signals import SignalPublisher
 from core.crypto.kek import KekProvider
 from core.redis_names import RedisNames
@@ -17,3 +18,4 @@ redis = web.AppKey("redis", Redis)
 kek = web.AppKey("kek", KekProvider)
 signals = web.AppKey("signals", SignalPublisher)
 names = web.AppKey("names", RedisNames)
+email = web.AppKey("email", EmailSender)

@@ -65,6 +65,10 @@ class Settings:
     # Per-session request rate at the proxy: sustained calls per second and burst size.
     proxy_rate_per_s: float = 10.0
     proxy_burst: int = 100
+    # Where candidates reach the control plane (invite links), and how invites are sent.
+    public_url: str = "http://127.0.0.1:8700"
+    resend_url: str = "https://api.resend.com"
+    email_from: str = "Metrux <invites@metrux.invalid>"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -99,6 +103,10 @@ class Settings:
         max_body = _parse_int("METRUX_PROXY_MAX_BODY_BYTES", get("METRUX_PROXY_MAX_BODY_BYTES"))
         rate = _parse_int("METRUX_PROXY_RATE_PER_S", get("METRUX_PROXY_RATE_PER_S"))
         burst = _parse_int("METRUX_PROXY_BURST", get("METRUX_PROXY_BURST"))
+        public_url = get("METRUX_PUBLIC_URL") or "http://127.0.0.1:8700"
+        _check_url("METRUX_PUBLIC_URL", public_url, {"http", "https"})
+        resend_url = get("METRUX_RESEND_URL") or "https://api.resend.com"
+        _check_url("METRUX_RESEND_URL", resend_url, {"http", "https"})
         log_level = (get("METRUX_LOG_LEVEL") or "info").lower()
         if log_level not in LOG_LEVELS:
             raise SettingsError("METRUX_LOG_LEVEL", f"must be one of {', '.join(LOG_LEVELS)}")
@@ -120,6 +128,9 @@ class Settings:
             proxy_max_body_bytes=max_body or 32 * 1024 * 1024,
             proxy_rate_per_s=float(rate or 10),
             proxy_burst=burst or 100,
+            public_url=public_url.rstrip("/"),
+            resend_url=resend_url.rstrip("/"),
+            email_from=get("METRUX_EMAIL_FROM") or "Metrux <invites@metrux.invalid>",
         )
 
     @property

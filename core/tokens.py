@@ -1,9 +1,9 @@
 """Bearer tokens: generation, hashing for storage, constant-time comparison.
 
 Every token is 256 bits from `secrets` behind a type prefix (`mxk_` member API token, `mxs_`
-session/sandbox token, `mxb_` proxy bootstrap token, `mxi_` invite token), so redaction and
-secret scanners can spot them. Only the SHA-256 hex digest is stored; lookups go by digest,
-so no secret is ever compared byte by byte in Python.
+session/sandbox token, `mxb_` proxy bootstrap token, `mxi_` invite token, `mxg_` grader
+token), so redaction and secret scanners can spot them. Only the SHA-256 hex digest is
+stored; lookups go by digest, so no secret is ever compared byte by byte in Python.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ class TokenKind(StrEnum):
     SESSION = "mxs"
     BOOTSTRAP = "mxb"
     INVITE = "mxi"
+    GRADER = "mxg"
 
 
 TOKEN_BYTES = 32  # 256 bits

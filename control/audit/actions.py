@@ -17,6 +17,10 @@ class AuditAction(StrEnum):
     SESSION_GRADING_COMPLETE = "session:grading_complete"
     SESSION_REVOKE = "session:revoke"
     SESSION_EXPIRE = "session:expire"
+    SESSION_SUBMIT = "session:submit"
+    SESSION_RECONNECT = "session:reconnect"
+    INVITE_CREATE = "invite:create"
+    INVITE_ACCEPT = "invite:accept"
 
 
 class ActorType(StrEnum):

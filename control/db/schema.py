@@ -153,6 +153,7 @@ sessions = Table(
     _id("api_key_id", ForeignKey("api_keys.id"), index=True),
     Column("state", String(16), nullable=False),
     Column("token_hash", String(64), unique=True),
+    Column("grader_token_hash", String(64)),
     Column("bootstrap_token_hash", String(64), unique=True),
     Column("bootstrap_used_at", UTCDateTime),
     Column("deadline_at", UTCDateTime, nullable=False),
@@ -164,6 +165,7 @@ sessions = Table(
     Column("updated_at", UTCDateTime, nullable=False),
     Column("ended_at", UTCDateTime),
     CheckConstraint(f"state IN ({', '.join(repr(s) for s in SESSION_STATES)})", name="state_valid"),
+    Index("uq_sessions_grader_token_hash", "grader_token_hash", unique=True),
 )
 
 # Append-only: database triggers (migration 0002) refuse UPDATE and DELETE, except the
@@ -231,4 +233,36 @@ usage_records = Table(
     Column("error_type", String(64)),
     Column("ingested_at", UTCDateTime, nullable=False),
     Index("ix_usage_records_session_id_started_at", "session_id", "started_at"),
+)
+
+# Single-use invitations: accepting one creates (or reuses) the candidate and issues a session.
+invites = Table(
+    "invites",
+    metadata,
+    _id(primary_key=True),
+    _id("tenant_id", ForeignKey("tenants.id"), nullable=False, index=True),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("candidate_email", String(320), nullable=False),
+    Column("assessment_name", String(200), nullable=False),
+    Column("session_minutes", Integer, nullable=False),
+    Column("max_requests", Integer),
+    Column("max_output_tokens", Integer),
+    Column("allowed_models", JSON),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("created_by", String(100)),
+    Column("accepted_at", UTCDateTime),
+    _id("session_id", ForeignKey("sessions.id", ondelete="SET NULL")),
+)
+
+# Emails waiting for an operator to deliver them, when no email provider is configured.
+email_outbox = Table(
+    "email_outbox",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    _id("tenant_id"),
+    Column("to_email", String(320), nullable=False),
+    Column("subject", String(300), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
 )

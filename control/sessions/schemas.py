@@ -61,6 +61,9 @@ class SessionOut(BaseModel):
 class NewSessionOut(SessionOut):
     sandbox_token: str = Field(description="mxs_…: the candidate's credential; shown once")
     bootstrap_token: str = Field(description="mxb_…: the proxy's single-use attach credential")
+    grader_token: str = Field(
+        description="mxg_…: for the customer's graders; works until grading is complete"
+    )
 
 
 class WrappedKeyOut(BaseModel):

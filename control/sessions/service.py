@@ -7,7 +7,7 @@ import datetime as dt
 import uuid
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from control.audit import store as audit
 from control.audit.actions import AuditAction
@@ -41,9 +41,83 @@ class NewSession:
     session: SessionRecord
     sandbox_token: str
     bootstrap_token: str
+    grader_token: str
 
     def __repr__(self) -> str:
         return f"<NewSession {self.session.id}>"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SessionTerms:
+    """What a new session is for and what it may do."""
+
+    candidate_email: str
+    deadline: dt.datetime
+    api_key_id: str | None = None
+    max_requests: int | None = None
+    max_output_tokens: int | None = None
+    allowed_models: list[str] | None = None
+
+
+def check_deadline(deadline: dt.datetime, now: dt.datetime) -> None:
+    if deadline <= now:
+        raise ApiError(422, "validation_error", "deadline must be in the future")
+    if deadline - now > MAX_DURATION:
+        raise ApiError(422, "validation_error", "deadline must be within 14 days")
+
+
+async def issue_session(
+    conn: AsyncConnection, actor: Actor, *, tenant_id: str, terms: SessionTerms, now: dt.datetime
+) -> NewSession:
+    """Create a session and its tokens on `conn`, audited; the caller owns the transaction
+    and announces the new state after commit."""
+    key_query = select(api_keys.c.id).where(
+        api_keys.c.tenant_id == tenant_id, api_keys.c.revoked_at.is_(None)
+    )
+    if terms.api_key_id is not None:
+        key_query = key_query.where(api_keys.c.id == terms.api_key_id)
+    key = (await conn.execute(key_query.order_by(api_keys.c.created_at.desc()).limit(1))).first()
+    if key is None:
+        if terms.api_key_id is not None:
+            raise not_found("live key")
+        raise ApiError(409, "conflict_error", "the tenant has no live key: upload one first")
+    sandbox, bootstrap, grader = (
+        new_token(TokenKind.SESSION),
+        new_token(TokenKind.BOOTSTRAP),
+        new_token(TokenKind.GRADER),
+    )
+    candidate_id = await candidate_store.get_or_create(conn, terms.candidate_email, now=now)
+    session = await store.insert_session(
+        conn,
+        id=str(uuid.uuid4()),
+        tenant_id=tenant_id,
+        candidate_id=candidate_id,
+        api_key_id=key.id,
+        state=SessionState.ISSUED.value,
+        token_hash=hash_token(sandbox),
+        grader_token_hash=hash_token(grader),
+        bootstrap_token_hash=hash_token(bootstrap),
+        deadline_at=terms.deadline,
+        max_requests=terms.max_requests,
+        max_output_tokens=terms.max_output_tokens,
+        allowed_models=terms.allowed_models,
+        created_at=now,
+        created_by=actor.id,
+        updated_at=now,
+    )
+    await audit.record(
+        conn,
+        actor,
+        AuditAction.SESSION_CREATE,
+        tenant_id=tenant_id,
+        target_type="session",
+        target_id=session.id,
+        session_id=session.id,
+        candidate_id=candidate_id,
+        details={"key_id": key.id, "deadline_at": terms.deadline.isoformat()},
+        now=now,
+    )
+    return NewSession(session, sandbox, bootstrap, grader)
 
 
 async def create_session(
@@ -57,56 +131,19 @@ async def create_session(
 ) -> NewSession:
     now = now or dt.datetime.now(dt.UTC)
     deadline = request.deadline or now + DEFAULT_DURATION
-    if deadline <= now:
-        raise ApiError(422, "validation_error", "deadline must be in the future")
-    if deadline - now > MAX_DURATION:
-        raise ApiError(422, "validation_error", "deadline must be within 14 days")
-    sandbox_token, bootstrap_token = new_token(TokenKind.SESSION), new_token(TokenKind.BOOTSTRAP)
+    check_deadline(deadline, now)
+    terms = SessionTerms(
+        candidate_email=request.candidate_email,
+        deadline=deadline,
+        api_key_id=request.api_key_id,
+        max_requests=request.max_requests,
+        max_output_tokens=request.max_output_tokens,
+        allowed_models=request.allowed_models,
+    )
     async with engine.begin() as conn:
-        key_query = select(api_keys.c.id).where(
-            api_keys.c.tenant_id == tenant_id, api_keys.c.revoked_at.is_(None)
-        )
-        if request.api_key_id is not None:
-            key_query = key_query.where(api_keys.c.id == request.api_key_id)
-        key = (
-            await conn.execute(key_query.order_by(api_keys.c.created_at.desc()).limit(1))
-        ).first()
-        if key is None:
-            if request.api_key_id is not None:
-                raise not_found("live key")
-            raise ApiError(409, "conflict_error", "the tenant has no live key: upload one first")
-        candidate_id = await candidate_store.get_or_create(conn, request.candidate_email, now=now)
-        session = await store.insert_session(
-            conn,
-            id=str(uuid.uuid4()),
-            tenant_id=tenant_id,
-            candidate_id=candidate_id,
-            api_key_id=key.id,
-            state=SessionState.ISSUED.value,
-            token_hash=hash_token(sandbox_token),
-            bootstrap_token_hash=hash_token(bootstrap_token),
-            deadline_at=deadline,
-            max_requests=request.max_requests,
-            max_output_tokens=request.max_output_tokens,
-            allowed_models=request.allowed_models,
-            created_at=now,
-            created_by=actor.id,
-            updated_at=now,
-        )
-        await audit.record(
-            conn,
-            actor,
-            AuditAction.SESSION_CREATE,
-            tenant_id=tenant_id,
-            target_type="session",
-            target_id=session.id,
-            session_id=session.id,
-            candidate_id=candidate_id,
-            details={"key_id": key.id, "deadline_at": deadline.isoformat()},
-            now=now,
-        )
-    await signals.announce(session.id, session.state, None)
-    return NewSession(session, sandbox_token, bootstrap_token)
+        created = await issue_session(conn, actor, tenant_id=tenant_id, terms=terms, now=now)
+    await signals.announce(created.session.id, created.session.state, None)
+    return created
 
 
 async def transition(

@@ -31,6 +31,7 @@ class SessionRecord:
     updated_at: dt.datetime
     ended_at: dt.datetime | None
     token_hash: str | None = dataclasses.field(repr=False, default=None)
+    grader_token_hash: str | None = dataclasses.field(repr=False, default=None)
     bootstrap_token_hash: str | None = dataclasses.field(repr=False, default=None)
     bootstrap_used_at: dt.datetime | None = None
 

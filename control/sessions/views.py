@@ -67,6 +67,7 @@ async def create_session(request: web.Request) -> web.Response:
         **_out(created.session).model_dump(),
         sandbox_token=created.sandbox_token,
         bootstrap_token=created.bootstrap_token,
+        grader_token=created.grader_token,
     )
     return web.json_response(out.model_dump(mode="json"), status=201)
 

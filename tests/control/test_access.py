@@ -39,11 +39,19 @@ def test_every_route_declares_its_access() -> None:
     assert undeclared == []
 
 
-def test_only_ops_routes_are_open_and_only_attach_takes_a_bootstrap_token() -> None:
+def test_only_ops_and_invite_token_routes_are_open_and_only_attach_takes_a_bootstrap_token() -> (
+    None
+):
     by_auth = {
         auth: sorted(p for m, p, h in ROUTES if endpoint_of(h).auth is auth) for auth in Auth
     }
-    assert by_auth[Auth.NONE] == ["/healthz", "/openapi.json", "/readyz"]
+    assert by_auth[Auth.NONE] == [
+        "/healthz",
+        "/openapi.json",
+        "/readyz",
+        "/v1/invites/{token}",
+        "/v1/invites/{token}/accept",
+    ]
     assert by_auth[Auth.BOOTSTRAP] == ["/internal/v1/sessions/{session_id}/attach"]
 
 

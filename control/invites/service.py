@@ -1,0 +1,198 @@
+"""Invites: create and send, look up, accept (which issues the candidate's session).
+
+Lookups are what an attacker would brute-force, so every miss looks the same: unknown,
+expired and already-accepted tokens all get the same 404 after the same single query.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import uuid
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from control.audit import store as audit
+from control.audit.actions import AuditAction
+from control.audit.store import Actor
+from control.db.schema import invites, tenants
+from control.email.sender import Email, EmailSender
+from control.invites.schemas import InviteCreate
+from control.sessions.service import NewSession, SessionTerms, issue_session
+from control.sessions.signals import SignalPublisher
+from control.web.errors import ApiError
+from core.tokens import TokenKind, hash_token, new_token
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class NewInvite:
+    invite: dict[str, Any]
+    token: str
+
+    def __repr__(self) -> str:
+        return f"<NewInvite {self.invite['id']}>"
+
+
+def _public(row: Any) -> dict[str, Any]:
+    keys = (
+        "id",
+        "candidate_email",
+        "assessment_name",
+        "expires_at",
+        "created_at",
+        "accepted_at",
+        "session_id",
+    )
+    return {k: getattr(row, k) for k in keys}
+
+
+def invite_not_found() -> ApiError:
+    return ApiError(404, "not_found_error", "invite not found or no longer valid")
+
+
+async def create_invite(
+    engine: AsyncEngine,
+    sender: EmailSender,
+    actor: Actor,
+    *,
+    tenant_id: str,
+    request: InviteCreate,
+    public_url: str,
+    now: dt.datetime | None = None,
+) -> NewInvite:
+    now = now or dt.datetime.now(dt.UTC)
+    token = new_token(TokenKind.INVITE)
+    invite_id = str(uuid.uuid4())
+    async with engine.begin() as conn:
+        company = (
+            await conn.execute(select(tenants.c.name).where(tenants.c.id == tenant_id))
+        ).scalar_one()
+        await conn.execute(
+            insert(invites).values(
+                id=invite_id,
+                tenant_id=tenant_id,
+                token_hash=hash_token(token),
+                candidate_email=request.candidate_email,
+                assessment_name=request.assessment_name,
+                session_minutes=request.session_minutes,
+                max_requests=request.max_requests,
+                max_output_tokens=request.max_output_tokens,
+                allowed_models=request.allowed_models,
+                expires_at=now + dt.timedelta(hours=request.expires_in_hours),
+                created_at=now,
+                created_by=actor.id,
+            )
+        )
+        await audit.record(
+            conn,
+            actor,
+            AuditAction.INVITE_CREATE,
+            tenant_id=tenant_id,
+            target_type="invite",
+            target_id=invite_id,
+            details={"assessment_name": request.assessment_name},
+            now=now,
+        )
+        row = (await conn.execute(select(invites).where(invites.c.id == invite_id))).one()
+    link = f"{public_url}/v1/invites/{token}"
+    await sender.send(
+        Email(
+            to=request.candidate_email,
+            subject=f"{company} invites you to an assessment: {request.assessment_name}",
+            body=(
+                f'{company} has invited you to the assessment "{request.assessment_name}".\n\n'
+                f"Look it up: GET {link}\nStart it:   POST {link}/accept\n\n"
+                f"The invitation expires at {row.expires_at.isoformat()}."
+            ),
+            tenant_id=tenant_id,
+        )
+    )
+    return NewInvite(_public(row), token)
+
+
+async def _find_valid(
+    conn: AsyncConnection, token: str, now: dt.datetime, *, lock: bool = False
+) -> Any:
+    """The invite row for a live token, or None; one query whatever the reason for a miss."""
+    query = (
+        select(invites, tenants.c.name.label("company"))
+        .join(tenants, tenants.c.id == invites.c.tenant_id)
+        .where(
+            invites.c.token_hash == hash_token(token),
+            invites.c.accepted_at.is_(None),
+            invites.c.expires_at > now,
+            tenants.c.closed_at.is_(None),
+        )
+    )
+    if lock:
+        query = query.with_for_update(of=invites)
+    return (await conn.execute(query)).first()
+
+
+async def lookup_invite(
+    engine: AsyncEngine, token: str, now: dt.datetime | None = None
+) -> dict[str, Any]:
+    async with engine.connect() as conn:
+        row = await _find_valid(conn, token, now or dt.datetime.now(dt.UTC))
+    if row is None:
+        raise invite_not_found()
+    return {
+        "assessment_name": row.assessment_name,
+        "company": row.company,
+        "expires_at": row.expires_at,
+    }
+
+
+async def accept_invite(
+    engine: AsyncEngine,
+    signals: SignalPublisher,
+    actor: Actor,
+    *,
+    token: str,
+    now: dt.datetime | None = None,
+) -> NewSession:
+    now = now or dt.datetime.now(dt.UTC)
+    async with engine.begin() as conn:
+        row = await _find_valid(conn, token, now, lock=True)
+        if row is None:
+            raise invite_not_found()
+        terms = SessionTerms(
+            candidate_email=row.candidate_email,
+            deadline=now + dt.timedelta(minutes=row.session_minutes),
+            max_requests=row.max_requests,
+            max_output_tokens=row.max_output_tokens,
+            allowed_models=row.allowed_models,
+        )
+        created = await issue_session(conn, actor, tenant_id=row.tenant_id, terms=terms, now=now)
+        result = await conn.execute(
+            update(invites)
+            .where(invites.c.id == row.id, invites.c.accepted_at.is_(None))
+            .values(accepted_at=now, session_id=created.session.id)
+        )
+        if result.rowcount != 1:  # accepted concurrently: this transaction rolls back
+            raise invite_not_found()
+        await audit.record(
+            conn,
+            actor,
+            AuditAction.INVITE_ACCEPT,
+            tenant_id=row.tenant_id,
+            target_type="invite",
+            target_id=row.id,
+            session_id=created.session.id,
+            candidate_id=created.session.candidate_id,
+            now=now,
+        )
+    await signals.announce(created.session.id, created.session.state, None)
+    return created
+
+
+async def list_invites(engine: AsyncEngine, tenant_id: str) -> list[dict[str, Any]]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            select(invites)
+            .where(invites.c.tenant_id == tenant_id)
+            .order_by(invites.c.created_at.desc())
+        )
+        return [_public(row) for row in rows]

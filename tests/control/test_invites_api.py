@@ -1,0 +1,122 @@
+"""Invites: created and sent, looked up and accepted once, misses indistinguishable."""
+
+from __future__ import annotations
+
+import datetime as dt
+import statistics
+import time
+from typing import Any
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from control.email.sender import read_outbox
+from control.invites import service
+from control.web.errors import ApiError
+from core.tokens import TokenKind, new_token
+from tests.factories import TenantFixture, fake_anthropic_key, make_tenant
+
+
+async def _tenant_with_key(client: Any, engine: AsyncEngine) -> TenantFixture:
+    tenant = await make_tenant(engine, "Acme Hiring")
+    async with client.post("/v1/keys", json={"api_key": fake_anthropic_key()}, headers=tenant.auth):
+        pass
+    return tenant
+
+
+async def _invite(client: Any, tenant: TenantFixture, **extra: Any) -> dict[str, Any]:
+    body = {"candidate_email": "Ada@Example.com", "assessment_name": "Backend take-home", **extra}
+    async with client.post("/v1/invites", json=body, headers=tenant.auth) as r:
+        assert r.status == 201, await r.text()
+        return await r.json()
+
+
+async def test_invite_is_sent_looked_up_and_accepted_once(client: Any, engine: AsyncEngine) -> None:
+    tenant = await _tenant_with_key(client, engine)
+    invite = await _invite(client, tenant, max_requests=40)
+    token = invite["invite_token"]
+    assert token.startswith("mxi_")
+    [email] = await read_outbox(engine)
+    assert email["to_email"] == "ada@example.com"
+    assert invite["invite_url"] in email["body"]
+    assert "Acme Hiring" in email["subject"]
+
+    async with client.get(f"/v1/invites/{token}") as r:
+        assert (r.status, (await r.json())["company"]) == (200, "Acme Hiring")
+    async with client.post(f"/v1/invites/{token}/accept") as r:
+        accepted = await r.json()
+        assert r.status == 201
+    assert accepted["sandbox_token"].startswith("mxs_")
+    assert accepted["bootstrap_token"].startswith("mxb_")
+    async with client.get(f"/v1/sessions/{accepted['session_id']}", headers=tenant.auth) as r:
+        session = await r.json()
+    assert session["limits"]["max_requests"] == 40
+    async with client.post(f"/v1/invites/{token}/accept") as r:
+        assert r.status == 404  # single use
+    async with client.get(f"/v1/invites/{token}") as r:
+        assert r.status == 404
+    async with client.get("/v1/audit?action=invite:create,invite:accept", headers=tenant.auth) as r:
+        actions = [e["action"] for e in (await r.json())["events"]]
+    assert actions == ["invite:accept", "invite:create"]
+
+
+async def test_unknown_malformed_and_expired_tokens_get_the_same_answer(
+    client: Any, engine: AsyncEngine
+) -> None:
+    tenant = await _tenant_with_key(client, engine)
+    invite = await _invite(client, tenant, expires_in_hours=1)
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=2)
+    with pytest.raises(ApiError) as expired:  # the same 404 the API renders
+        await service.lookup_invite(engine, invite["invite_token"], now=later)
+    assert expired.value.status == 404
+    expired_message = expired.value.message
+    bodies = set()
+    for token in (new_token(TokenKind.INVITE), "not-a-token", "mxi_short"):
+        async with client.get(f"/v1/invites/{token}") as r:
+            assert r.status == 404
+            bodies.add(await r.text())
+    assert len(bodies) == 1
+    assert expired_message in bodies.pop()
+
+
+async def test_lookup_time_does_not_tell_a_near_miss_from_garbage(
+    client: Any, engine: AsyncEngine
+) -> None:
+    """Misses cost one indexed query by hash whatever the token; medians stay within 5 ms."""
+    tenant = await _tenant_with_key(client, engine)
+    real = (await _invite(client, tenant))["invite_token"]
+    near_miss = real[:-1] + ("A" if real[-1] != "A" else "B")
+
+    async def median_ms(token: str) -> float:
+        samples = []
+        for _ in range(30):
+            start = time.perf_counter()
+            async with client.get(f"/v1/invites/{token}") as r:
+                await r.read()
+            samples.append((time.perf_counter() - start) * 1000)
+        return statistics.median(samples)
+
+    assert abs(await median_ms(near_miss) - await median_ms("garbage")) < 5
+
+
+async def test_accept_needs_a_live_key(client: Any, engine: AsyncEngine) -> None:
+    tenant = await _tenant_with_key(client, engine)
+    invite = await _invite(client, tenant)
+    async with client.get("/v1/keys", headers=tenant.auth) as r:
+        key_id = (await r.json())["keys"][0]["id"]
+    async with client.delete(f"/v1/keys/{key_id}", headers=tenant.auth):
+        pass
+    async with client.post(f"/v1/invites/{invite['invite_token']}/accept") as r:
+        assert r.status == 409
+    async with client.get(f"/v1/invites/{invite['invite_token']}") as r:
+        assert r.status == 200  # still valid once a key is uploaded
+
+
+async def test_invites_are_tenant_scoped(client: Any, engine: AsyncEngine) -> None:
+    tenant = await _tenant_with_key(client, engine)
+    await _invite(client, tenant)
+    other = await make_tenant(engine, "Other")
+    async with client.get("/v1/invites", headers=other.auth) as r:
+        assert (await r.json())["invites"] == []
+    async with client.get("/v1/invites", headers=tenant.auth) as r:
+        assert len((await r.json())["invites"]) == 1
