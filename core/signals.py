@@ -10,10 +10,13 @@ class Signal(StrEnum):
     END = "end"
     REVOKE = "revoke"
     GRADING_COMPLETE = "grading_complete"
+    SUBMIT = "submit"  # not a stop: the candidate's token is retired, the grader's works on
 
 
 # Session states in which a proxy may hold the key and forward calls.
 LIVE_STATES = frozenset({"issued", "active", "submitted", "grading"})
+# Live states in which only the grader's token is accepted.
+GRADING_STATES = frozenset({"submitted", "grading"})
 
 
 def decode_signal(raw: bytes | str) -> Signal | None:

@@ -32,3 +32,15 @@ def token_matches(token: str, expected_sha256: str) -> bool:
 def authenticate(headers: Mapping[str, str], expected_sha256: str) -> bool:
     """True when any presented credential is the session token."""
     return any(token_matches(t, expected_sha256) for t in presented_tokens(headers))
+
+
+def identify(
+    headers: Mapping[str, str], candidate_sha256: str, grader_sha256: str | None
+) -> str | None:
+    """Who is calling: "candidate", "grader", or None for no valid credential."""
+    for token in presented_tokens(headers):
+        if token_matches(token, candidate_sha256):
+            return "candidate"
+        if grader_sha256 is not None and token_matches(token, grader_sha256):
+            return "grader"
+    return None

@@ -138,7 +138,9 @@ async def serve(
     redis = Redis.from_url(await asyncio.to_thread(redis_url, settings), socket_timeout=5)
     names = RedisNames(settings.redis_prefix)
     publisher = UsagePublisher(redis, names.usage_stream)
-    watcher = SignalWatcher(redis, names, info.session_id, session.clear)
+    watcher = SignalWatcher(
+        redis, names, info.session_id, session.clear, on_submit=session.retire_candidate
+    )
     watchdog = KeepaliveWatchdog(keepalive_grace, session.clear) if keepalive_grace > 0 else None
     app = create_app(
         session,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from proxy import appkeys
-from proxy.auth import authenticate
+from proxy.auth import identify
 from proxy.errors import ProxyError, not_found, unauthorized
 from proxy.forward import forward
 from proxy.keyring import KeyCleared
@@ -25,12 +25,17 @@ def _source(request: web.Request) -> str:
     return request.remote or "unknown"
 
 
-def _authenticate(request: web.Request) -> None:
+def _authenticate(request: web.Request) -> str:
+    """The caller's actor ("candidate" or "grader"), or a 401/429/403."""
     session = request.app[appkeys.session]
     source = _source(request)
-    ok = authenticate(request.headers, session.info.token_sha256)
-    if ok:
-        return
+    actor = identify(request.headers, session.info.token_sha256, session.info.grader_sha256)
+    if actor == "candidate" and not session.candidate_enabled:
+        raise ProxyError(
+            403, "permission_error", "the candidate has submitted; only the grader token works now"
+        )
+    if actor is not None:
+        return actor
     session.lockout.record_failure(source)
     locked = session.lockout.retry_after(source)
     if locked is not None:
@@ -38,10 +43,10 @@ def _authenticate(request: web.Request) -> None:
     raise unauthorized()
 
 
-def _admit(request: web.Request) -> str:
-    """Checks before any body is read; returns the key for the upstream header."""
+def _admit(request: web.Request) -> tuple[str, str]:
+    """Checks before any body is read; returns the actor and the key for the upstream."""
     session = request.app[appkeys.session]
-    _authenticate(request)
+    actor = _authenticate(request)
     try:
         key = session.key.header_value()
     except KeyCleared:
@@ -51,13 +56,13 @@ def _admit(request: web.Request) -> str:
     wait = session.rate.take()
     if wait is not None:
         raise too_many("session request rate exceeded", wait)
-    return key
+    return actor, key
 
 
 async def _relay(request: web.Request, *, endpoint: str, generation: bool) -> web.StreamResponse:
     app = request.app
     session = app[appkeys.session]
-    key = _admit(request)
+    actor, key = _admit(request)
     body = await request.read() if request.can_read_body else b""
     facts = request_facts(body) if body else RequestFacts(request_sha256="")
     reservation = None
@@ -68,7 +73,7 @@ async def _relay(request: web.Request, *, endpoint: str, generation: bool) -> we
     recorder = CallRecorder(
         session_id=session.info.session_id,
         tenant_id=session.info.tenant_id,
-        actor=session.info.actor,
+        actor=actor,
         method=request.method,
         endpoint=endpoint,
         facts=facts,

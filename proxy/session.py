@@ -23,6 +23,7 @@ class SessionInfo:
     actor: str
     deadline_at: dt.datetime
     token_sha256: str = dataclasses.field(repr=False)
+    grader_sha256: str | None = dataclasses.field(repr=False, default=None)
     max_requests: int | None = None
     max_output_tokens: int | None = None
     allowed_models: list[str] | None = None
@@ -37,6 +38,7 @@ class SessionInfo:
             actor=grant.get("actor", "candidate"),
             deadline_at=dt.datetime.fromisoformat(grant["deadline_at"]),
             token_sha256=grant["session_token_sha256"],
+            grader_sha256=grant.get("grader_token_sha256"),
             max_requests=limits.get("max_requests"),
             max_output_tokens=limits.get("max_output_tokens"),
             allowed_models=limits.get("allowed_models"),
@@ -65,6 +67,7 @@ class ProxySession:
         self.lockout = BadTokenLockout()
         self.stopped = asyncio.Event()
         self.stop_reason: str | None = None
+        self.candidate_enabled = True
         self.in_flight = 0
         self.idle = asyncio.Event()
         self.idle.set()
@@ -77,6 +80,12 @@ class ProxySession:
         self.stop_reason = reason
         self.stopped.set()
         log.info("session_key_cleared", session_id=self.info.session_id, reason=reason)
+
+    def retire_candidate(self) -> None:
+        """The candidate submitted: only the grader's token works from now on."""
+        if self.candidate_enabled:
+            self.candidate_enabled = False
+            log.info("candidate_token_retired", session_id=self.info.session_id)
 
     def call_started(self) -> None:
         self.in_flight += 1

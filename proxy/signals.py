@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from core.redis_names import RedisNames
-from core.signals import LIVE_STATES, decode_signal
+from core.signals import GRADING_STATES, LIVE_STATES, Signal, decode_signal
 
 log = structlog.get_logger(__name__)
 
@@ -30,6 +30,7 @@ class SignalWatcher:
         session_id: str,
         on_stop: Callable[[str], None],
         *,
+        on_submit: Callable[[], None] | None = None,
         poll_interval: float = 2.0,
         liveness_ttl: int = 15,
     ) -> None:
@@ -37,6 +38,7 @@ class SignalWatcher:
         self._names = names
         self._session_id = session_id
         self._on_stop = on_stop
+        self._on_submit = on_submit
         self._poll_interval = poll_interval
         self._liveness_ttl = liveness_ttl
         self._running = True
@@ -52,6 +54,8 @@ class SignalWatcher:
         state = raw.decode() if isinstance(raw, bytes) else raw
         if state is not None and state not in LIVE_STATES:
             self._on_stop(f"session_{state}")
+        elif state in GRADING_STATES and self._on_submit is not None:
+            self._on_submit()
 
     async def listen(self) -> None:
         channel = self._names.session_channel(self._session_id)
@@ -67,7 +71,10 @@ class SignalWatcher:
                         if message is None or message.get("type") != "message":
                             continue
                         signal = decode_signal(message["data"])
-                        if signal is not None:
+                        if signal is Signal.SUBMIT:
+                            if self._on_submit is not None:
+                                self._on_submit()
+                        elif signal is not None:
                             self._on_stop(f"signal_{signal.value}")
             except (RedisError, OSError) as exc:
                 log.warning("signal_subscription_lost", error=type(exc).__name__, delay_s=delay)

@@ -47,6 +47,7 @@ class AttachGrant:
             "state": s.state.value,
             "deadline_at": s.deadline_at.isoformat(),
             "session_token_sha256": s.token_hash,
+            "grader_token_sha256": s.grader_token_hash,
             "limits": {
                 "max_requests": s.max_requests,
                 "max_output_tokens": s.max_output_tokens,

@@ -28,6 +28,7 @@ class SessionEvent(StrEnum):
     GRADING_COMPLETE = "grading_complete"
     REVOKE = "revoke"
     EXPIRE = "expire"
+    SUBMIT = "submit"
 
 
 class InvalidTransition(Exception):
@@ -46,6 +47,10 @@ _TRANSITIONS: dict[SessionEvent, tuple[frozenset[SessionState], SessionState | N
     SessionEvent.GRADING_COMPLETE: (_LIVE, SessionState.GRADED),
     SessionEvent.REVOKE: (_LIVE, SessionState.REVOKED),
     SessionEvent.EXPIRE: (_LIVE, SessionState.EXPIRED),
+    SessionEvent.SUBMIT: (
+        frozenset({SessionState.ISSUED, SessionState.ACTIVE}),
+        SessionState.SUBMITTED,
+    ),
 }
 
 # The signal a proxy must obey after each event, if any.
@@ -54,6 +59,7 @@ SIGNALS = {
     SessionEvent.GRADING_COMPLETE: Signal.GRADING_COMPLETE,
     SessionEvent.REVOKE: Signal.REVOKE,
     SessionEvent.EXPIRE: Signal.END,
+    SessionEvent.SUBMIT: Signal.SUBMIT,
 }
 
 

@@ -20,19 +20,21 @@ from control.sessions.lifecycle import (
     InvalidTransition,
     SessionEvent,
     SessionState,
+    is_live,
     next_state,
 )
 from control.sessions.schemas import DEFAULT_DURATION, MAX_DURATION, SessionCreate
 from control.sessions.signals import SignalPublisher
 from control.sessions.store import SessionRecord
 from control.web.errors import ApiError, not_found
-from core.tokens import TokenKind, hash_token, new_token
+from core.tokens import TokenKind, hash_token, new_token, tokens_match
 
 _EVENT_ACTIONS = {
     SessionEvent.END: AuditAction.SESSION_END,
     SessionEvent.GRADING_COMPLETE: AuditAction.SESSION_GRADING_COMPLETE,
     SessionEvent.REVOKE: AuditAction.SESSION_REVOKE,
     SessionEvent.EXPIRE: AuditAction.SESSION_EXPIRE,
+    SessionEvent.SUBMIT: AuditAction.SESSION_SUBMIT,
 }
 
 
@@ -180,3 +182,48 @@ async def transition(
         )
     await signals.announce(session_id, state, SIGNALS[event])
     return session
+
+
+async def authenticate_sandbox(engine: AsyncEngine, session_id: str, token: str) -> SessionRecord:
+    """The session whose candidate token this is; 401 for anything else."""
+    async with engine.connect() as conn:
+        session = await store.get_session(conn, session_id)
+    if session is None or session.token_hash is None or not tokens_match(token, session.token_hash):
+        raise ApiError(401, "authentication_error", "invalid session token")
+    return session
+
+
+async def reconnect(
+    engine: AsyncEngine, actor: Actor, *, session: SessionRecord, now: dt.datetime | None = None
+) -> str:
+    """A fresh single-use bootstrap token for a live session (the next attach is audited
+    as another unwrap); refused once the session has ended."""
+    now = now or dt.datetime.now(dt.UTC)
+    if not is_live(session.state):
+        raise ApiError(
+            403, "permission_error", f"session is {session.state.value}; it cannot be resumed"
+        )
+    if now >= session.deadline_at:
+        raise ApiError(403, "permission_error", "session deadline has passed")
+    bootstrap = new_token(TokenKind.BOOTSTRAP)
+    async with engine.begin() as conn:
+        await store.set_state(
+            conn,
+            session.id,
+            session.state,
+            now=now,
+            bootstrap_token_hash=hash_token(bootstrap),
+            bootstrap_used_at=None,
+        )
+        await audit.record(
+            conn,
+            actor,
+            AuditAction.SESSION_RECONNECT,
+            tenant_id=session.tenant_id,
+            target_type="session",
+            target_id=session.id,
+            session_id=session.id,
+            candidate_id=session.candidate_id,
+            now=now,
+        )
+    return bootstrap

@@ -144,3 +144,60 @@ async def attach(request: web.Request) -> web.Response:
         bootstrap_token=token,
     )
     return web.json_response(grant.as_json())
+
+
+def _sandbox_token(request: web.Request) -> str:
+    token = bearer_token(request)
+    if token is None or token_kind(token) is not TokenKind.SESSION:
+        raise ApiError(401, "authentication_error", "send the mxs_ session token as a Bearer token")
+    return token
+
+
+def _candidate_actor(request: web.Request, candidate_id: str | None) -> Actor:
+    return Actor(
+        type=ActorType.CANDIDATE,
+        id=candidate_id,
+        ip=client_ip(request),
+        user_agent=user_agent(request),
+        request_id=request.get(request_id_key),
+    )
+
+
+@routes.post("/v1/sessions/{session_id}/submit")
+@endpoint(
+    "The candidate submits: their token stops working, the grader token works on",
+    access=PUBLIC,
+    auth=Auth.SANDBOX,
+    response=SessionOut,
+)
+async def submit(request: web.Request) -> web.Response:
+    engine = request.app[appkeys.engine]
+    session = await service.authenticate_sandbox(
+        engine, request.match_info["session_id"], _sandbox_token(request)
+    )
+    updated = await service.transition(
+        engine,
+        request.app[appkeys.signals],
+        _candidate_actor(request, session.candidate_id),
+        tenant_id=session.tenant_id,
+        session_id=session.id,
+        event=SessionEvent.SUBMIT,
+    )
+    return web.json_response(_out(updated).model_dump(mode="json"))
+
+
+@routes.post("/v1/sessions/{session_id}/reconnect")
+@endpoint(
+    "The candidate's sandbox reconnects: a fresh single-use bootstrap token for a new proxy",
+    access=PUBLIC,
+    auth=Auth.SANDBOX,
+)
+async def reconnect(request: web.Request) -> web.Response:
+    engine = request.app[appkeys.engine]
+    session = await service.authenticate_sandbox(
+        engine, request.match_info["session_id"], _sandbox_token(request)
+    )
+    bootstrap = await service.reconnect(
+        engine, _candidate_actor(request, session.candidate_id), session=session
+    )
+    return web.json_response({"session_id": session.id, "bootstrap_token": bootstrap})

@@ -33,6 +33,7 @@ class Auth(StrEnum):
     MEMBER = "member"  # Bearer mxk_…, checked by the auth middleware against `access`
     NONE = "none"  # anyone
     BOOTSTRAP = "bootstrap"  # Bearer mxb_…, checked by the handler (the proxy's attach)
+    SANDBOX = "sandbox"  # Bearer mxs_…, checked by the handler (the candidate's own calls)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

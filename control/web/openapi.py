@@ -85,6 +85,10 @@ def _operation(name: str, path: str, meta: Endpoint, components: dict[str, Any])
         op["security"] = [{"bootstrapToken": []}]
         responses["401"] = _error("missing, invalid or already used bootstrap token")
         responses["403"] = _error("the session is not live or its key was revoked")
+    if meta.auth is Auth.SANDBOX:
+        op["security"] = [{"sessionToken": []}]
+        responses["401"] = _error("missing or invalid session token")
+        responses["403"] = _error("the session is no longer live")
     if not meta.public:
         op["security"] = [{"memberToken": []}]
         op["x-roles"] = sorted(role.value for role in meta.access)
@@ -120,6 +124,11 @@ def build_openapi(app: web.Application) -> dict[str, Any]:
             "schemas": components,
             "securitySchemes": {
                 "memberToken": {"type": "http", "scheme": "bearer", "description": "mxk_… token"},
+                "sessionToken": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "mxs_… the candidate's session token",
+                },
                 "bootstrapToken": {
                     "type": "http",
                     "scheme": "bearer",

@@ -94,7 +94,14 @@ async def start_proxy_for(
     info, key = await arm_key(grant, load_kek(settings))
     session = ProxySession(info, key)
     publisher = UsagePublisher(redis, names.usage_stream)
-    watcher = SignalWatcher(redis, names, session_id, session.clear, poll_interval=0.2)
+    watcher = SignalWatcher(
+        redis,
+        names,
+        session_id,
+        session.clear,
+        on_submit=session.retire_candidate,
+        poll_interval=0.2,
+    )
     app = create_proxy_app(
         session,
         publisher,
