@@ -68,6 +68,7 @@ class ProxySession:
         self.stopped = asyncio.Event()
         self.stop_reason: str | None = None
         self.candidate_enabled = True
+        self.candidate_retired = asyncio.Event()
         self.in_flight = 0
         self.idle = asyncio.Event()
         self.idle.set()
@@ -85,6 +86,7 @@ class ProxySession:
         """The candidate submitted: only the grader's token works from now on."""
         if self.candidate_enabled:
             self.candidate_enabled = False
+            self.candidate_retired.set()
             log.info("candidate_token_retired", session_id=self.info.session_id)
 
     def call_started(self) -> None:

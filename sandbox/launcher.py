@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -83,6 +84,23 @@ async def _start_proxy(
     return proxy, str(ready["url"])
 
 
+async def _reconnect(creds: SessionCredentials) -> str:
+    """A fresh bootstrap token for this session (the first was spent by an earlier attach)."""
+    url = f"{creds.control_url}/v1/sessions/{creds.session_id}/reconnect"
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as http,
+            http.post(url, headers={"Authorization": f"Bearer {creds.sandbox_token}"}) as response,
+        ):
+            body = await response.json(content_type=None)
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        raise LaunchError(f"control plane unreachable ({type(exc).__name__})") from None
+    if response.status != 200:
+        message = (body or {}).get("error", {}).get("message", "refused")
+        raise LaunchError(f"cannot resume the session: {message}")
+    return str(body["bootstrap_token"])
+
+
 async def _stop_proxy(proxy: asyncio.subprocess.Process, proxy_url: str, token: str) -> None:
     if proxy.returncode is None:
         await _post(f"{proxy_url}/_proxy/disconnect", token)
@@ -110,7 +128,12 @@ async def run_sandbox(
     data_dir: Path,
     keepalive_grace: float = 30.0,
 ) -> int:
-    proxy, proxy_url = await _start_proxy(creds, parent_env, keepalive_grace)
+    try:
+        proxy, proxy_url = await _start_proxy(creds, parent_env, keepalive_grace)
+    except LaunchError:
+        # Most often the bootstrap token was spent by an earlier run: this is a reconnect.
+        fresh = dataclasses.replace(creds, bootstrap_token=await _reconnect(creds))
+        proxy, proxy_url = await _start_proxy(fresh, parent_env, keepalive_grace)
     state = state_path(data_dir, creds.session_id)
     state.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     state.write_text(

@@ -48,6 +48,7 @@ class Stack:
     key_id: str
     session_id: str
     sandbox_token: str
+    grader_token: str
     proxy: ProxySession
     publisher: UsagePublisher
     proxy_url: str
@@ -165,6 +166,7 @@ async def stack(
         key_id=key_id,
         session_id=created["id"],
         sandbox_token=created["sandbox_token"],
+        grader_token=created["grader_token"],
         proxy=session,
         publisher=publisher,
         proxy_url=str(proxy_server.make_url("")).rstrip("/"),

@@ -223,3 +223,34 @@ async def test_the_key_never_leaves_the_proxy(stack: Stack, log_output) -> None:
     for name, text in haystacks.items():
         for piece in (stack.api_key, stack.api_key[20:40], stack.api_key[-16:]):
             assert piece not in text, name
+
+
+async def test_after_submit_only_the_grader_works_until_grading_completes(stack: Stack) -> None:
+    await stack.sdk().messages.create(model=MODEL, max_tokens=8, messages=PROMPT)
+    async with stack.control.post(
+        f"/v1/sessions/{stack.session_id}/submit",
+        headers={"Authorization": f"Bearer {stack.sandbox_token}"},
+    ) as r:
+        assert (r.status, (await r.json())["state"]) == (200, "submitted")
+    await asyncio.wait_for(stack.proxy.candidate_retired.wait(), 5)
+    with pytest.raises(anthropic.PermissionDeniedError, match="only the grader"):
+        await stack.sdk().messages.create(model=MODEL, max_tokens=8, messages=PROMPT)
+    grader = stack.sdk(api_key=stack.grader_token)
+    await grader.messages.create(model=MODEL, max_tokens=8, messages=PROMPT)
+    async with stack.control.post(
+        f"/v1/sessions/{stack.session_id}/grading-complete", headers=stack.tenant.auth
+    ):
+        pass
+    assert await stopped(stack) == "signal_grading_complete"
+    with pytest.raises(anthropic.PermissionDeniedError):
+        await grader.messages.create(model=MODEL, max_tokens=8, messages=PROMPT)
+    assert [r["actor"] for r in await stack.records()] == ["candidate", "grader"]
+
+
+async def test_submit_needs_the_candidates_own_token(stack: Stack) -> None:
+    for token in (stack.grader_token, "mxs_" + "x" * 43):
+        async with stack.control.post(
+            f"/v1/sessions/{stack.session_id}/submit", headers={"Authorization": f"Bearer {token}"}
+        ) as r:
+            assert r.status == 401
+    assert stack.proxy.candidate_enabled

@@ -231,3 +231,34 @@ async def test_disconnect_command_clears_a_running_sandbox(
     launcher.terminate()  # forwarded to the workload
     await asyncio.wait_for(launcher.communicate(), 30)
     assert launcher.returncode == 128 + 15
+
+
+async def test_a_second_run_reconnects_with_a_new_audited_unwrap(
+    aiohttp_server: Any, settings: Settings, engine: AsyncEngine, tmp_path: Path
+) -> None:
+    run = await _prepare(aiohttp_server, settings, engine, tmp_path)
+    for attempt in range(2):
+        launcher = await _launch(run, tmp_path / f"out{attempt}.json", "exit")
+        _, stderr = await asyncio.wait_for(launcher.communicate(), 60)
+        assert launcher.returncode == 7, stderr.decode()[-1500:]
+    async with aiohttp.ClientSession() as http:
+        async with http.get(
+            f"{run['base']}/v1/audit?action=key:unwrap,session:reconnect",
+            headers=run["tenant"].auth,
+        ) as r:
+            events = (await r.json())["events"]
+        # after the end, a third run is refused with a clear message
+        async with http.post(
+            f"{run['base']}/v1/sessions/{run['created']['id']}/end", headers=run["tenant"].auth
+        ):
+            pass
+    assert [(e["action"], e["outcome"]) for e in events] == [
+        ("key:unwrap", "success"),
+        ("session:reconnect", "success"),
+        ("key:unwrap", "failure"),
+        ("key:unwrap", "success"),
+    ]
+    launcher = await _launch(run, tmp_path / "out3.json", "exit")
+    _, stderr = await asyncio.wait_for(launcher.communicate(), 60)
+    assert launcher.returncode == 70
+    assert b"cannot resume the session: session is ended" in stderr
