@@ -44,6 +44,9 @@ def register(parts: Any) -> None:
     cmd = commands.add_parser("ingest", help="run only the usage ingester")
     cmd.set_defaults(handler=run_ingest)
 
+    cmd = commands.add_parser("outbox", help="print emails waiting for delivery (no provider set)")
+    cmd.set_defaults(handler=run_outbox)
+
     cmd = commands.add_parser("create-tenant", help="create a tenant and its first owner")
     cmd.add_argument("name")
     cmd.add_argument("--owner-email", required=True)
@@ -143,6 +146,22 @@ def run_ingest(args: argparse.Namespace, settings: Settings) -> int:
     log.info("usage_ingester_starting")
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(go())
+    return 0
+
+
+def run_outbox(args: argparse.Namespace, settings: Settings) -> int:
+    from control.db.engine import create_engine
+    from control.email.sender import read_outbox
+
+    async def go() -> list[dict[str, object]]:
+        engine = create_engine(settings.effective_database_url)
+        try:
+            return await read_outbox(engine)
+        finally:
+            await engine.dispose()
+
+    for message in asyncio.run(go()):
+        print(json.dumps(message, default=str))
     return 0
 
 

@@ -32,6 +32,10 @@ class RedisNames:
         """The session's lifecycle state, re-read by the proxy so a missed signal is obeyed."""
         return f"{self.prefix}session:{session_id}:state"
 
+    def grader_key(self, session_id: str) -> str:
+        """SHA-256 of the session's current grader token, for proxies already running."""
+        return f"{self.prefix}session:{session_id}:grader"
+
     def liveness_key(self, session_id: str) -> str:
         """Refreshed with a TTL while the session's proxy runs."""
         return f"{self.prefix}session:{session_id}:proxy"

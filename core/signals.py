@@ -11,6 +11,7 @@ class Signal(StrEnum):
     REVOKE = "revoke"
     GRADING_COMPLETE = "grading_complete"
     SUBMIT = "submit"  # not a stop: the candidate's token is retired, the grader's works on
+    GRADER = "grader"  # not a stop: a new grader token was issued; re-read its hash
 
 
 # Session states in which a proxy may hold the key and forward calls.

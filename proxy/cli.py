@@ -139,7 +139,12 @@ async def serve(
     names = RedisNames(settings.redis_prefix)
     publisher = UsagePublisher(redis, names.usage_stream)
     watcher = SignalWatcher(
-        redis, names, info.session_id, session.clear, on_submit=session.retire_candidate
+        redis,
+        names,
+        info.session_id,
+        session.clear,
+        on_submit=session.retire_candidate,
+        on_grader=session.set_grader,
     )
     watchdog = KeepaliveWatchdog(keepalive_grace, session.clear) if keepalive_grace > 0 else None
     app = create_app(

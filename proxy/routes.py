@@ -29,7 +29,7 @@ def _authenticate(request: web.Request) -> str:
     """The caller's actor ("candidate" or "grader"), or a 401/429/403."""
     session = request.app[appkeys.session]
     source = _source(request)
-    actor = identify(request.headers, session.info.token_sha256, session.info.grader_sha256)
+    actor = identify(request.headers, session.info.token_sha256, session.grader_sha256)
     if actor == "candidate" and not session.candidate_enabled:
         raise ProxyError(
             403, "permission_error", "the candidate has submitted; only the grader token works now"

@@ -67,6 +67,7 @@ class ProxySession:
         self.lockout = BadTokenLockout()
         self.stopped = asyncio.Event()
         self.stop_reason: str | None = None
+        self.grader_sha256 = info.grader_sha256  # replaced when a new grader token is issued
         self.candidate_enabled = True
         self.candidate_retired = asyncio.Event()
         self.in_flight = 0
@@ -81,6 +82,9 @@ class ProxySession:
         self.stop_reason = reason
         self.stopped.set()
         log.info("session_key_cleared", session_id=self.info.session_id, reason=reason)
+
+    def set_grader(self, grader_sha256: str) -> None:
+        self.grader_sha256 = grader_sha256
 
     def retire_candidate(self) -> None:
         """The candidate submitted: only the grader's token works from now on."""

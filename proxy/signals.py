@@ -31,6 +31,7 @@ class SignalWatcher:
         on_stop: Callable[[str], None],
         *,
         on_submit: Callable[[], None] | None = None,
+        on_grader: Callable[[str], None] | None = None,
         poll_interval: float = 2.0,
         liveness_ttl: int = 15,
     ) -> None:
@@ -39,6 +40,7 @@ class SignalWatcher:
         self._session_id = session_id
         self._on_stop = on_stop
         self._on_submit = on_submit
+        self._on_grader = on_grader
         self._poll_interval = poll_interval
         self._liveness_ttl = liveness_ttl
         self._running = True
@@ -56,6 +58,10 @@ class SignalWatcher:
             self._on_stop(f"session_{state}")
         elif state in GRADING_STATES and self._on_submit is not None:
             self._on_submit()
+        if self._on_grader is not None:
+            grader = await self._redis.get(self._names.grader_key(self._session_id))
+            if grader is not None:
+                self._on_grader(grader.decode() if isinstance(grader, bytes) else grader)
 
     async def listen(self) -> None:
         channel = self._names.session_channel(self._session_id)
@@ -71,7 +77,9 @@ class SignalWatcher:
                         if message is None or message.get("type") != "message":
                             continue
                         signal = decode_signal(message["data"])
-                        if signal is Signal.SUBMIT:
+                        if signal is Signal.GRADER:
+                            await self.check_state()
+                        elif signal is Signal.SUBMIT:
                             if self._on_submit is not None:
                                 self._on_submit()
                         elif signal is not None:

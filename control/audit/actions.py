@@ -19,6 +19,7 @@ class AuditAction(StrEnum):
     SESSION_EXPIRE = "session:expire"
     SESSION_SUBMIT = "session:submit"
     SESSION_RECONNECT = "session:reconnect"
+    SESSION_GRADER_TOKEN = "session:grader_token"
     INVITE_CREATE = "invite:create"
     INVITE_ACCEPT = "invite:accept"
 

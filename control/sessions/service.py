@@ -227,3 +227,39 @@ async def reconnect(
             now=now,
         )
     return bootstrap
+
+
+async def issue_grader_token(
+    engine: AsyncEngine,
+    signals: SignalPublisher,
+    actor: Actor,
+    *,
+    tenant_id: str,
+    session_id: str,
+    now: dt.datetime | None = None,
+) -> str:
+    """A new grader token for a live session (the previous one stops working)."""
+    now = now or dt.datetime.now(dt.UTC)
+    token = new_token(TokenKind.GRADER)
+    async with engine.begin() as conn:
+        session = await store.get_session(conn, session_id, tenant_id=tenant_id, for_update=True)
+        if session is None:
+            raise not_found("session")
+        if not is_live(session.state):
+            raise ApiError(409, "conflict_error", f"session is {session.state.value}")
+        await store.set_state(
+            conn, session_id, session.state, now=now, grader_token_hash=hash_token(token)
+        )
+        await audit.record(
+            conn,
+            actor,
+            AuditAction.SESSION_GRADER_TOKEN,
+            tenant_id=tenant_id,
+            target_type="session",
+            target_id=session_id,
+            session_id=session_id,
+            candidate_id=session.candidate_id,
+            now=now,
+        )
+    await signals.announce_grader(session_id, hash_token(token))
+    return token

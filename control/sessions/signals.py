@@ -39,6 +39,16 @@ class SignalPublisher:
                 error=type(exc).__name__,
             )
 
+    async def announce_grader(self, session_id: str, grader_sha256: str) -> None:
+        """Tell running proxies the grader token's new hash (the old one stops working)."""
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.set(self._names.grader_key(session_id), grader_sha256, ex=STATE_TTL_S)
+                pipe.publish(self._names.session_channel(session_id), Signal.GRADER.value)
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            log.error("grader_token_not_published", session_id=session_id, error=type(exc).__name__)
+
     async def proxy_online(self, session_id: str) -> bool | None:
         try:
             return bool(await self._redis.exists(self._names.liveness_key(session_id)))

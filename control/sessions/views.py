@@ -114,6 +114,24 @@ async def grading_complete(request: web.Request) -> web.Response:
     return await _transition(request, SessionEvent.GRADING_COMPLETE)
 
 
+@routes.post("/v1/sessions/{session_id}/grader-token")
+@endpoint(
+    "Issue a new grader token (shown once); the previous one stops working",
+    access=ADMINS,
+)
+async def grader_token(request: web.Request) -> web.Response:
+    token = await service.issue_grader_token(
+        request.app[appkeys.engine],
+        request.app[appkeys.signals],
+        request_actor(request),
+        tenant_id=current_principal(request).tenant_id,
+        session_id=request.match_info["session_id"],
+    )
+    return web.json_response(
+        {"session_id": request.match_info["session_id"], "grader_token": token}
+    )
+
+
 @routes.post("/internal/v1/sessions/{session_id}/attach")
 @endpoint(
     "A proxy attaches with its single-use bootstrap token and receives the wrapped key",

@@ -114,3 +114,24 @@ def test_console_script_is_installed() -> None:
     assert result.returncode == 0
     for command in ("migrate", "serve", "create-tenant"):
         assert command in result.stdout
+
+
+async def test_outbox_prints_queued_invites(
+    run: Any, tmp_path: Path, database_url: str, aiohttp_client: Any, redis_url: str, engine: Any
+) -> None:
+    from tests.factories import fake_anthropic_key, make_tenant
+
+    settings = Settings(data_dir=tmp_path / "data", database_url=database_url, redis_url=redis_url)
+    client = await aiohttp_client(create_app(settings))
+    tenant = await make_tenant(engine)
+    async with client.post("/v1/keys", json={"api_key": fake_anthropic_key()}, headers=tenant.auth):
+        pass
+    body = {"candidate_email": "cand@example.com", "assessment_name": "Take-home"}
+    async with client.post("/v1/invites", json=body, headers=tenant.auth) as r:
+        token = (await r.json())["invite_token"]
+    code, out, _ = await asyncio.to_thread(run, _env(tmp_path, database_url), "control", "outbox")
+    assert code == 0
+    # (the app's own log lines, unconfigured in this test, also reach stdout)
+    [message] = [json.loads(line) for line in out.splitlines() if line.startswith('{"id"')]
+    assert message["to_email"] == "cand@example.com"
+    assert token in message["body"]

@@ -101,6 +101,7 @@ async def start_proxy_for(
         session_id,
         session.clear,
         on_submit=session.retire_candidate,
+        on_grader=session.set_grader,
         poll_interval=0.2,
     )
     app = create_proxy_app(
