@@ -36,6 +36,8 @@ class InviteOut(BaseModel):
 class NewInviteOut(InviteOut):
     invite_token: str = Field(description="mxi_…: shown once; also sent to the candidate")
     invite_url: str
+    email_sent: bool
+    email_error: str | None = None
 
 
 class InviteLookup(BaseModel):

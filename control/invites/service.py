@@ -18,7 +18,7 @@ from control.audit import store as audit
 from control.audit.actions import AuditAction
 from control.audit.store import Actor
 from control.db.schema import invites, tenants
-from control.email.sender import Email, EmailSender
+from control.email.sender import Email, EmailError, EmailSender
 from control.invites.schemas import InviteCreate
 from control.sessions.service import NewSession, SessionTerms, issue_session
 from control.sessions.signals import SignalPublisher
@@ -30,6 +30,7 @@ from core.tokens import TokenKind, hash_token, new_token
 class NewInvite:
     invite: dict[str, Any]
     token: str
+    email_error: str | None = None  # the invite exists; the customer can send the link
 
     def __repr__(self) -> str:
         return f"<NewInvite {self.invite['id']}>"
@@ -97,18 +98,21 @@ async def create_invite(
         )
         row = (await conn.execute(select(invites).where(invites.c.id == invite_id))).one()
     link = f"{public_url}/v1/invites/{token}"
-    await sender.send(
-        Email(
-            to=request.candidate_email,
-            subject=f"{company} invites you to an assessment: {request.assessment_name}",
-            body=(
-                f'{company} has invited you to the assessment "{request.assessment_name}".\n\n'
-                f"Look it up: GET {link}\nStart it:   POST {link}/accept\n\n"
-                f"The invitation expires at {row.expires_at.isoformat()}."
-            ),
-            tenant_id=tenant_id,
+    try:
+        await sender.send(
+            Email(
+                to=request.candidate_email,
+                subject=f"{company} invites you to an assessment: {request.assessment_name}",
+                body=(
+                    f'{company} has invited you to the assessment "{request.assessment_name}".\n\n'
+                    f"Look it up: GET {link}\nStart it:   POST {link}/accept\n\n"
+                    f"The invitation expires at {row.expires_at.isoformat()}."
+                ),
+                tenant_id=tenant_id,
+            )
         )
-    )
+    except EmailError as exc:
+        return NewInvite(_public(row), token, email_error=str(exc))
     return NewInvite(_public(row), token)
 
 

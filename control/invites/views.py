@@ -45,6 +45,8 @@ async def create_invite(request: web.Request) -> web.Response:
         **created.invite,
         invite_token=created.token,
         invite_url=f"{settings.public_url}/v1/invites/{created.token}",
+        email_sent=created.email_error is None,
+        email_error=created.email_error,
     )
     return web.json_response(out.model_dump(mode="json"), status=201)
 
