@@ -29,11 +29,6 @@ def token_matches(token: str, expected_sha256: str) -> bool:
     return hmac.compare_digest(digest.encode(), expected_sha256.encode())
 
 
-def authenticate(headers: Mapping[str, str], expected_sha256: str) -> bool:
-    """True when any presented credential is the session token."""
-    return any(token_matches(t, expected_sha256) for t in presented_tokens(headers))
-
-
 def identify(
     headers: Mapping[str, str], candidate_sha256: str, grader_sha256: str | None
 ) -> str | None:

@@ -20,7 +20,6 @@ class SessionInfo:
     session_id: str
     tenant_id: str
     key_id: str
-    actor: str
     deadline_at: dt.datetime
     token_sha256: str = dataclasses.field(repr=False)
     grader_sha256: str | None = dataclasses.field(repr=False, default=None)
@@ -35,7 +34,6 @@ class SessionInfo:
             session_id=grant["session_id"],
             tenant_id=grant["tenant_id"],
             key_id=grant["key_id"],
-            actor=grant.get("actor", "candidate"),
             deadline_at=dt.datetime.fromisoformat(grant["deadline_at"]),
             token_sha256=grant["session_token_sha256"],
             grader_sha256=grant.get("grader_token_sha256"),

@@ -20,6 +20,7 @@ from control.keys import store
 from control.keys.store import KeyRecord
 from control.sessions import store as session_store
 from control.sessions.lifecycle import SessionState
+from control.sessions.service import audit_session
 from control.sessions.signals import SignalPublisher
 from control.web.errors import ApiError, not_found
 from core.crypto.envelope import KeyContext, wrap_secret
@@ -115,17 +116,15 @@ async def revoke_key(
         revoked_sessions = []
         for session in await session_store.live_sessions_of_key(conn, key_id):
             await session_store.set_state(conn, session.id, SessionState.REVOKED, now=now)
-            await audit.record(
+            await audit_session(
                 conn,
                 actor,
                 AuditAction.SESSION_REVOKE,
                 tenant_id=tenant_id,
-                target_type="session",
-                target_id=session.id,
                 session_id=session.id,
                 candidate_id=session.candidate_id,
-                details={"reason": "key revoked", "key_id": key_id},
                 now=now,
+                details={"reason": "key revoked", "key_id": key_id},
             )
             revoked_sessions.append(session.id)
     for session_id in revoked_sessions:

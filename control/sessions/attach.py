@@ -43,7 +43,6 @@ class AttachGrant:
             "session_id": s.id,
             "tenant_id": s.tenant_id,
             "key_id": self.key_id,
-            "actor": "candidate",
             "state": s.state.value,
             "deadline_at": s.deadline_at.isoformat(),
             "session_token_sha256": s.token_hash,

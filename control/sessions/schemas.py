@@ -78,7 +78,6 @@ class AttachGrantOut(BaseModel):
     session_id: str
     tenant_id: str
     key_id: str
-    actor: str
     state: str
     deadline_at: dt.datetime
     session_token_sha256: str

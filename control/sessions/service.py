@@ -61,6 +61,32 @@ class SessionTerms:
     allowed_models: list[str] | None = None
 
 
+async def audit_session(
+    conn: AsyncConnection,
+    actor: Actor,
+    action: AuditAction,
+    *,
+    tenant_id: str,
+    session_id: str,
+    candidate_id: str | None,
+    now: dt.datetime,
+    details: dict[str, str] | None = None,
+) -> None:
+    """The audit row of an event that happened to a session."""
+    await audit.record(
+        conn,
+        actor,
+        action,
+        tenant_id=tenant_id,
+        target_type="session",
+        target_id=session_id,
+        session_id=session_id,
+        candidate_id=candidate_id,
+        details=details,
+        now=now,
+    )
+
+
 def check_deadline(deadline: dt.datetime, now: dt.datetime) -> None:
     if deadline <= now:
         raise ApiError(422, "validation_error", "deadline must be in the future")
@@ -107,17 +133,15 @@ async def issue_session(
         created_by=actor.id,
         updated_at=now,
     )
-    await audit.record(
+    await audit_session(
         conn,
         actor,
         AuditAction.SESSION_CREATE,
         tenant_id=tenant_id,
-        target_type="session",
-        target_id=session.id,
         session_id=session.id,
         candidate_id=candidate_id,
-        details={"key_id": key.id, "deadline_at": terms.deadline.isoformat()},
         now=now,
+        details={"key_id": key.id, "deadline_at": terms.deadline.isoformat()},
     )
     return NewSession(session, sandbox, bootstrap, grader)
 
@@ -169,13 +193,11 @@ async def transition(
         except InvalidTransition as exc:
             raise ApiError(409, "conflict_error", str(exc)) from None
         session = await store.set_state(conn, session_id, state, now=now)
-        await audit.record(
+        await audit_session(
             conn,
             actor,
             _EVENT_ACTIONS[event],
             tenant_id=tenant_id,
-            target_type="session",
-            target_id=session_id,
             session_id=session_id,
             candidate_id=session.candidate_id,
             now=now,
@@ -215,13 +237,11 @@ async def reconnect(
             bootstrap_token_hash=hash_token(bootstrap),
             bootstrap_used_at=None,
         )
-        await audit.record(
+        await audit_session(
             conn,
             actor,
             AuditAction.SESSION_RECONNECT,
             tenant_id=session.tenant_id,
-            target_type="session",
-            target_id=session.id,
             session_id=session.id,
             candidate_id=session.candidate_id,
             now=now,
@@ -250,13 +270,11 @@ async def issue_grader_token(
         await store.set_state(
             conn, session_id, session.state, now=now, grader_token_hash=hash_token(token)
         )
-        await audit.record(
+        await audit_session(
             conn,
             actor,
             AuditAction.SESSION_GRADER_TOKEN,
             tenant_id=tenant_id,
-            target_type="session",
-            target_id=session_id,
             session_id=session_id,
             candidate_id=session.candidate_id,
             now=now,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from core.tokens import TokenKind, hash_token, new_token
-from proxy.auth import authenticate, presented_tokens
+from proxy.auth import identify, presented_tokens
 from proxy.headers import downstream_headers, upstream_headers
 
 
@@ -50,13 +50,19 @@ def test_downstream_headers_drop_framing_and_keep_the_rest() -> None:
     ]
 
 
-def test_token_from_either_header() -> None:
-    token = new_token(TokenKind.SESSION)
-    digest = hash_token(token)
-    assert authenticate({"x-api-key": token}, digest)
-    assert authenticate({"authorization": f"Bearer {token}"}, digest)
-    assert authenticate({"x-api-key": "stale", "authorization": f"Bearer {token}"}, digest)
-    assert not authenticate({"x-api-key": token + "x"}, digest)
-    assert not authenticate({"authorization": f"Basic {token}"}, digest)
-    assert not authenticate({}, digest)
+def test_token_from_either_header_identifies_candidate_or_grader() -> None:
+    token, grader = new_token(TokenKind.SESSION), new_token(TokenKind.GRADER)
+    digest, grader_digest = hash_token(token), hash_token(grader)
+
+    def who(headers: dict[str, str]) -> str | None:
+        return identify(headers, digest, grader_digest)
+
+    assert who({"x-api-key": token}) == "candidate"
+    assert who({"authorization": f"Bearer {token}"}) == "candidate"
+    assert who({"x-api-key": "stale", "authorization": f"Bearer {token}"}) == "candidate"
+    assert who({"x-api-key": grader}) == "grader"
+    assert who({"x-api-key": token + "x"}) is None
+    assert who({"authorization": f"Basic {token}"}) is None
+    assert who({}) is None
+    assert identify({"x-api-key": grader}, digest, None) is None
     assert presented_tokens({"authorization": "bearer  abc "}) == ["abc"]
