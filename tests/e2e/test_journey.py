@@ -38,7 +38,8 @@ request = urllib.request.Request(
     headers={"Authorization": "Bearer " + os.environ["ANTHROPIC_API_KEY"]},
 )
 urllib.request.urlopen(request).read()
-while not os.path.exists(done):
+deadline = time.monotonic() + 120  # never outlive a failed test for long
+while not os.path.exists(done) and time.monotonic() < deadline:
     time.sleep(0.05)
 """
 
@@ -103,52 +104,56 @@ async def test_candidate_journey(
         env=env, stdout=log, stderr=log,
     )  # fmt: skip
 
-    # The candidate submits; the customer's grader works through the same proxy.
-    state_file = settings.data_dir / "sandbox" / f"{session_id}.json"
-    async with aiohttp.ClientSession() as http:
-        for _ in range(600):
-            async with http.get(f"{control}/v1/sessions/{session_id}", headers=customer.auth) as r:
-                if (await r.json())["state"] == "submitted" and state_file.exists():
-                    break
-            await asyncio.sleep(0.05)
-    proxy = json.loads(state_file.read_text())
-    grader_token = await _grader_token_for(control, customer, session_id)
-    grader = anthropic.AsyncAnthropic(
-        base_url=proxy["proxy_url"], api_key=grader_token, max_retries=0
-    )
-    for _ in range(50):  # the new grader token reaches the running proxy over pub/sub
-        try:
-            await grader.messages.create(
-                model=MODEL, max_tokens=8, messages=[{"role": "user", "content": "grade"}]
-            )
-            break
-        except anthropic.AuthenticationError:
-            await asyncio.sleep(0.1)
-    else:
-        raise AssertionError("the proxy never accepted the new grader token")
-    candidate = anthropic.AsyncAnthropic(
-        base_url=proxy["proxy_url"], api_key=accepted["sandbox_token"], max_retries=0
-    )
     try:
-        await candidate.messages.create(
-            model=MODEL, max_tokens=8, messages=[{"role": "user", "content": "more"}]
+        # The candidate submits; the customer's grader works through the same proxy.
+        state_file = settings.data_dir / "sandbox" / f"{session_id}.json"
+        async with aiohttp.ClientSession() as http:
+            for _ in range(600):
+                async with http.get(
+                    f"{control}/v1/sessions/{session_id}", headers=customer.auth
+                ) as r:
+                    if (await r.json())["state"] == "submitted" and state_file.exists():
+                        break
+                await asyncio.sleep(0.05)
+        proxy = json.loads(state_file.read_text())
+        grader_token = await _grader_token_for(control, customer, session_id)
+        grader = anthropic.AsyncAnthropic(
+            base_url=proxy["proxy_url"], api_key=grader_token, max_retries=0
         )
-        raise AssertionError("the candidate's token still worked after submit")
-    except anthropic.PermissionDeniedError:
-        pass
-    async with (
-        aiohttp.ClientSession() as http,
-        http.post(
-            f"{control}/v1/sessions/{session_id}/grading-complete", headers=customer.auth
-        ) as r,
-    ):
-        assert (await r.json())["state"] == "graded"
-    for _ in range(200):
-        if _gone(proxy["proxy_pid"]):
-            break
-        await asyncio.sleep(0.05)
-    assert _gone(proxy["proxy_pid"])  # cleared and gone
-    done.touch()
+        for _ in range(50):  # the new grader token reaches the running proxy over pub/sub
+            try:
+                await grader.messages.create(
+                    model=MODEL, max_tokens=8, messages=[{"role": "user", "content": "grade"}]
+                )
+                break
+            except anthropic.AuthenticationError:
+                await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("the proxy never accepted the new grader token")
+        candidate = anthropic.AsyncAnthropic(
+            base_url=proxy["proxy_url"], api_key=accepted["sandbox_token"], max_retries=0
+        )
+        try:
+            await candidate.messages.create(
+                model=MODEL, max_tokens=8, messages=[{"role": "user", "content": "more"}]
+            )
+            raise AssertionError("the candidate's token still worked after submit")
+        except anthropic.PermissionDeniedError:
+            pass
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(
+                f"{control}/v1/sessions/{session_id}/grading-complete", headers=customer.auth
+            ) as r,
+        ):
+            assert (await r.json())["state"] == "graded"
+        for _ in range(200):
+            if _gone(proxy["proxy_pid"]):
+                break
+            await asyncio.sleep(0.05)
+        assert _gone(proxy["proxy_pid"])  # cleared and gone
+    finally:
+        done.touch()  # lets the workload exit even if an assertion above failed
     assert await asyncio.wait_for(launcher.wait(), 30) == 0
     log.close()
 
