@@ -24,9 +24,8 @@ def presented_tokens(headers: Mapping[str, str]) -> list[str]:
     return tokens
 
 
-def token_matches(token: str, expected_sha256: str) -> bool:
-    digest = hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()
-    return hmac.compare_digest(digest.encode(), expected_sha256.encode())
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest().encode()
 
 
 def identify(
@@ -34,8 +33,9 @@ def identify(
 ) -> str | None:
     """Who is calling: "candidate", "grader", or None for no valid credential."""
     for token in presented_tokens(headers):
-        if token_matches(token, candidate_sha256):
+        digest = _digest(token)
+        if hmac.compare_digest(digest, candidate_sha256.encode()):
             return "candidate"
-        if grader_sha256 is not None and token_matches(token, grader_sha256):
+        if grader_sha256 is not None and hmac.compare_digest(digest, grader_sha256.encode()):
             return "grader"
     return None

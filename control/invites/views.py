@@ -6,7 +6,6 @@ from aiohttp import web
 
 from control import appkeys
 from control.audit.actions import ActorType
-from control.audit.store import Actor
 from control.invites import service
 from control.invites.schemas import (
     AcceptedInvite,
@@ -15,8 +14,8 @@ from control.invites.schemas import (
     InviteOut,
     NewInviteOut,
 )
-from control.web.auth import current_principal, request_actor
-from control.web.context import client_ip, parse_json, request_id_key, user_agent
+from control.web.auth import actor_for, current_principal, request_actor
+from control.web.context import parse_json
 from control.web.endpoint import ADMINS, PUBLIC, endpoint
 
 routes = web.RouteTableDef()
@@ -77,12 +76,7 @@ async def lookup_invite(request: web.Request) -> web.Response:
     status=201,
 )
 async def accept_invite(request: web.Request) -> web.Response:
-    actor = Actor(
-        type=ActorType.CANDIDATE,
-        ip=client_ip(request),
-        user_agent=user_agent(request),
-        request_id=request.get(request_id_key),
-    )
+    actor = actor_for(request, ActorType.CANDIDATE, None)
     created = await service.accept_invite(
         request.app[appkeys.engine],
         request.app[appkeys.signals],

@@ -229,10 +229,9 @@ async def reconnect(
         raise ApiError(403, "permission_error", "session deadline has passed")
     bootstrap = new_token(TokenKind.BOOTSTRAP)
     async with engine.begin() as conn:
-        await store.set_state(
+        await store.update_session(
             conn,
             session.id,
-            session.state,
             now=now,
             bootstrap_token_hash=hash_token(bootstrap),
             bootstrap_used_at=None,
@@ -267,9 +266,7 @@ async def issue_grader_token(
             raise not_found("session")
         if not is_live(session.state):
             raise ApiError(409, "conflict_error", f"session is {session.state.value}")
-        await store.set_state(
-            conn, session_id, session.state, now=now, grader_token_hash=hash_token(token)
-        )
+        await store.update_session(conn, session_id, now=now, grader_token_hash=hash_token(token))
         await audit_session(
             conn,
             actor,

@@ -65,21 +65,27 @@ async def get_session(
     return _record(row) if row else None
 
 
-async def set_state(
-    conn: AsyncConnection, session_id: str, state: SessionState, *, now: dt.datetime, **extra: Any
+async def update_session(
+    conn: AsyncConnection, session_id: str, *, now: dt.datetime, **values: Any
 ) -> SessionRecord:
-    values: dict[str, Any] = {"state": state.value, "updated_at": now, **extra}
-    if state.value not in LIVE_STATES:
-        values.setdefault("ended_at", now)
     row = (
         await conn.execute(
             update(sessions)
             .where(sessions.c.id == session_id)
-            .values(**values)
+            .values(updated_at=now, **values)
             .returning(*sessions.c)
         )
     ).one()
     return _record(row)
+
+
+async def set_state(
+    conn: AsyncConnection, session_id: str, state: SessionState, *, now: dt.datetime, **extra: Any
+) -> SessionRecord:
+    """Move a session to `state`; leaving the live states stamps `ended_at`."""
+    if state.value not in LIVE_STATES:
+        extra.setdefault("ended_at", now)
+    return await update_session(conn, session_id, now=now, state=state.value, **extra)
 
 
 async def live_sessions_of_key(conn: AsyncConnection, key_id: str) -> list[SessionRecord]:

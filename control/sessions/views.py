@@ -6,7 +6,6 @@ from aiohttp import web
 
 from control import appkeys
 from control.audit.actions import ActorType
-from control.audit.store import Actor
 from control.sessions import attach as attach_service
 from control.sessions import service, store
 from control.sessions.lifecycle import SessionEvent
@@ -18,8 +17,8 @@ from control.sessions.schemas import (
     SessionOut,
 )
 from control.sessions.store import SessionRecord
-from control.web.auth import bearer_token, current_principal, request_actor
-from control.web.context import client_ip, parse_json, request_id_key, user_agent
+from control.web.auth import actor_for, bearer_token, current_principal, request_actor
+from control.web.context import parse_json
 from control.web.endpoint import ADMINS, ANY_MEMBER, PUBLIC, Auth, endpoint
 from control.web.errors import ApiError, not_found
 from core.tokens import TokenKind, token_kind
@@ -147,13 +146,7 @@ async def attach(request: web.Request) -> web.Response:
             401, "authentication_error", "send the mxb_ bootstrap token as a Bearer token"
         )
     session_id = request.match_info["session_id"]
-    actor = Actor(
-        type=ActorType.PROXY,
-        id=f"proxy:{session_id}",
-        ip=client_ip(request),
-        user_agent=user_agent(request),
-        request_id=request.get(request_id_key),
-    )
+    actor = actor_for(request, ActorType.PROXY, f"proxy:{session_id}")
     grant = await attach_service.attach(
         request.app[appkeys.engine],
         request.app[appkeys.signals],
@@ -171,16 +164,6 @@ def _sandbox_token(request: web.Request) -> str:
     return token
 
 
-def _candidate_actor(request: web.Request, candidate_id: str | None) -> Actor:
-    return Actor(
-        type=ActorType.CANDIDATE,
-        id=candidate_id,
-        ip=client_ip(request),
-        user_agent=user_agent(request),
-        request_id=request.get(request_id_key),
-    )
-
-
 @routes.post("/v1/sessions/{session_id}/submit")
 @endpoint(
     "The candidate submits: their token stops working, the grader token works on",
@@ -196,7 +179,7 @@ async def submit(request: web.Request) -> web.Response:
     updated = await service.transition(
         engine,
         request.app[appkeys.signals],
-        _candidate_actor(request, session.candidate_id),
+        actor_for(request, ActorType.CANDIDATE, session.candidate_id),
         tenant_id=session.tenant_id,
         session_id=session.id,
         event=SessionEvent.SUBMIT,
@@ -216,6 +199,6 @@ async def reconnect(request: web.Request) -> web.Response:
         engine, request.match_info["session_id"], _sandbox_token(request)
     )
     bootstrap = await service.reconnect(
-        engine, _candidate_actor(request, session.candidate_id), session=session
+        engine, actor_for(request, ActorType.CANDIDATE, session.candidate_id), session=session
     )
     return web.json_response({"session_id": session.id, "bootstrap_token": bootstrap})

@@ -92,13 +92,17 @@ def current_principal(request: web.Request) -> Principal:
     return request[principal_key]
 
 
-def request_actor(request: web.Request) -> Actor:
-    """The authenticated member behind a request, as the audit log records them."""
-    principal = current_principal(request)
+def actor_for(request: web.Request, actor_type: ActorType, actor_id: str | None) -> Actor:
+    """An audit actor with this request's address, user agent and request id."""
     return Actor(
-        type=ActorType.MEMBER,
-        id=principal.member_id,
+        type=actor_type,
+        id=actor_id,
         ip=client_ip(request),
         user_agent=user_agent(request),
         request_id=request.get(request_id_key),
     )
+
+
+def request_actor(request: web.Request) -> Actor:
+    """The authenticated member behind a request, as the audit log records them."""
+    return actor_for(request, ActorType.MEMBER, current_principal(request).member_id)
