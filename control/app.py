@@ -14,16 +14,18 @@ from control.audit.views import routes as audit_routes
 from control.db.engine import create_engine
 from control.email.sender import make_sender
 from control.invites.views import routes as invite_routes
+from control.keys.monitor import KeyMonitor
+from control.keys.validation import AnthropicKeyChecker
 from control.keys.views import routes as key_routes
 from control.members.views import routes as member_routes
 from control.ops.views import routes as ops_routes
 from control.sessions.signals import SignalPublisher
 from control.sessions.views import routes as session_routes
-from control.usage.ingest import UsageIngester
 from control.usage.views import routes as usage_routes
 from control.web.auth import auth_middleware
 from control.web.context import request_context_middleware
 from control.web.errors import error_middleware
+from control.workers import run_workers
 from core.crypto.kek import load_kek
 from core.redis_names import RedisNames
 from core.redis_server import redis_url
@@ -53,30 +55,39 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
     await client.aclose()
 
 
-async def kek_ctx(app: web.Application) -> AsyncIterator[None]:
-    app[appkeys.kek] = load_kek(app[appkeys.settings])
+async def keys_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[appkeys.settings]
+    app[appkeys.kek] = load_kek(settings)
+    app[appkeys.key_checker] = AnthropicKeyChecker(settings.upstream_url)
+    app[appkeys.key_monitor] = KeyMonitor(
+        app[appkeys.engine], app[appkeys.kek], app[appkeys.key_checker], app[appkeys.email]
+    )
     yield
 
 
-async def ingest_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Run the usage ingester in this process (`metrux control serve` does by default)."""
-    ingester = UsageIngester(app[appkeys.redis], app[appkeys.engine], app[appkeys.names])
-    task = spawn(ingester.run(), name="usage-ingester")
+async def workers_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Run the background workers in this process (`metrux control serve` does by default)."""
+    task = spawn(
+        run_workers(
+            app[appkeys.redis], app[appkeys.engine], app[appkeys.names], app[appkeys.key_monitor]
+        ),
+        name="control-workers",
+    )
     yield
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
 
 
-def create_app(settings: Settings, *, ingest: bool = False) -> web.Application:
+def create_app(settings: Settings, *, workers: bool = False) -> web.Application:
     app = web.Application(
         middlewares=[request_context_middleware, error_middleware, auth_middleware],
         client_max_size=MAX_BODY_BYTES,
     )
     app[appkeys.settings] = settings
-    app.cleanup_ctx.extend([database_ctx, redis_ctx, kek_ctx])
-    if ingest:
-        app.cleanup_ctx.append(ingest_ctx)
+    app.cleanup_ctx.extend([database_ctx, redis_ctx, keys_ctx])
+    if workers:
+        app.cleanup_ctx.append(workers_ctx)
     for routes in (
         ops_routes,
         key_routes,

@@ -7,6 +7,8 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from control.email.sender import EmailSender
+from control.keys.monitor import KeyMonitor
+from control.keys.validation import KeyChecker
 from control.sessions.signals import SignalPublisher
 from core.crypto.kek import KekProvider
 from core.redis_names import RedisNames
@@ -19,3 +21,5 @@ kek = web.AppKey("kek", KekProvider)
 signals = web.AppKey("signals", SignalPublisher)
 names = web.AppKey("names", RedisNames)
 email = web.AppKey("email", EmailSender)
+key_checker = web.AppKey("key_checker", KeyChecker)
+key_monitor = web.AppKey("key_monitor", KeyMonitor)

@@ -1,4 +1,4 @@
-"""`metrux control …`: migrate, serve, ingest, create-tenant.
+"""`metrux control …`: migrate, serve, worker, outbox, create-tenant.
 
 Handlers import what they need when they run: `register` runs in every `metrux` process
 (the proxy's included), which must not pay for the control plane's dependencies.
@@ -35,14 +35,19 @@ def register(parts: Any) -> None:
     cmd.add_argument("--host", default="127.0.0.1")
     cmd.add_argument("--port", type=int, default=8700)
     cmd.add_argument(
-        "--no-ingest",
+        "--no-workers",
         action="store_true",
-        help="do not run the usage ingester here (run `metrux control ingest` elsewhere)",
+        help="do not run the usage ingester and key monitor here "
+        "(run `metrux control worker` elsewhere)",
     )
     cmd.set_defaults(handler=run_serve)
 
-    cmd = commands.add_parser("ingest", help="run only the usage ingester")
-    cmd.set_defaults(handler=run_ingest)
+    cmd = commands.add_parser(
+        "worker",
+        aliases=["ingest"],
+        help="run only the background workers: usage ingester and key monitor",
+    )
+    cmd.set_defaults(handler=run_worker)
 
     cmd = commands.add_parser("outbox", help="print emails waiting for delivery (no provider set)")
     cmd.set_defaults(handler=run_outbox)
@@ -113,7 +118,7 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
         return _fail("the database schema is not current: run `metrux control migrate` first")
     log.info("control_plane_starting", host=args.host, port=args.port)
     web.run_app(
-        create_app(settings, ingest=not args.no_ingest),
+        create_app(settings, workers=not args.no_workers),
         host=args.host,
         port=args.port,
         print=None,
@@ -122,11 +127,15 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def run_ingest(args: argparse.Namespace, settings: Settings) -> int:
+def run_worker(args: argparse.Namespace, settings: Settings) -> int:
     from redis.asyncio import Redis
 
     from control.db.engine import create_engine
-    from control.usage.ingest import UsageIngester
+    from control.email.sender import make_sender
+    from control.keys.monitor import KeyMonitor
+    from control.keys.validation import AnthropicKeyChecker
+    from control.workers import run_workers
+    from core.crypto.kek import load_kek
     from core.redis_names import RedisNames
     from core.redis_server import redis_url
 
@@ -137,13 +146,19 @@ def run_ingest(args: argparse.Namespace, settings: Settings) -> int:
     async def go() -> None:
         engine = create_engine(settings.effective_database_url)
         client = Redis.from_url(redis_url(settings))
+        monitor = KeyMonitor(
+            engine,
+            load_kek(settings),
+            AnthropicKeyChecker(settings.upstream_url),
+            make_sender(settings, engine),
+        )
         try:
-            await UsageIngester(client, engine, RedisNames(settings.redis_prefix)).run()
+            await run_workers(client, engine, RedisNames(settings.redis_prefix), monitor)
         finally:
             await client.aclose()
             await engine.dispose()
 
-    log.info("usage_ingester_starting")
+    log.info("control_workers_starting")
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(go())
     return 0

@@ -51,7 +51,7 @@ def run_up(args: argparse.Namespace, settings: Settings) -> int:
     )
     try:
         web.run_app(
-            create_app(settings, ingest=True),
+            create_app(settings, workers=True),
             host=args.host,
             port=args.port,
             print=None,

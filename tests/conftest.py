@@ -34,6 +34,7 @@ POSTGRES_URL = os.environ.get(
     "METRUX_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
 )
 REDIS_URL = os.environ.get("METRUX_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+CLOSED_UPSTREAM = "http://127.0.0.1:9"  # the discard port: refused at once
 _T = TypeVar("_T")
 
 
@@ -146,6 +147,9 @@ def settings(tmp_path: Path, database_url: str, redis_url: str) -> Settings:
         key_encryption_key=os.urandom(32),
         log_format=LogFormat.JSON,
         redis_prefix=f"metrux-test-{uuid.uuid4().hex[:12]}:",
+        # No test reaches the internet: a closed local port, so keys uploaded through
+        # this app are stored `unverified`; tests of key checks point at a FakeAnthropic.
+        upstream_url=CLOSED_UPSTREAM,
     )
 
 

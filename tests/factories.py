@@ -26,6 +26,7 @@ class TenantFixture:
     tenant_id: str
     owner_id: str
     owner_token: str
+    owner_email: str
 
     @property
     def auth(self) -> dict[str, str]:
@@ -35,13 +36,9 @@ class TenantFixture:
 async def make_tenant(
     engine: AsyncEngine, name: str = "Acme", email: str | None = None
 ) -> TenantFixture:
-    created = await create_tenant(
-        engine,
-        OPERATOR,
-        name=name,
-        owner_email=email or f"owner-{secrets.token_hex(4)}@example.com",
-    )
-    return TenantFixture(created.tenant.id, created.owner.member.id, created.owner.token)
+    email = email or f"owner-{secrets.token_hex(4)}@example.com"
+    created = await create_tenant(engine, OPERATOR, name=name, owner_email=email)
+    return TenantFixture(created.tenant.id, created.owner.member.id, created.owner.token, email)
 
 
 def bearer(token: str) -> dict[str, str]:

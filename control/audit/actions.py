@@ -12,6 +12,8 @@ class AuditAction(StrEnum):
     KEY_UPLOAD = "key:upload"
     KEY_REVOKE = "key:revoke"
     KEY_UNWRAP = "key:unwrap"
+    KEY_STATUS = "key:status"
+    KEY_DEFAULT = "key:default"
     SESSION_CREATE = "session:create"
     SESSION_END = "session:end"
     SESSION_GRADING_COMPLETE = "session:grading_complete"

@@ -31,6 +31,7 @@ from sqlalchemy import (
 from sqlalchemy.types import TypeDecorator
 
 ROLES = ("owner", "admin", "reviewer")
+KEY_STATUSES = ("valid", "unverified", "invalid", "revoked")
 SESSION_STATES = (
     "issued",
     "active",
@@ -124,6 +125,24 @@ api_keys = Table(
     Column("created_by", String(100)),
     Column("revoked_at", UTCDateTime),
     Column("revoked_by", String(100)),
+    # Health, as Anthropic last answered (control/keys/health.py).
+    Column("status", String(16), nullable=False, server_default="unverified"),
+    Column("status_reason", String(64)),
+    Column("last_checked_at", UTCDateTime),
+    Column("next_check_at", UTCDateTime, index=True),
+    Column("check_attempts", Integer, nullable=False, server_default="0"),
+    Column("is_default", Boolean, nullable=False, server_default=text("false")),
+    # Enforced on Postgres only: SQLite cannot add a CHECK to an existing table without
+    # rebuilding it, and api_keys is referenced by sessions.
+    CheckConstraint(f"status IN ({', '.join(repr(s) for s in KEY_STATUSES)})", name="status_valid"),
+    # At most one default key per tenant.
+    Index(
+        "uq_api_keys_default",
+        "tenant_id",
+        unique=True,
+        sqlite_where=text("is_default"),
+        postgresql_where=text("is_default"),
+    ),
     # One live copy of a key per tenant.
     Index(
         "uq_api_keys_live_fingerprint",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -18,6 +19,9 @@ class KeyUpload(BaseModel):
 
     api_key: str = Field(max_length=256, description="an Anthropic API key, sk-ant-api03-…")
     name: str | None = Field(None, min_length=1, max_length=100, description="a label")
+    make_default: bool = Field(
+        False, description="new sessions use this key (the tenant's first key always does)"
+    )
 
     @field_validator("api_key")
     @classmethod
@@ -39,6 +43,18 @@ class KeyOut(BaseModel):
     created_at: dt.datetime
     created_by: str | None
     revoked_at: dt.datetime | None
+    status: Literal["valid", "unverified", "invalid", "revoked"] = Field(
+        description="valid: Anthropic accepted it at the last check; unverified: Anthropic "
+        "could not be asked yet (re-checked in the background); invalid: Anthropic refused "
+        "it, new sessions on it are refused; revoked: revoked here"
+    )
+    status_reason: str | None = Field(
+        description="Anthropic's error type for invalid, what blocked the check for unverified"
+    )
+    last_checked_at: dt.datetime | None
+    last_used_at: dt.datetime | None = Field(None, description="the last call proxied with it")
+    live_sessions: int = Field(0, description="sessions not yet ended that use it")
+    is_default: bool = Field(description="sessions that name no key use this one")
 
 
 class KeyList(BaseModel):

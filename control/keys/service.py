@@ -1,8 +1,10 @@
-"""Customer keys: upload (wrap), list, revoke. Each change is audited in its transaction.
+"""Customer keys: upload (check, wrap), default, revoke. Each change is audited in its
+transaction.
 
-The plaintext key exists only inside `upload_key`: copied into a bytearray, wrapped, and the
-bytearray zeroed. (The request's own str copy is aiohttp's and json's; SECURITY-CHECKS.md C15
-discusses recycling upload workers, left for the hardening issue.)
+The plaintext key exists only inside `upload_key`: copied into a bytearray, checked with
+Anthropic, wrapped, and the bytearray zeroed. (The request's own str copy is aiohttp's and
+json's, and the SDK client holds it for the one check; SECURITY-CHECKS.md C15 discusses
+recycling upload workers, left for the hardening issue.)
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from control.audit import store as audit
 from control.audit.actions import AuditAction
 from control.audit.store import Actor
 from control.keys import store
+from control.keys.health import KeyStatus, Verdict, after_check
 from control.keys.store import KeyRecord
+from control.keys.validation import KeyChecker
 from control.sessions import store as session_store
 from control.sessions.lifecycle import SessionState
 from control.sessions.service import audit_session
@@ -36,27 +40,49 @@ def fingerprint(secret: bytes | bytearray) -> str:
 async def upload_key(
     engine: AsyncEngine,
     kek: KekProvider,
+    checker: KeyChecker,
     actor: Actor,
     *,
     tenant_id: str,
     api_key: str,
     name: str | None,
+    make_default: bool = False,
     now: dt.datetime | None = None,
 ) -> KeyRecord:
+    """Ask Anthropic about the key, then store it wrapped with the status that earned.
+
+    A key Anthropic refuses is not stored (422, audited as a failed upload); a key that
+    could not be checked is stored `unverified` and re-checked in the background. The
+    tenant's first live key becomes its default.
+    """
     now = now or dt.datetime.now(dt.UTC)
     key_id = str(uuid.uuid4())
     secret = bytearray(api_key, "ascii")
     try:
         key_print = fingerprint(secret)
         last_four = secret[-4:].decode("ascii")
+        async with engine.connect() as conn:
+            existing = await store.find_live_by_fingerprint(conn, tenant_id, key_print)
+        if existing is not None:
+            raise ApiError(409, "conflict_error", f"this key is already uploaded as {existing.id}")
+        result = await checker.check(api_key)
+        if result.verdict is Verdict.REJECTED:
+            await _audit_refused_upload(engine, actor, tenant_id, last_four, result.reason, now)
+            raise ApiError(
+                422,
+                "validation_error",
+                f"Anthropic refused this key ({result.reason}); it was not stored. "
+                "Check that it is an active API key of your organisation.",
+            )
+        health = after_check(KeyStatus.UNVERIFIED, 0, result, now)
         wrapped = await wrap_secret(kek, secret, KeyContext(tenant_id=tenant_id, key_id=key_id))
     finally:
         secret[:] = bytes(len(secret))
 
     async with engine.begin() as conn:
-        existing = await store.find_live_by_fingerprint(conn, tenant_id, key_print)
-        if existing is not None:
-            raise ApiError(409, "conflict_error", f"this key is already uploaded as {existing.id}")
+        becomes_default = make_default or await store.get_default(conn, tenant_id) is None
+        if becomes_default:
+            await store.clear_default(conn, tenant_id)
         try:
             record = await store.insert_key(
                 conn,
@@ -67,10 +93,14 @@ async def upload_key(
                 last_four=last_four,
                 fingerprint=key_print,
                 created_by=actor.id,
+                health=health,
+                is_default=becomes_default,
                 now=now,
             )
         except store.DuplicateKey:
             raise ApiError(409, "conflict_error", "this key is already uploaded") from None
+        except store.DefaultTaken:
+            raise _default_race() from None
         await audit.record(
             conn,
             actor,
@@ -78,7 +108,80 @@ async def upload_key(
             tenant_id=tenant_id,
             target_type="api_key",
             target_id=key_id,
-            details={"last_four": last_four, "fingerprint": key_print, "kek_id": wrapped.kek_id},
+            details={
+                "last_four": last_four,
+                "fingerprint": key_print,
+                "kek_id": wrapped.kek_id,
+                "status": health.status.value,
+                "default": str(becomes_default).lower(),
+            },
+            now=now,
+        )
+    return record
+
+
+async def _audit_refused_upload(
+    engine: AsyncEngine,
+    actor: Actor,
+    tenant_id: str,
+    last_four: str,
+    reason: str,
+    now: dt.datetime,
+) -> None:
+    async with engine.begin() as conn:
+        await audit.record(
+            conn,
+            actor,
+            AuditAction.KEY_UPLOAD,
+            tenant_id=tenant_id,
+            target_type="api_key",
+            outcome="failure",
+            details={"last_four": last_four, "reason": f"anthropic: {reason}"},
+            now=now,
+        )
+
+
+def _default_race() -> ApiError:
+    return ApiError(409, "conflict_error", "another key became the default meanwhile; retry")
+
+
+async def make_default(
+    engine: AsyncEngine,
+    actor: Actor,
+    *,
+    tenant_id: str,
+    key_id: str,
+    now: dt.datetime | None = None,
+) -> KeyRecord:
+    """New sessions that name no key use this one; live sessions keep theirs."""
+    now = now or dt.datetime.now(dt.UTC)
+    async with engine.begin() as conn:
+        record = await store.get_key(conn, tenant_id, key_id)
+        if record is None:
+            raise not_found("key")
+        if record.status is KeyStatus.REVOKED:
+            raise ApiError(409, "conflict_error", f"key …{record.last_four} is revoked")
+        if record.status is KeyStatus.INVALID:
+            raise ApiError(
+                409,
+                "conflict_error",
+                f"key …{record.last_four} was refused by Anthropic; it cannot be the default",
+            )
+        if record.is_default:
+            return record
+        await store.clear_default(conn, tenant_id)
+        try:
+            record = await store.set_default(conn, tenant_id, key_id)
+        except store.DefaultTaken:
+            raise _default_race() from None
+        await audit.record(
+            conn,
+            actor,
+            AuditAction.KEY_DEFAULT,
+            tenant_id=tenant_id,
+            target_type="api_key",
+            target_id=key_id,
+            details={"last_four": record.last_four},
             now=now,
         )
     return record

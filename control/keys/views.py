@@ -1,4 +1,4 @@
-"""/v1/keys: upload, list, show and revoke the tenant's Anthropic keys."""
+"""/v1/keys: upload, list, show, check, make default and revoke the tenant's Anthropic keys."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from aiohttp import web
 from control import appkeys
 from control.keys import service, store
 from control.keys.schemas import KeyList, KeyOut, KeyUpload
+from control.keys.store import KeyUsage
 from control.web.auth import current_principal, request_actor
 from control.web.context import parse_json
 from control.web.endpoint import ADMINS, ANY_MEMBER, endpoint
@@ -15,13 +16,28 @@ from control.web.errors import not_found
 routes = web.RouteTableDef()
 
 
-def _out(record: store.KeyRecord) -> dict[str, object]:
-    return KeyOut.model_validate(record, from_attributes=True).model_dump(mode="json")
+def _out(record: store.KeyRecord, usage: KeyUsage | None = None) -> dict[str, object]:
+    usage = usage or KeyUsage()
+    out = KeyOut.model_validate(
+        {
+            **{name: getattr(record, name) for name in store.KeyRecord.__slots__},
+            "live_sessions": usage.live_sessions,
+            "last_used_at": usage.last_used_at,
+        }
+    )
+    return out.model_dump(mode="json")
+
+
+async def _with_usage(request: web.Request, record: store.KeyRecord) -> web.Response:
+    async with request.app[appkeys.engine].connect() as conn:
+        usage = await store.usage_by_key(conn, record.tenant_id)
+    return web.json_response(_out(record, usage.get(record.id)))
 
 
 @routes.post("/v1/keys")
 @endpoint(
-    "Upload an Anthropic API key (stored wrapped; only the last four are shown)",
+    "Upload an Anthropic API key: checked with Anthropic, stored wrapped (only the last "
+    "four are shown); a key Anthropic refuses is not stored (422)",
     access=ADMINS,
     body=KeyUpload,
     response=KeyOut,
@@ -32,20 +48,28 @@ async def upload_key(request: web.Request) -> web.Response:
     record = await service.upload_key(
         request.app[appkeys.engine],
         request.app[appkeys.kek],
+        request.app[appkeys.key_checker],
         request_actor(request),
         tenant_id=current_principal(request).tenant_id,
         api_key=body.api_key,
         name=body.name,
+        make_default=body.make_default,
     )
     return web.json_response(_out(record), status=201)
 
 
 @routes.get("/v1/keys")
-@endpoint("List the tenant's keys, revoked ones included", access=ANY_MEMBER, response=KeyList)
+@endpoint(
+    "List the tenant's keys, revoked ones included, with status and use",
+    access=ANY_MEMBER,
+    response=KeyList,
+)
 async def list_keys(request: web.Request) -> web.Response:
+    tenant_id = current_principal(request).tenant_id
     async with request.app[appkeys.engine].connect() as conn:
-        records = await store.list_keys(conn, current_principal(request).tenant_id)
-    return web.json_response({"keys": [_out(r) for r in records]})
+        records = await store.list_keys(conn, tenant_id)
+        usage = await store.usage_by_key(conn, tenant_id)
+    return web.json_response({"keys": [_out(r, usage.get(r.id)) for r in records]})
 
 
 @routes.get("/v1/keys/{key_id}")
@@ -57,7 +81,38 @@ async def get_key(request: web.Request) -> web.Response:
         )
     if record is None:
         raise not_found("key")
-    return web.json_response(_out(record))
+    return await _with_usage(request, record)
+
+
+@routes.post("/v1/keys/{key_id}/default")
+@endpoint(
+    "Make a key the default: new sessions that name no key use it; live sessions keep theirs",
+    access=ADMINS,
+    response=KeyOut,
+)
+async def make_default(request: web.Request) -> web.Response:
+    record = await service.make_default(
+        request.app[appkeys.engine],
+        request_actor(request),
+        tenant_id=current_principal(request).tenant_id,
+        key_id=request.match_info["key_id"],
+    )
+    return await _with_usage(request, record)
+
+
+@routes.post("/v1/keys/{key_id}/check")
+@endpoint(
+    "Check a key with Anthropic now (an invalid key that works again becomes valid)",
+    access=ADMINS,
+    response=KeyOut,
+)
+async def check_key(request: web.Request) -> web.Response:
+    record = await request.app[appkeys.key_monitor].check_now(
+        request_actor(request),
+        tenant_id=current_principal(request).tenant_id,
+        key_id=request.match_info["key_id"],
+    )
+    return await _with_usage(request, record)
 
 
 @routes.delete("/v1/keys/{key_id}")
@@ -74,4 +129,4 @@ async def revoke_key(request: web.Request) -> web.Response:
         tenant_id=current_principal(request).tenant_id,
         key_id=request.match_info["key_id"],
     )
-    return web.json_response(_out(record))
+    return await _with_usage(request, record)

@@ -16,7 +16,7 @@ class SessionCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     candidate_email: str = Field(max_length=320)
-    api_key_id: str | None = Field(None, description="default: the tenant's newest live key")
+    api_key_id: str | None = Field(None, description="default: the tenant's default key")
     deadline: dt.datetime | None = Field(None, description="hard end (ISO 8601); default +3 h")
     max_requests: int | None = Field(None, ge=1, le=1_000_000)
     max_output_tokens: int | None = Field(None, ge=1, le=1_000_000_000)

@@ -6,14 +6,15 @@ import dataclasses
 import datetime as dt
 import uuid
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from control.audit import store as audit
 from control.audit.actions import AuditAction
 from control.audit.store import Actor
 from control.candidates import store as candidate_store
-from control.db.schema import api_keys
+from control.keys import store as key_store
+from control.keys.health import KeyStatus
+from control.keys.store import KeyRecord
 from control.sessions import store
 from control.sessions.lifecycle import (
     SIGNALS,
@@ -94,21 +95,39 @@ def check_deadline(deadline: dt.datetime, now: dt.datetime) -> None:
         raise ApiError(422, "validation_error", "deadline must be within 14 days")
 
 
+async def _session_key(conn: AsyncConnection, tenant_id: str, key_id: str | None) -> KeyRecord:
+    """The key a new session will use: the one named, else the tenant's default. A key
+    Anthropic refused is named by its last four so the customer knows which to replace."""
+    if key_id is not None:
+        key = await key_store.get_key(conn, tenant_id, key_id)
+        if key is None or key.status is KeyStatus.REVOKED:
+            raise not_found("live key")
+    else:
+        key = await key_store.get_default(conn, tenant_id)
+        if key is None:
+            raise ApiError(
+                409,
+                "conflict_error",
+                "the tenant has no default key: upload one, or make a live key the default "
+                "with POST /v1/keys/{id}/default",
+            )
+    if key.status is KeyStatus.INVALID:
+        raise ApiError(
+            409,
+            "conflict_error",
+            f"key …{key.last_four} was refused by Anthropic ({key.status_reason}); upload a "
+            "working key and make it the default, or ask for a new check with "
+            "POST /v1/keys/{id}/check",
+        )
+    return key
+
+
 async def issue_session(
     conn: AsyncConnection, actor: Actor, *, tenant_id: str, terms: SessionTerms, now: dt.datetime
 ) -> NewSession:
     """Create a session and its tokens on `conn`, audited; the caller owns the transaction
     and announces the new state after commit."""
-    key_query = select(api_keys.c.id).where(
-        api_keys.c.tenant_id == tenant_id, api_keys.c.revoked_at.is_(None)
-    )
-    if terms.api_key_id is not None:
-        key_query = key_query.where(api_keys.c.id == terms.api_key_id)
-    key = (await conn.execute(key_query.order_by(api_keys.c.created_at.desc()).limit(1))).first()
-    if key is None:
-        if terms.api_key_id is not None:
-            raise not_found("live key")
-        raise ApiError(409, "conflict_error", "the tenant has no live key: upload one first")
+    key = await _session_key(conn, tenant_id, terms.api_key_id)
     sandbox, bootstrap, grader = (
         new_token(TokenKind.SESSION),
         new_token(TokenKind.BOOTSTRAP),

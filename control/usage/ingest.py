@@ -1,6 +1,7 @@
 """The usage ingester: a Redis consumer group that writes proxy records to the database.
 
 At-least-once delivery from the stream, made exactly-once in the table by the record id.
+An `on_stored` hook sees each stored batch (the key monitor looks for refused keys).
 An entry is acknowledged only after its transaction commits; entries a dead consumer left
 pending are claimed after a minute. Malformed entries are logged and acknowledged so they
 cannot block the stream.
@@ -12,6 +13,7 @@ import asyncio
 import datetime as dt
 import os
 import socket
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
@@ -38,6 +40,7 @@ class UsageIngester:
         consumer: str | None = None,
         batch: int = 200,
         block_ms: int = 1000,
+        on_stored: Callable[[list[UsageRecord]], Awaitable[None]] | None = None,
     ) -> None:
         self._redis = redis
         self._engine = engine
@@ -45,6 +48,7 @@ class UsageIngester:
         self._consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
         self._batch = batch
         self._block_ms = block_ms
+        self._on_stored = on_stored
 
     async def ensure_group(self) -> None:
         try:
@@ -112,6 +116,10 @@ class UsageIngester:
             )
         if unknown:
             log.warning("usage_for_unknown_sessions", count=len(unknown))
+        if self._on_stored is not None:
+            # Before the acknowledgement: if this fails, the batch is read again, its
+            # records are skipped as already stored and the hook runs again.
+            await self._on_stored(records)
         ids = [entry_id for entry_id, _ in entries]
         await self._redis.xack(self._names.usage_stream, self._names.usage_group, *ids)
         # Stored and acknowledged: the stream need not keep them.

@@ -6,44 +6,15 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from control.db.schema import api_keys, metadata
+from control.db.schema import api_keys
 from core.settings import Settings
 from tests.factories import bearer, fake_anthropic_key, make_tenant
-
-
-class Recorder:
-    """Calls the API and keeps every response body, so a test can scan them all."""
-
-    def __init__(self, client: Any) -> None:
-        self.client = client
-        self.bodies: list[str] = []
-
-    async def call(self, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
-        async with self.client.request(method, path, **kwargs) as response:
-            body = await response.text()
-            self.bodies.append(body + json.dumps(dict(response.headers)))
-            return response.status, json.loads(body) if body else None
-
-
-async def _database_text(engine: AsyncEngine, settings: Settings) -> str:
-    """Everything stored: every row of every table as text (bytes as hex), plus on SQLite
-    the raw bytes of the database files (main file and write-ahead log)."""
-    chunks = []
-    async with engine.connect() as conn:
-        for table in metadata.sorted_tables:
-            for row in await conn.execute(select(table)):
-                chunks.append(repr([v.hex() if isinstance(v, bytes) else v for v in row]))
-    if engine.dialect.name == "sqlite":
-        database = Path(engine.url.database or "")
-        for path in database.parent.glob(database.name + "*"):
-            chunks.append(path.read_bytes().decode("latin-1"))
-    return "\n".join(chunks)
+from tests.scan import Recorder, database_text
 
 
 async def test_upload_list_revoke_flow(client: Any, engine: AsyncEngine) -> None:
@@ -63,7 +34,16 @@ async def test_upload_list_revoke_flow(client: Any, engine: AsyncEngine) -> None
         "created_at",
         "created_by",
         "revoked_at",
+        "status",
+        "status_reason",
+        "last_checked_at",
+        "last_used_at",
+        "live_sessions",
+        "is_default",
     }
+    # The test app's upstream is a closed port: Anthropic could not be asked.
+    assert (created["status"], created["status_reason"]) == ("unverified", "connection_error")
+    assert created["is_default"] is True  # the tenant's first key
     assert created["last_four"] == key[-4:]
     assert created["fingerprint"] == "sha256:" + hashlib.sha256(key.encode()).hexdigest()
     assert created["created_by"] == tenant.owner_id
@@ -132,7 +112,7 @@ async def test_plaintext_key_is_never_stored_logged_or_returned(
     await api.call("DELETE", f"/v1/keys/{created['id']}", headers=tenant.auth)
 
     secret_forms = [key, key[13:45], key[-20:], key.encode().hex()]
-    stored = await _database_text(engine, settings)
+    stored = await database_text(engine, settings)
     logs = log_output.getvalue()
     assert "POST /v1/keys" in logs  # the access log was captured
     for form in secret_forms:

@@ -139,7 +139,7 @@ async def test_sessions_need_a_live_key(client: Any, engine: AsyncEngine) -> Non
         "/v1/sessions", json={"candidate_email": "c@example.com"}, headers=tenant.auth
     ) as r:
         assert r.status == 409
-        assert "upload one first" in (await r.json())["error"]["message"]
+        assert "no default key: upload one" in (await r.json())["error"]["message"]
 
 
 @pytest.mark.parametrize(

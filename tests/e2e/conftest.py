@@ -18,9 +18,10 @@ import pytest
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from control import appkeys
 from control.app import create_app as create_control_app
 from control.usage import store as usage_store
-from control.usage.ingest import UsageIngester
+from control.workers import usage_ingester
 from core.crypto.kek import load_kek
 from core.redis_names import RedisNames
 from core.settings import Settings
@@ -72,7 +73,9 @@ class Stack:
         # The proxy answers before it meters: wait for its handlers to finish first.
         await asyncio.wait_for(self.proxy.idle.wait(), 10)
         assert await self.publisher.flush(10)
-        ingester = UsageIngester(self.redis, self.engine, self.names, consumer="test")
+        # As the control plane's workers do: the key monitor sees each stored batch.
+        monitor = self.control.app[appkeys.key_monitor]
+        ingester = usage_ingester(self.redis, self.engine, self.names, monitor, consumer="test")
         await ingester.ensure_group()
         while await ingester.ingest_once():
             pass
@@ -132,10 +135,16 @@ async def stack(
     api_key = fake_anthropic_key()
     fake = FakeAnthropic(api_key)
     fake_server = await aiohttp_server(fake.app)  # test servers cancel handlers on disconnect
+    fake_url = str(fake_server.make_url("")).rstrip("/")
+    settings = dataclasses.replace(settings, upstream_url=fake_url)
     control = await aiohttp_client(create_control_app(settings))
     tenant = await make_tenant(engine)
     async with control.post("/v1/keys", json={"api_key": api_key}, headers=tenant.auth) as r:
-        key_id = (await r.json())["id"]
+        uploaded = await r.json()
+        assert r.status == 201, uploaded
+        key_id = uploaded["id"]
+    assert uploaded["status"] == "valid"
+    fake.requests.clear()  # the upload's key check; tests look at what the sandbox sent
     limits = getattr(request, "param", {}) or {}
     async with control.post(
         "/v1/sessions", json={"candidate_email": "cand@example.com", **limits}, headers=tenant.auth
@@ -149,7 +158,7 @@ async def stack(
         str(control.make_url("")).rstrip("/"),
         created["id"],
         created["bootstrap_token"],
-        str(fake_server.make_url("")).rstrip("/"),
+        fake_url,
         aiohttp_server,
         redis,
         names,
@@ -161,7 +170,7 @@ async def stack(
         names=names,
         control=control,
         fake=fake,
-        fake_url=str(fake_server.make_url("")).rstrip("/"),
+        fake_url=fake_url,
         tenant=tenant,
         api_key=api_key,
         key_id=key_id,

@@ -51,7 +51,7 @@ async def test_candidate_journey(
     api_key = fake_anthropic_key()
     fake = FakeAnthropic(api_key)
     upstream = str((await aiohttp_server(fake.app)).make_url("")).rstrip("/")
-    control_server = await aiohttp_server(create_app(settings, ingest=True))
+    control_server = await aiohttp_server(create_app(settings, workers=True))
     control = str(control_server.make_url("")).rstrip("/")
     customer = await make_tenant(engine, "Acme")
     other = await make_tenant(engine, "Other")

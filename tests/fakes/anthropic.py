@@ -3,7 +3,9 @@
 Messages (JSON and the full SSE event sequence), count_tokens, models list and retrieve,
 Anthropic-shaped errors, request-id and rate-limit headers. Behaviour is scripted per call
 with `enqueue(...)`; every request is recorded so tests can assert whole transcripts.
-It checks `x-api-key` against the expected key, as Anthropic would.
+It checks `x-api-key` against the keys it accepts, as Anthropic would: `accept` and
+`refuse` change them mid-test (a key revoked at Anthropic), and `outage` makes every
+endpoint answer an error (Anthropic down or overloaded).
 """
 
 from __future__ import annotations
@@ -190,6 +192,8 @@ class FakeAnthropic:
         record: bool = True,
     ) -> None:
         self.api_key = api_key
+        self.accepted = {api_key}
+        self.outage: int | None = None  # when set, every call gets this status
         self._pace = stream_pace  # seconds between events of a default stream
         self._pieces = stream_pieces  # None: the default text stream
         self._keep = record  # False for benchmarks: nothing is kept per request
@@ -206,6 +210,12 @@ class FakeAnthropic:
     def enqueue(self, *replies: JsonReply | StreamReply) -> None:
         self.replies.extend(replies)
 
+    def accept(self, api_key: str) -> None:
+        self.accepted.add(api_key)
+
+    def refuse(self, api_key: str) -> None:
+        self.accepted.discard(api_key)
+
     async def _record(self, request: web.Request) -> Recorded:
         recorded = Recorded(
             request.method, request.path_qs, CIMultiDict(request.headers), await request.read()
@@ -217,7 +227,16 @@ class FakeAnthropic:
         return {"request-id": f"req_{uuid.uuid4().hex[:24]}", **RATE_HEADERS, **(extra or {})}
 
     def _auth_error(self, request: web.Request) -> web.Response | None:
-        if request.headers.get("x-api-key") != self.api_key or "authorization" in request.headers:
+        if self.outage is not None:
+            return web.json_response(
+                error_body("overloaded_error", "Overloaded"),
+                status=self.outage,
+                headers=self._headers(),
+            )
+        if (
+            request.headers.get("x-api-key") not in self.accepted
+            or "authorization" in request.headers
+        ):
             return web.json_response(
                 error_body("authentication_error", "invalid x-api-key"),
                 status=401,
