@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 
 from control import appkeys
 from control.audit.views import routes as audit_routes
+from control.candidates.views import routes as candidate_routes
 from control.db.engine import create_engine
 from control.email.sender import make_sender
 from control.invites.views import routes as invite_routes
@@ -19,6 +20,7 @@ from control.keys.validation import AnthropicKeyChecker
 from control.keys.views import routes as key_routes
 from control.members.views import routes as member_routes
 from control.ops.views import routes as ops_routes
+from control.retention.worker import RetentionWorker
 from control.sessions.signals import SignalPublisher
 from control.sessions.views import routes as session_routes
 from control.usage.views import routes as usage_routes
@@ -69,7 +71,11 @@ async def workers_ctx(app: web.Application) -> AsyncIterator[None]:
     """Run the background workers in this process (`metrux control serve` does by default)."""
     task = spawn(
         run_workers(
-            app[appkeys.redis], app[appkeys.engine], app[appkeys.names], app[appkeys.key_monitor]
+            app[appkeys.redis],
+            app[appkeys.engine],
+            app[appkeys.names],
+            app[appkeys.key_monitor],
+            RetentionWorker(app[appkeys.engine], app[appkeys.email]),
         ),
         name="control-workers",
     )
@@ -96,6 +102,7 @@ def create_app(settings: Settings, *, workers: bool = False) -> web.Application:
         session_routes,
         usage_routes,
         audit_routes,
+        candidate_routes,
     ):
         app.add_routes(routes)
     return app

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import datetime as dt
 import getpass
 import json
 import sys
@@ -49,6 +50,29 @@ def register(parts: Any) -> None:
     )
     cmd.set_defaults(handler=run_worker)
 
+    retention = commands.add_parser("retention", help="the retention policy")
+    steps = retention.add_subparsers(dest="step", required=True, metavar="STEP")
+    cmd = steps.add_parser("run", help="apply the retention rules once (serve runs this hourly)")
+    cmd.add_argument("--dry-run", action="store_true", help="count what would change")
+    cmd.add_argument(
+        "--now", type=_timestamp, default=None, help="act as if it were this ISO 8601 time"
+    )
+    cmd.set_defaults(handler=run_retention)
+    cmd = steps.add_parser("doc", help="print the retention table as docs/retention.md")
+    cmd.set_defaults(handler=run_retention_doc)
+
+    cmd = commands.add_parser(
+        "close-tenant", help="close a tenant: keys destroyed now, data anonymised after 30 days"
+    )
+    cmd.add_argument("tenant_id")
+    cmd.set_defaults(handler=run_close_tenant)
+
+    cmd = commands.add_parser(
+        "create-operator", help="create a platform operator (read-only, audited cross-tenant)"
+    )
+    cmd.add_argument("email")
+    cmd.set_defaults(handler=run_create_operator)
+
     cmd = commands.add_parser("outbox", help="print emails waiting for delivery (no provider set)")
     cmd.set_defaults(handler=run_outbox)
 
@@ -56,6 +80,18 @@ def register(parts: Any) -> None:
     cmd.add_argument("name")
     cmd.add_argument("--owner-email", required=True)
     cmd.set_defaults(handler=run_create_tenant)
+
+
+def _timestamp(value: str) -> dt.datetime:
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            "give an ISO 8601 time, e.g. 2027-06-01T00:00:00Z"
+        ) from None
+    if parsed.tzinfo is None:
+        raise argparse.ArgumentTypeError("give a timezone, e.g. 2027-06-01T00:00:00Z")
+    return parsed.astimezone(dt.UTC)
 
 
 def _prepare_data_dir(settings: Settings) -> None:
@@ -134,6 +170,7 @@ def run_worker(args: argparse.Namespace, settings: Settings) -> int:
     from control.email.sender import make_sender
     from control.keys.monitor import KeyMonitor
     from control.keys.validation import AnthropicKeyChecker
+    from control.retention.worker import RetentionWorker
     from control.workers import run_workers
     from core.crypto.kek import load_kek
     from core.redis_names import RedisNames
@@ -153,7 +190,13 @@ def run_worker(args: argparse.Namespace, settings: Settings) -> int:
             make_sender(settings, engine),
         )
         try:
-            await run_workers(client, engine, RedisNames(settings.redis_prefix), monitor)
+            await run_workers(
+                client,
+                engine,
+                RedisNames(settings.redis_prefix),
+                monitor,
+                RetentionWorker(engine, make_sender(settings, engine)),
+            )
         finally:
             await client.aclose()
             await engine.dispose()
@@ -206,6 +249,87 @@ def run_create_tenant(args: argparse.Namespace, settings: Settings) -> int:
             "owner_member_id": created.owner.member.id,
             "owner_token": created.owner.token,
         }
+
+    print(json.dumps(asyncio.run(go())))
+    return 0
+
+
+def run_retention(args: argparse.Namespace, settings: Settings) -> int:
+    from control.db.engine import create_engine
+    from control.email.sender import make_sender
+    from control.retention.worker import RetentionWorker
+
+    if not asyncio.run(_is_current(settings)):
+        return _fail("the database schema is not current: run `metrux control migrate` first")
+
+    async def go() -> dict[str, object]:
+        engine = create_engine(settings.effective_database_url)
+        try:
+            worker = RetentionWorker(engine, make_sender(settings, engine))
+            report = await worker.run(args.now, dry_run=args.dry_run)
+        finally:
+            await engine.dispose()
+        return report.as_json()
+
+    print(json.dumps(asyncio.run(go())))
+    return 0
+
+
+def run_retention_doc(args: argparse.Namespace, settings: Settings) -> int:
+    from control.retention.rules import render_markdown
+
+    sys.stdout.write(render_markdown())
+    return 0
+
+
+def run_close_tenant(args: argparse.Namespace, settings: Settings) -> int:
+    from redis.asyncio import Redis
+
+    from control.db.engine import create_engine
+    from control.sessions.signals import SignalPublisher
+    from control.tenants.service import close_tenant
+    from control.web.errors import ApiError
+    from core.redis_names import RedisNames
+    from core.redis_server import redis_url
+
+    if not asyncio.run(_is_current(settings)):
+        return _fail("the database schema is not current: run `metrux control migrate` first")
+
+    async def go() -> dict[str, object]:
+        engine = create_engine(settings.effective_database_url)
+        client = Redis.from_url(redis_url(settings))
+        try:
+            signals = SignalPublisher(client, RedisNames(settings.redis_prefix))
+            return await close_tenant(engine, signals, _operator(), tenant_id=args.tenant_id)
+        finally:
+            await client.aclose()
+            await engine.dispose()
+
+    try:
+        print(json.dumps(asyncio.run(go())))
+    except ApiError as exc:
+        return _fail(exc.message)
+    return 0
+
+
+def run_create_operator(args: argparse.Namespace, settings: Settings) -> int:
+    from control.db.engine import create_engine
+    from control.members.schemas import normalise_email
+    from control.tenants.operators import create_operator
+
+    try:
+        email = normalise_email(args.email)
+    except ValueError:
+        return _fail("EMAIL must be an email address")
+    if not asyncio.run(_is_current(settings)):
+        return _fail("the database schema is not current: run `metrux control migrate` first")
+
+    async def go() -> dict[str, str]:
+        engine = create_engine(settings.effective_database_url)
+        try:
+            return await create_operator(engine, _operator(), email=email)
+        finally:
+            await engine.dispose()
 
     print(json.dumps(asyncio.run(go())))
     return 0

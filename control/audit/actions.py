@@ -24,11 +24,20 @@ class AuditAction(StrEnum):
     SESSION_GRADER_TOKEN = "session:grader_token"
     INVITE_CREATE = "invite:create"
     INVITE_ACCEPT = "invite:accept"
+    CANDIDATE_DELETE_REQUEST = "candidate:delete_request"
+    CANDIDATE_ERASE = "candidate:erase"
+    CANDIDATE_DELETION_NOTICE = "candidate:deletion_notice"
+    TENANT_CLOSE = "tenant:close"
+    TENANT_ANONYMISE = "tenant:anonymise"
+    RETENTION_SESSIONS_SOFT_DELETE = "retention:sessions_soft_delete"
+    RETENTION_SESSIONS_HARD_DELETE = "retention:sessions_hard_delete"
+    OPERATOR_READ = "operator:read"
+    OPERATOR_CREATE = "operator:create"
 
 
 class ActorType(StrEnum):
     MEMBER = "member"
-    OPERATOR = "operator"  # a person at a shell running `metrux control …`
+    OPERATOR = "operator"  # `metrux control …` at a shell, or a platform operator's token
     SYSTEM = "system"  # the service itself (jobs, workers)
     PROXY = "proxy"
     CANDIDATE = "candidate"

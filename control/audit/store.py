@@ -16,6 +16,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from control.audit.actions import ActorType, AuditAction
+from control.candidates.sealing import erasure_key, erasure_keys, seal, unseal
 from control.db.schema import audit_events
 from core.redaction import redact_value
 
@@ -62,7 +63,18 @@ async def record(
     details: dict[str, Any] | None = None,
     now: dt.datetime | None = None,
 ) -> int:
-    """Append one audit row on `conn` (inside the caller's transaction); return its id."""
+    """Append one audit row on `conn` (inside the caller's transaction); return its id.
+
+    A candidate's own IP and user agent are stored sealed under their erasure key, never
+    in the clear, so deleting the candidate erases them from rows that never change."""
+    ip, user_agent, ip_sealed, user_agent_sealed = actor.ip, actor.user_agent, None, None
+    if actor.type is ActorType.CANDIDATE:
+        owner = candidate_id or actor.id
+        key = await erasure_key(conn, owner) if owner else None
+        if key is not None:
+            ip_sealed = seal(key, ip) if ip else None
+            user_agent_sealed = seal(key, user_agent) if user_agent else None
+        ip = user_agent = None
     result = await conn.execute(
         insert(audit_events)
         .values(
@@ -78,8 +90,10 @@ async def record(
             session_id_text=session_id,
             candidate_id=candidate_id,
             candidate_id_text=candidate_id,
-            ip=actor.ip,
-            user_agent=actor.user_agent,
+            ip=ip,
+            user_agent=user_agent,
+            ip_sealed=ip_sealed,
+            user_agent_sealed=user_agent_sealed,
             request_id=actor.request_id,
             details=json.dumps(redact_value(details or {}), sort_keys=True),
         )
@@ -109,10 +123,21 @@ async def list_events(
     if until is not None:
         query = query.where(audit_events.c.occurred_at < until)
     rows = await conn.execute(query.order_by(audit_events.c.id.desc()).limit(limit))
-    return [_to_event(row) for row in rows]
+    return await to_events(conn, list(rows))
 
 
-def _to_event(row: Any) -> AuditEvent:
+async def to_events(conn: AsyncConnection, rows: list[Any]) -> list[AuditEvent]:
+    """Audit rows as events, candidates' sealed IPs and user agents opened where the
+    candidate still exists."""
+    sealed_for = {r.candidate_id for r in rows if r.candidate_id and r.ip_sealed is not None}
+    sealed_for |= {
+        r.candidate_id for r in rows if r.candidate_id and r.user_agent_sealed is not None
+    }
+    keys = await erasure_keys(conn, sealed_for)
+    return [_to_event(row, keys.get(row.candidate_id)) for row in rows]
+
+
+def _to_event(row: Any, key: bytes | None) -> AuditEvent:
     return AuditEvent(
         id=row.id,
         occurred_at=row.occurred_at,
@@ -126,8 +151,10 @@ def _to_event(row: Any) -> AuditEvent:
         # The text copies survive a hard-delete of the session or candidate.
         session_id=row.session_id_text,
         candidate_id=row.candidate_id_text,
-        ip=row.ip,
-        user_agent=row.user_agent,
+        ip=row.ip if row.ip_sealed is None else unseal(key, row.ip_sealed),
+        user_agent=(
+            row.user_agent if row.user_agent_sealed is None else unseal(key, row.user_agent_sealed)
+        ),
         request_id=row.request_id,
         details=json.loads(row.details),
     )

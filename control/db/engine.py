@@ -29,6 +29,9 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         cursor.execute("PRAGMA foreign_keys = ON")
         cursor.execute("PRAGMA journal_mode = WAL")
         cursor.execute("PRAGMA busy_timeout = 5000")
+        # Deleted rows are overwritten, not left in free pages: erasure (retention,
+        # deletion requests) must not leave the data readable in the file.
+        cursor.execute("PRAGMA secure_delete = ON")
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")
@@ -36,3 +39,16 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         # IMMEDIATE takes the write lock up front, so two writers queue on busy_timeout
         # instead of one failing when it upgrades a read lock.
         connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+async def flush_deleted(engine: AsyncEngine) -> None:
+    """On SQLite, checkpoint and truncate the write-ahead log, whose older frames still
+    hold rows that were deleted since; Postgres's dead tuples are autovacuum's."""
+    if engine.dialect.name != "sqlite":
+        return
+    async with engine.connect() as conn:
+        raw = await conn.get_raw_connection()
+        driver = raw.driver_connection
+        assert driver is not None
+        cursor = await driver.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        await cursor.close()

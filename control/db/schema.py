@@ -91,6 +91,7 @@ tenants = Table(
     Column("name", String(200), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("closed_at", UTCDateTime),
+    Column("anonymised_at", UTCDateTime),
 )
 
 members = Table(
@@ -160,7 +161,14 @@ candidates = Table(
     _id(primary_key=True),
     Column("email", String(320), nullable=False, unique=True),
     Column("created_at", UTCDateTime, nullable=False),
+    # Last sign-in or invite: the start of the 2-year inactivity clock (control/retention).
     Column("last_active_at", UTCDateTime),
+    Column("token_hash", String(64)),  # mxc_: the candidate's own API token
+    # Seals this candidate's IP and user agent in audit rows; deleted with the candidate,
+    # which leaves those sealed values unreadable (the rows themselves never change).
+    Column("erasure_key", LargeBinary),
+    Column("deletion_notice_at", UTCDateTime),
+    Index("uq_candidates_token_hash", "token_hash", unique=True),
 )
 
 sessions = Table(
@@ -182,7 +190,8 @@ sessions = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("created_by", String(100)),
     Column("updated_at", UTCDateTime, nullable=False),
-    Column("ended_at", UTCDateTime),
+    Column("ended_at", UTCDateTime, index=True),
+    Column("soft_deleted_at", UTCDateTime),  # hidden from the API; hard-deleted later
     CheckConstraint(f"state IN ({', '.join(repr(s) for s in SESSION_STATES)})", name="state_valid"),
     Index("uq_sessions_grader_token_hash", "grader_token_hash", unique=True),
 )
@@ -210,6 +219,9 @@ audit_events = Table(
     _id("candidate_id_text"),
     Column("ip", String(64)),
     Column("user_agent", String(512)),
+    # A candidate's own IP and user agent, sealed under their erasure key (never in ip).
+    Column("ip_sealed", LargeBinary),
+    Column("user_agent_sealed", LargeBinary),
     Column("request_id", String(64)),
     Column("details", Text, nullable=False),
     # Backstop behind redaction: no Anthropic key shape ever lands in an audit row.
@@ -284,4 +296,26 @@ email_outbox = Table(
     Column("subject", String(300), nullable=False),
     Column("body", Text, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
+)
+
+deletion_requests = Table(
+    "deletion_requests",
+    metadata,
+    _id(primary_key=True),
+    _id("candidate_id", ForeignKey("candidates.id", ondelete="SET NULL"), index=True),
+    _id("candidate_id_text", nullable=False),
+    Column("requested_at", UTCDateTime, nullable=False),
+    Column("due_at", UTCDateTime, nullable=False),
+    Column("completed_at", UTCDateTime),
+)
+
+# Platform operators: read any tenant's data, each read audited in that tenant's log.
+operators = Table(
+    "operators",
+    metadata,
+    _id(primary_key=True),
+    Column("email", String(320), nullable=False),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("revoked_at", UTCDateTime),
 )

@@ -51,4 +51,7 @@ class AcceptedInvite(BaseModel):
     control_url: str
     sandbox_token: str = Field(description="mxs_…: the candidate's credential, shown once")
     bootstrap_token: str = Field(description="mxb_…: for the sandbox's proxy, single use")
+    candidate_token: str = Field(
+        description="mxc_…: the candidate's own token for /v1/auth/me (export, deletion)"
+    )
     deadline_at: dt.datetime

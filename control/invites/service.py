@@ -17,7 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from control.audit import store as audit
 from control.audit.actions import AuditAction
 from control.audit.store import Actor
-from control.db.schema import invites, tenants
+from control.candidates import service as candidate_service
+from control.db.schema import candidates, invites, tenants
 from control.email.sender import Email, EmailError, EmailSender
 from control.invites.schemas import InviteCreate
 from control.sessions.service import NewSession, SessionTerms, issue_session
@@ -86,6 +87,12 @@ async def create_invite(
                 created_by=actor.id,
             )
         )
+        # An invite restarts a known candidate's inactivity clock (control/retention).
+        await conn.execute(
+            update(candidates)
+            .where(candidates.c.email == request.candidate_email)
+            .values(last_active_at=now, deletion_notice_at=None)
+        )
         await audit.record(
             conn,
             actor,
@@ -149,6 +156,15 @@ async def lookup_invite(
     }
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Accepted:
+    created: NewSession
+    candidate_token: str
+
+    def __repr__(self) -> str:
+        return f"<Accepted {self.created.session.id}>"
+
+
 async def accept_invite(
     engine: AsyncEngine,
     signals: SignalPublisher,
@@ -156,7 +172,7 @@ async def accept_invite(
     *,
     token: str,
     now: dt.datetime | None = None,
-) -> NewSession:
+) -> Accepted:
     now = now or dt.datetime.now(dt.UTC)
     async with engine.begin() as conn:
         row = await _find_valid(conn, token, now, lock=True)
@@ -177,6 +193,8 @@ async def accept_invite(
         )
         if result.rowcount != 1:  # accepted concurrently: this transaction rolls back
             raise invite_not_found()
+        assert created.session.candidate_id is not None
+        candidate_token = await candidate_service.issue_token(conn, created.session.candidate_id)
         await audit.record(
             conn,
             actor,
@@ -189,7 +207,7 @@ async def accept_invite(
             now=now,
         )
     await signals.announce(created.session.id, created.session.state, None)
-    return created
+    return Accepted(created, candidate_token)
 
 
 async def list_invites(engine: AsyncEngine, tenant_id: str) -> list[dict[str, Any]]:

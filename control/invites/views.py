@@ -77,17 +77,19 @@ async def lookup_invite(request: web.Request) -> web.Response:
 )
 async def accept_invite(request: web.Request) -> web.Response:
     actor = actor_for(request, ActorType.CANDIDATE, None)
-    created = await service.accept_invite(
+    accepted = await service.accept_invite(
         request.app[appkeys.engine],
         request.app[appkeys.signals],
         actor,
         token=request.match_info["token"],
     )
+    created = accepted.created
     out = AcceptedInvite(
         session_id=created.session.id,
         control_url=request.app[appkeys.settings].public_url,
         sandbox_token=created.sandbox_token,
         bootstrap_token=created.bootstrap_token,
+        candidate_token=accepted.candidate_token,
         deadline_at=created.session.deadline_at,
     )
     return web.json_response(out.model_dump(mode="json"), status=201)

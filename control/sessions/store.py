@@ -34,6 +34,7 @@ class SessionRecord:
     grader_token_hash: str | None = dataclasses.field(repr=False, default=None)
     bootstrap_token_hash: str | None = dataclasses.field(repr=False, default=None)
     bootstrap_used_at: dt.datetime | None = None
+    soft_deleted_at: dt.datetime | None = None
 
 
 def _record(row: Any) -> SessionRecord:
@@ -55,8 +56,11 @@ async def get_session(
     tenant_id: str | None = None,
     for_update: bool = False,
 ) -> SessionRecord | None:
-    """The session with this id (restricted to `tenant_id` when given); None if absent."""
-    query = select(sessions).where(sessions.c.id == session_id)
+    """The session with this id (restricted to `tenant_id` when given); None if absent or
+    soft-deleted by retention (control/retention)."""
+    query = select(sessions).where(
+        sessions.c.id == session_id, sessions.c.soft_deleted_at.is_(None)
+    )
     if tenant_id is not None:
         query = query.where(sessions.c.tenant_id == tenant_id)
     if for_update:

@@ -34,6 +34,7 @@ class Auth(StrEnum):
     NONE = "none"  # anyone
     BOOTSTRAP = "bootstrap"  # Bearer mxb_…, checked by the handler (the proxy's attach)
     SANDBOX = "sandbox"  # Bearer mxs_…, checked by the handler (the candidate's own calls)
+    CANDIDATE = "candidate"  # Bearer mxc_…, checked by the auth middleware (/v1/auth/me…)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

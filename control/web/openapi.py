@@ -89,8 +89,11 @@ def _operation(name: str, path: str, meta: Endpoint, components: dict[str, Any])
         op["security"] = [{"sessionToken": []}]
         responses["401"] = _error("missing or invalid session token")
         responses["403"] = _error("the session is no longer live")
+    if meta.auth is Auth.CANDIDATE:
+        op["security"] = [{"candidateToken": []}]
+        responses["401"] = _error("missing or invalid candidate token")
     if not meta.public:
-        op["security"] = [{"memberToken": []}]
+        op["security"] = [{"memberToken": []}, {"operatorToken": []}]
         op["x-roles"] = sorted(role.value for role in meta.access)
         responses["401"] = _error("missing or invalid API token")
         responses["403"] = _error("the member's role may not do this")
@@ -133,6 +136,17 @@ def build_openapi(app: web.Application) -> dict[str, Any]:
                     "type": "http",
                     "scheme": "bearer",
                     "description": "mxb_… single-use proxy bootstrap token",
+                },
+                "candidateToken": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "mxc_… the candidate's own token, from accepting an invite",
+                },
+                "operatorToken": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "mxo_… platform operator: GET only, with X-Metrux-Tenant; "
+                    "every read is audited in that tenant's log",
                 },
             },
         },

@@ -15,6 +15,7 @@ import structlog
 
 from control.app import create_app
 from control.db import migrate
+from control.retention.rules import render_markdown
 from core.cli import main
 from core.settings import Settings
 from tests.factories import bearer
@@ -135,3 +136,43 @@ async def test_outbox_prints_queued_invites(
     [message] = [json.loads(line) for line in out.splitlines() if line.startswith('{"id"')]
     assert message["to_email"] == "cand@example.com"
     assert token in message["body"]
+
+
+def test_retention_run_and_doc_and_operator(run: Any, tmp_path: Path, database_url: str) -> None:
+    env = _env(tmp_path, database_url)
+    assert run(env, "control", "migrate")[0] == 0
+    code, out, _ = run(
+        env, "control", "retention", "run", "--dry-run", "--now", "2031-01-01T00:00:00Z"
+    )
+    assert code == 0
+    report = json.loads(out)
+    assert (report["event"], report["now"]) == ("retention_dry_run", "2031-01-01T00:00:00+00:00")
+    assert set(report["counts"]) >= {"sessions_soft_deleted", "candidate_notices_sent"}
+    code, out, _ = run(env, "control", "retention", "run")
+    assert (code, json.loads(out)["event"]) == (0, "retention_run")
+
+    code, out, _ = run(env, "control", "retention", "doc")
+    assert (code, out) == (0, render_markdown())
+
+    code, out, _ = run(env, "control", "create-operator", "Ops@Metrux.example")
+    assert code == 0
+    assert json.loads(out)["operator_token"].startswith("mxo_")
+
+
+@pytest.mark.parametrize("when", ["yesterday", "2031-01-01T00:00:00"])
+def test_retention_run_refuses_a_bad_time(
+    run: Any, tmp_path: Path, database_url: str, when: str
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        run(_env(tmp_path, database_url), "control", "retention", "run", "--now", when)
+    assert exited.value.code == 2
+
+
+def test_close_tenant_of_an_unknown_tenant_fails(
+    run: Any, tmp_path: Path, database_url: str, redis_url: str
+) -> None:
+    env = _env(tmp_path, database_url, REDIS_URL=redis_url)
+    assert run(env, "control", "migrate")[0] == 0
+    code, out, err = run(env, "control", "close-tenant", "no-such-tenant")
+    assert (code, out) == (1, "")
+    assert "tenant not found" in err

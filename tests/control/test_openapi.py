@@ -38,6 +38,8 @@ async def test_operations_carry_their_access_and_schemas(client: Any) -> None:
             assert op["security"] == [{"bootstrapToken": []}]
         elif meta.auth is Auth.SANDBOX:
             assert op["security"] == [{"sessionToken": []}]
+        elif meta.auth is Auth.CANDIDATE:
+            assert op["security"] == [{"candidateToken": []}]
         else:
             assert op["x-roles"] == sorted(r.value for r in meta.access)
             assert "401" in op["responses"]

@@ -1,0 +1,113 @@
+"""The retention table: how long each kind of data is kept, in one place.
+
+The worker (control/retention/worker.py) reads its periods from here, and
+`metrux control retention doc` renders this table into docs/retention.md, which a test keeps
+equal to the rendering, so the document cannot drift from the code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+
+DAY = dt.timedelta(days=1)
+
+SESSION_SOFT_DELETE = 180 * DAY  # after the session completes
+SESSION_HARD_DELETE = SESSION_SOFT_DELETE + 30 * DAY  # 30 days after the soft delete
+CANDIDATE_INACTIVITY = 730 * DAY  # 2 years without sign-in or invite
+CANDIDATE_NOTICE = 30 * DAY  # from the pre-deletion notice to the deletion
+DELETION_REQUEST_WINDOW = 30 * DAY  # a self-serve request is carried out within this
+TENANT_GRACE = 30 * DAY  # after closure, then anonymised
+AUDIT_TARGET = 730 * DAY  # in the primary database; archival is a deployment concern
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Rule:
+    data: str
+    keep: str
+    then: str
+    enforced_by: str
+
+
+def _days(period: dt.timedelta) -> str:
+    return f"{period.days} days"
+
+
+RULES: tuple[Rule, ...] = (
+    Rule(
+        data="Session data: the session row, its usage records (counts, timings, SHA-256 "
+        "digests) and its lifecycle state",
+        keep=f"until {_days(SESSION_SOFT_DELETE)} after the session completes (ended, "
+        "expired, revoked or graded)",
+        then=f"soft-deleted (no longer returned by the API); hard-deleted "
+        f"{_days(SESSION_HARD_DELETE - SESSION_SOFT_DELETE)} later, "
+        f"{_days(SESSION_HARD_DELETE)} after completion",
+        enforced_by="retention worker: `retention:sessions_soft_delete`, "
+        "`retention:sessions_hard_delete`",
+    ),
+    Rule(
+        data="Candidate profile: email, candidate token, erasure key",
+        keep=f"while active; inactive means {_days(CANDIDATE_INACTIVITY)} without a sign-in "
+        "(any use of the candidate token) or an invite",
+        then=f"a pre-deletion notice by email; without a sign-in within "
+        f"{_days(CANDIDATE_NOTICE)}, the candidate is deleted. A sign-in or a new invite "
+        "cancels the notice",
+        enforced_by="retention worker: `candidate:deletion_notice`, `candidate:erase`",
+    ),
+    Rule(
+        data="Self-serve deletion (`POST /v1/auth/me/delete-request`)",
+        keep=f"the request is answered with a due date {_days(DELETION_REQUEST_WINDOW)} ahead",
+        then="carried out at the worker's next run: the candidate row, token and erasure key "
+        "are deleted (their sealed IPs and user agents in audit rows become unreadable), "
+        "their email is removed from invites and the email outbox, sessions keep "
+        "de-identified counts",
+        enforced_by="retention worker: `candidate:erase` (reason `deletion_request`)",
+    ),
+    Rule(
+        data="Company (tenant) data: name, members, invites, email outbox",
+        keep=f"for the contract, plus {_days(TENANT_GRACE)} after closure",
+        then="anonymised: name and member emails replaced, member tokens unusable, invite "
+        "emails removed, outbox rows deleted",
+        enforced_by="retention worker: `tenant:anonymise`",
+    ),
+    Rule(
+        data="Customer's wrapped Anthropic keys",
+        keep="while the tenant is open and the key is not revoked",
+        then="destroyed (the wrapped blob is deleted) at revocation or at tenant closure",
+        enforced_by="`metrux control close-tenant` (`key:revoke`); the retention worker "
+        "destroys any left on a closed tenant",
+    ),
+    Rule(
+        data="Audit events",
+        keep=f"never updated or deleted by the application; target {_days(AUDIT_TARGET)} in "
+        "the primary database (archival is a deployment concern)",
+        then="when a session or candidate is hard-deleted, their audit rows keep the id as "
+        "text and the foreign key becomes NULL",
+        enforced_by="database triggers (migration 0002)",
+    ),
+)
+
+
+def render_markdown() -> str:
+    lines = [
+        "# Retention",
+        "",
+        "<!-- Generated from control/retention/rules.py by "
+        "`metrux control retention doc`; do not edit. -->",
+        "",
+        "What the service keeps, for how long, and what happens then. The retention worker",
+        "(`metrux control retention run`, scheduled hourly inside `metrux control serve` and",
+        "`metrux up`) enforces every rule; each of its actions is audited with counts.",
+        "",
+        "| data | kept | then | enforced by |",
+        "|---|---|---|---|",
+    ]
+    for rule in RULES:
+        lines.append(f"| {rule.data} | {rule.keep} | {rule.then} | {rule.enforced_by} |")
+    lines += [
+        "",
+        "Application logs and backups age out on the deployment's own schedule; they are not",
+        "in the primary database.",
+        "",
+    ]
+    return "\n".join(lines)
