@@ -14,6 +14,7 @@ from control.audit.views import routes as audit_routes
 from control.candidates.views import routes as candidate_routes
 from control.db.engine import create_engine
 from control.email.sender import make_sender
+from control.evidence.views import routes as evidence_routes
 from control.invites.views import routes as invite_routes
 from control.keys.monitor import KeyMonitor
 from control.keys.validation import AnthropicKeyChecker
@@ -23,6 +24,7 @@ from control.ops.views import routes as ops_routes
 from control.retention.worker import RetentionWorker
 from control.sessions.signals import SignalPublisher
 from control.sessions.views import routes as session_routes
+from control.usage.prices import PriceTable
 from control.usage.views import routes as usage_routes
 from control.web.auth import auth_middleware
 from control.web.context import request_context_middleware
@@ -91,6 +93,7 @@ def create_app(settings: Settings, *, workers: bool = False) -> web.Application:
         client_max_size=MAX_BODY_BYTES,
     )
     app[appkeys.settings] = settings
+    app[appkeys.prices] = PriceTable.load(settings.prices_file)
     app.cleanup_ctx.extend([database_ctx, redis_ctx, keys_ctx])
     if workers:
         app.cleanup_ctx.append(workers_ctx)
@@ -103,6 +106,7 @@ def create_app(settings: Settings, *, workers: bool = False) -> web.Application:
         usage_routes,
         audit_routes,
         candidate_routes,
+        evidence_routes,
     ):
         app.add_routes(routes)
     return app

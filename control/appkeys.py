@@ -10,6 +10,7 @@ from control.email.sender import EmailSender
 from control.keys.monitor import KeyMonitor
 from control.keys.validation import KeyChecker
 from control.sessions.signals import SignalPublisher
+from control.usage.prices import PriceTable
 from core.crypto.kek import KekProvider
 from core.redis_names import RedisNames
 from core.settings import Settings
@@ -23,3 +24,4 @@ names = web.AppKey("names", RedisNames)
 email = web.AppKey("email", EmailSender)
 key_checker = web.AppKey("key_checker", KeyChecker)
 key_monitor = web.AppKey("key_monitor", KeyMonitor)
+prices = web.AppKey("prices", PriceTable)

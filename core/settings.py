@@ -69,6 +69,7 @@ class Settings:
     public_url: str = "http://127.0.0.1:8700"
     resend_url: str = "https://api.resend.com"
     email_from: str = "Metrux <invites@metrux.invalid>"
+    prices_file: Path | None = None  # None: the price table shipped with the service
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -131,6 +132,7 @@ class Settings:
             public_url=public_url.rstrip("/"),
             resend_url=resend_url.rstrip("/"),
             email_from=get("METRUX_EMAIL_FROM") or "Metrux <invites@metrux.invalid>",
+            prices_file=Path(prices) if (prices := get("METRUX_PRICES_FILE")) else None,
         )
 
     @property

@@ -48,6 +48,10 @@ class UsageRecord:
     response_sha256: str | None = None  # the exact response bytes (the whole SSE stream)
     response_content_sha256: str | None = None  # the assembled `content` array
     error_type: str | None = None
+    # The transcript digest chain (core/transcript.py): this call's place and link.
+    chain_seq: int | None = None
+    chain_prev: str | None = None
+    chain_link: str | None = None
 
     def to_fields(self) -> dict[str, str]:
         """The Redis stream entry for this record."""

@@ -78,7 +78,7 @@ async def _relay(request: web.Request, *, endpoint: str, generation: bool) -> we
         endpoint=endpoint,
         facts=facts,
         bytes_in=len(body),
-        publish=app[appkeys.publisher].publish,
+        publish=lambda record: app[appkeys.publisher].publish(session.link(record)),
     )
     try:
         return await forward(

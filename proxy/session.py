@@ -9,6 +9,8 @@ from typing import Any
 
 import structlog
 
+from core.transcript import ChainHead, next_link
+from core.usage import UsageRecord
 from proxy.keyring import SessionKey
 from proxy.limits import BadTokenLockout, SessionBudget, TokenBucket
 
@@ -26,10 +28,12 @@ class SessionInfo:
     max_requests: int | None = None
     max_output_tokens: int | None = None
     allowed_models: list[str] | None = None
+    chain_head: ChainHead | None = None  # None: the session's first proxy
 
     @classmethod
     def from_grant(cls, grant: dict[str, Any]) -> SessionInfo:
         limits = grant.get("limits") or {}
+        head = grant.get("chain_head")
         return cls(
             session_id=grant["session_id"],
             tenant_id=grant["tenant_id"],
@@ -40,6 +44,7 @@ class SessionInfo:
             max_requests=limits.get("max_requests"),
             max_output_tokens=limits.get("max_output_tokens"),
             allowed_models=limits.get("allowed_models"),
+            chain_head=ChainHead(int(head["seq"]), str(head["link"])) if head else None,
         )
 
 
@@ -71,6 +76,18 @@ class ProxySession:
         self.in_flight = 0
         self.idle = asyncio.Event()
         self.idle.set()
+        self.chain = info.chain_head or ChainHead.start(info.session_id)
+
+    def link(self, record: UsageRecord) -> UsageRecord:
+        """Give a finished call its place in the transcript chain (in finishing order)."""
+        link = next_link(
+            self.chain.link, record.request_sha256, record.response_sha256, record.record_id
+        )
+        linked = dataclasses.replace(
+            record, chain_seq=self.chain.seq + 1, chain_prev=self.chain.link, chain_link=link
+        )
+        self.chain = ChainHead(self.chain.seq + 1, link)
+        return linked
 
     def clear(self, reason: str) -> None:
         """Zero the key and ask the process to exit (once in-flight calls end). Idempotent."""

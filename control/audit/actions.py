@@ -22,6 +22,8 @@ class AuditAction(StrEnum):
     SESSION_SUBMIT = "session:submit"
     SESSION_RECONNECT = "session:reconnect"
     SESSION_GRADER_TOKEN = "session:grader_token"
+    SESSION_SEAL = "session:seal"
+    SESSION_REPORT_LINK = "session:report_link"
     INVITE_CREATE = "invite:create"
     INVITE_ACCEPT = "invite:accept"
     CANDIDATE_DELETE_REQUEST = "candidate:delete_request"

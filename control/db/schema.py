@@ -263,7 +263,12 @@ usage_records = Table(
     Column("response_content_sha256", String(64)),
     Column("error_type", String(64)),
     Column("ingested_at", UTCDateTime, nullable=False),
+    # The transcript digest chain (core/transcript.py).
+    Column("chain_seq", Integer),
+    Column("chain_prev", String(64)),
+    Column("chain_link", String(64)),
     Index("ix_usage_records_session_id_started_at", "session_id", "started_at"),
+    Index("ix_usage_records_session_id_chain_seq", "session_id", "chain_seq"),
 )
 
 # Single-use invitations: accepting one creates (or reuses) the candidate and issues a session.
@@ -318,4 +323,16 @@ operators = Table(
     Column("token_hash", String(64), nullable=False, unique=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("revoked_at", UTCDateTime),
+)
+
+# Short-lived links to a session's HTML report (the token is in the URL once, then a cookie).
+report_links = Table(
+    "report_links",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    _id("session_id", ForeignKey("sessions.id", ondelete="CASCADE"), nullable=False),
+    _id("tenant_id", nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("created_by", String(100)),
 )

@@ -22,6 +22,7 @@ from control.sessions import store
 from control.sessions.lifecycle import SessionEvent, is_live, next_state
 from control.sessions.signals import SignalPublisher
 from control.sessions.store import SessionRecord
+from control.usage import store as usage_store
 from control.web.errors import ApiError
 from core.crypto.envelope import WrappedKey
 from core.tokens import tokens_match
@@ -32,6 +33,7 @@ class AttachGrant:
     session: SessionRecord
     key_id: str
     wrapped: WrappedKey
+    chain_head: tuple[int, str] | None = None  # where a previous proxy left the chain
 
     def as_json(self) -> dict[str, object]:
         s = self.session
@@ -52,6 +54,9 @@ class AttachGrant:
                 "max_output_tokens": s.max_output_tokens,
                 "allowed_models": s.allowed_models,
             },
+            "chain_head": (
+                {"seq": self.chain_head[0], "link": self.chain_head[1]} if self.chain_head else None
+            ),
             "wrapped_key": {
                 "kek_id": self.wrapped.kek_id,
                 "encrypted_data_key": b64(self.wrapped.encrypted_data_key),
@@ -131,7 +136,12 @@ async def attach(
                 bootstrap_used_at=now,
             )
             await _audit_unwrap(conn, actor, session, "success", {"kek_id": wrapped.kek_id}, now)
-            grant = AttachGrant(session=session, key_id=session.api_key_id, wrapped=wrapped)
+            grant = AttachGrant(
+                session=session,
+                key_id=session.api_key_id,
+                wrapped=wrapped,
+                chain_head=await usage_store.chain_head(conn, session.id),
+            )
     if refusal is None:
         await signals.announce(session.id, session.state, None)
         return grant

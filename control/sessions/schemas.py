@@ -74,6 +74,11 @@ class WrappedKeyOut(BaseModel):
     version: int
 
 
+class ChainHeadOut(BaseModel):
+    seq: int = Field(description="links so far")
+    link: str = Field(description="the last link, hex SHA-256")
+
+
 class AttachGrantOut(BaseModel):
     session_id: str
     tenant_id: str
@@ -82,4 +87,7 @@ class AttachGrantOut(BaseModel):
     deadline_at: dt.datetime
     session_token_sha256: str
     limits: Limits
+    chain_head: ChainHeadOut | None = Field(
+        None, description="where a previous proxy of this session left the transcript chain"
+    )
     wrapped_key: WrappedKeyOut

@@ -27,8 +27,10 @@ from control.sessions.lifecycle import (
 from control.sessions.schemas import DEFAULT_DURATION, MAX_DURATION, SessionCreate
 from control.sessions.signals import SignalPublisher
 from control.sessions.store import SessionRecord
+from control.usage import store as usage_store
 from control.web.errors import ApiError, not_found
 from core.tokens import TokenKind, hash_token, new_token, tokens_match
+from core.transcript import genesis
 
 _EVENT_ACTIONS = {
     SessionEvent.END: AuditAction.SESSION_END,
@@ -221,8 +223,29 @@ async def transition(
             candidate_id=session.candidate_id,
             now=now,
         )
+        if event is SessionEvent.GRADING_COMPLETE:
+            await _seal(conn, actor, session, now)
     await signals.announce(session_id, state, SIGNALS[event])
     return session
+
+
+async def _seal(
+    conn: AsyncConnection, actor: Actor, session: SessionRecord, now: dt.datetime
+) -> None:
+    """Write the transcript chain's last link and call count to the audit log: from then
+    on the chain of what was recorded cannot be changed without the seal disagreeing."""
+    head = await usage_store.chain_head(conn, session.id)
+    calls, link = head if head is not None else (0, genesis(session.id))
+    await audit_session(
+        conn,
+        actor,
+        AuditAction.SESSION_SEAL,
+        tenant_id=session.tenant_id,
+        session_id=session.id,
+        candidate_id=session.candidate_id,
+        now=now,
+        details={"calls": str(calls), "final_link": link},
+    )
 
 
 async def authenticate_sandbox(engine: AsyncEngine, session_id: str, token: str) -> SessionRecord:

@@ -46,6 +46,9 @@ def _row(record: UsageRecord, tenant_id: str, now: dt.datetime) -> dict[str, Any
         "response_content_sha256": record.response_content_sha256,
         "error_type": record.error_type,
         "ingested_at": now,
+        "chain_seq": record.chain_seq,
+        "chain_prev": record.chain_prev,
+        "chain_link": record.chain_link,
     }
 
 
@@ -80,5 +83,36 @@ async def list_records(conn: AsyncConnection, session_id: str) -> list[dict[str,
         select(usage_records)
         .where(usage_records.c.session_id == session_id)
         .order_by(usage_records.c.started_at, usage_records.c.record_id)
+    )
+    return [dict(row._mapping) for row in rows]
+
+
+async def chain_head(conn: AsyncConnection, session_id: str) -> tuple[int, str] | None:
+    """The session's last stored chain link and its number, or None before any call."""
+    row = (
+        await conn.execute(
+            select(usage_records.c.chain_seq, usage_records.c.chain_link)
+            .where(usage_records.c.session_id == session_id, usage_records.c.chain_seq.is_not(None))
+            .order_by(usage_records.c.chain_seq.desc())
+            .limit(1)
+        )
+    ).first()
+    return None if row is None else (int(row.chain_seq), str(row.chain_link))
+
+
+async def chain_entries(conn: AsyncConnection, session_id: str) -> list[dict[str, Any]]:
+    rows = await conn.execute(
+        select(
+            usage_records.c.chain_seq.label("seq"),
+            usage_records.c.record_id,
+            usage_records.c.started_at,
+            usage_records.c.endpoint,
+            usage_records.c.request_sha256,
+            usage_records.c.response_sha256,
+            usage_records.c.chain_prev.label("prev"),
+            usage_records.c.chain_link.label("link"),
+        )
+        .where(usage_records.c.session_id == session_id, usage_records.c.chain_seq.is_not(None))
+        .order_by(usage_records.c.chain_seq)
     )
     return [dict(row._mapping) for row in rows]

@@ -35,6 +35,7 @@ class Auth(StrEnum):
     BOOTSTRAP = "bootstrap"  # Bearer mxb_…, checked by the handler (the proxy's attach)
     SANDBOX = "sandbox"  # Bearer mxs_…, checked by the handler (the candidate's own calls)
     CANDIDATE = "candidate"  # Bearer mxc_…, checked by the auth middleware (/v1/auth/me…)
+    REPORT = "report"  # a member token, or a report link's mxr_ token, checked by the handler
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

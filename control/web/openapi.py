@@ -89,6 +89,9 @@ def _operation(name: str, path: str, meta: Endpoint, components: dict[str, Any])
         op["security"] = [{"sessionToken": []}]
         responses["401"] = _error("missing or invalid session token")
         responses["403"] = _error("the session is no longer live")
+    if meta.auth is Auth.REPORT:
+        op["security"] = [{"memberToken": []}, {"reportLink": []}]
+        responses["401"] = _error("no member token, or an unknown or expired report link")
     if meta.auth is Auth.CANDIDATE:
         op["security"] = [{"candidateToken": []}]
         responses["401"] = _error("missing or invalid candidate token")
@@ -141,6 +144,13 @@ def build_openapi(app: web.Application) -> dict[str, Any]:
                     "type": "http",
                     "scheme": "bearer",
                     "description": "mxc_… the candidate's own token, from accepting an invite",
+                },
+                "reportLink": {
+                    "type": "apiKey",
+                    "in": "query",
+                    "name": "access",
+                    "description": "mxr_… from POST /v1/sessions/{id}/report-link; traded "
+                    "for a cookie scoped to the report on first use",
                 },
                 "operatorToken": {
                     "type": "http",

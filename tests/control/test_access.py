@@ -57,6 +57,36 @@ def test_only_ops_and_invite_token_routes_are_open_and_only_attach_takes_a_boots
         "/v1/sessions/{session_id}/reconnect",
         "/v1/sessions/{session_id}/submit",
     ]
+    assert by_auth[Auth.CANDIDATE] == [
+        "/v1/auth/me",
+        "/v1/auth/me/delete-request",
+        "/v1/auth/me/export",
+    ]
+    assert by_auth[Auth.REPORT] == ["/sessions/{session_id}"]
+
+
+OWN_TOKEN_ROUTES = [
+    (m, p) for m, p, h in ROUTES if endpoint_of(h).auth in (Auth.CANDIDATE, Auth.REPORT)
+]
+
+
+@pytest.mark.parametrize(("method", "path"), OWN_TOKEN_ROUTES)
+async def test_candidate_and_report_routes_refuse_other_credentials(
+    client: Any, engine: AsyncEngine, method: str, path: str
+) -> None:
+    tenant = await make_tenant(engine)
+    for headers in (
+        {},
+        bearer("not-a-token"),
+        bearer(new_token(TokenKind.CANDIDATE)),  # well-formed, unknown
+        bearer(new_token(TokenKind.SESSION)),
+    ):
+        async with client.request(method, _concrete(path), headers=headers) as r:
+            assert r.status == 401, headers
+            assert (await r.json())["error"]["type"] == "authentication_error"
+    if path.startswith("/v1/auth/me"):  # a member is not the candidate
+        async with client.request(method, _concrete(path), headers=tenant.auth) as r:
+            assert r.status == 401
 
 
 @pytest.mark.parametrize(("method", "path"), PROTECTED)

@@ -40,6 +40,8 @@ async def test_operations_carry_their_access_and_schemas(client: Any) -> None:
             assert op["security"] == [{"sessionToken": []}]
         elif meta.auth is Auth.CANDIDATE:
             assert op["security"] == [{"candidateToken": []}]
+        elif meta.auth is Auth.REPORT:
+            assert op["security"] == [{"memberToken": []}, {"reportLink": []}]
         else:
             assert op["x-roles"] == sorted(r.value for r in meta.access)
             assert "401" in op["responses"]

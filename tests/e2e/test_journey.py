@@ -184,6 +184,7 @@ async def test_candidate_journey(
         "session:submit",
         "session:grader_token",
         "session:grading_complete",
+        "session:seal",
     ]
 
 

@@ -59,6 +59,7 @@ class JsonReply:
 class StreamReply:
     events: list[tuple[str, dict[str, Any]]] | None = None  # None: a normal text stream
     cut_after: int | None = None  # drop the connection after this many events
+    cut_at_byte: int | None = None  # drop it after this many bytes (mid-event, say)
     hang_after: int | None = None  # stop sending (but keep the connection) after N events
     chunk_delay: float = 0.0
     split_every: int | None = None  # write each event in pieces of this many bytes
@@ -267,6 +268,12 @@ class FakeAnthropic:
         )
         await response.prepare(request)
         events = reply.events if reply.events is not None else stream_events(self._pieces)
+        if reply.cut_at_byte is not None:
+            whole = b"".join(encode_event(name, data) for name, data in events)
+            await response.write(whole[: reply.cut_at_byte])
+            assert request.transport is not None
+            request.transport.abort()
+            return response
         try:
             for n, (name, data) in enumerate(events):
                 if reply.cut_after is not None and n == reply.cut_after:
