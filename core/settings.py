@@ -53,6 +53,10 @@ class Settings:
     # 32 raw bytes; excluded from repr so a logged Settings never carries it.
     key_encryption_key: bytes | None = dataclasses.field(default=None, repr=False)
     kms_key_id: str | None = None
+    kms_region: str | None = None  # None: the AWS SDK's own (AWS_REGION, instance metadata)
+    kms_endpoint_url: str | None = None  # a KMS-compatible endpoint, for tests and VPC endpoints
+    # A previous local KEK, readable (never used to wrap) while `metrux control rewrap` runs.
+    previous_key_encryption_key: bytes | None = dataclasses.field(default=None, repr=False)
     upstream_url: str = DEFAULT_UPSTREAM_URL
     sentry_dsn: str | None = dataclasses.field(default=None, repr=False)
     resend_api_key: str | None = dataclasses.field(default=None, repr=False)
@@ -94,6 +98,10 @@ class Settings:
         kek = get("KEY_ENCRYPTION_KEY")
         key_encryption_key = _parse_kek("KEY_ENCRYPTION_KEY", kek) if kek is not None else None
         kms_key_id = get("METRUX_KMS_KEY_ID")
+        kms_endpoint_url = get("METRUX_KMS_ENDPOINT_URL")
+        if kms_endpoint_url is not None:
+            _check_url("METRUX_KMS_ENDPOINT_URL", kms_endpoint_url, {"http", "https"})
+        previous = get("KEY_ENCRYPTION_KEY_PREVIOUS")
         if kek_provider is KekProviderName.AWS_KMS and kms_key_id is None:
             raise SettingsError("METRUX_KMS_KEY_ID", "required when METRUX_KEK_PROVIDER=aws-kms")
         upstream_url = get("METRUX_UPSTREAM_URL") or DEFAULT_UPSTREAM_URL
@@ -118,6 +126,11 @@ class Settings:
             kek_provider=kek_provider or KekProviderName.LOCAL,
             key_encryption_key=key_encryption_key,
             kms_key_id=kms_key_id,
+            kms_region=get("METRUX_KMS_REGION"),
+            kms_endpoint_url=kms_endpoint_url,
+            previous_key_encryption_key=(
+                _parse_kek("KEY_ENCRYPTION_KEY_PREVIOUS", previous) if previous else None
+            ),
             upstream_url=upstream_url.rstrip("/"),
             sentry_dsn=get("SENTRY_DSN"),
             resend_api_key=get("RESEND_API_KEY"),

@@ -170,3 +170,36 @@ def log_output(settings: Settings) -> Iterator[io.StringIO]:
 async def client(aiohttp_client, settings: Settings, log_output: io.StringIO):  # type: ignore[no-untyped-def]
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     return await aiohttp_client(create_app(settings))
+
+
+# --- AWS KMS, played by moto's server over real HTTP ------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def kms_server() -> Iterator[str]:
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+async def kms_key(kms_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh KMS key's alias on the local KMS, with fake AWS credentials in the env."""
+    import aioboto3
+
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    alias = f"alias/metrux-{uuid.uuid4().hex[:8]}"
+    async with aioboto3.Session().client("kms", endpoint_url=kms_server) as kms:
+        key_id = (await kms.create_key())["KeyMetadata"]["KeyId"]
+        await kms.create_alias(AliasName=alias, TargetKeyId=key_id)
+    return alias

@@ -14,6 +14,7 @@ class AuditAction(StrEnum):
     KEY_UNWRAP = "key:unwrap"
     KEY_STATUS = "key:status"
     KEY_DEFAULT = "key:default"
+    KEY_REWRAP = "key:rewrap"
     SESSION_CREATE = "session:create"
     SESSION_END = "session:end"
     SESSION_GRADING_COMPLETE = "session:grading_complete"

@@ -28,7 +28,7 @@ from control.sessions.service import audit_session
 from control.sessions.signals import SignalPublisher
 from control.web.errors import ApiError, not_found
 from core.crypto.envelope import KeyContext, wrap_secret
-from core.crypto.kek import KekProvider
+from core.crypto.kek import KekError, KekProvider
 from core.signals import Signal
 
 
@@ -67,7 +67,9 @@ async def upload_key(
             raise ApiError(409, "conflict_error", f"this key is already uploaded as {existing.id}")
         result = await checker.check(api_key)
         if result.verdict is Verdict.REJECTED:
-            await _audit_refused_upload(engine, actor, tenant_id, last_four, result.reason, now)
+            await _audit_refused_upload(
+                engine, actor, tenant_id, last_four, f"anthropic: {result.reason}", now
+            )
             raise ApiError(
                 422,
                 "validation_error",
@@ -75,7 +77,16 @@ async def upload_key(
                 "Check that it is an active API key of your organisation.",
             )
         health = after_check(KeyStatus.UNVERIFIED, 0, result, now)
-        wrapped = await wrap_secret(kek, secret, KeyContext(tenant_id=tenant_id, key_id=key_id))
+        try:
+            wrapped = await wrap_secret(kek, secret, KeyContext(tenant_id=tenant_id, key_id=key_id))
+        except KekError as exc:
+            # KMS down or refusing: nothing is stored, and the refusal is on record.
+            await _audit_refused_upload(engine, actor, tenant_id, last_four, str(exc), now)
+            raise ApiError(
+                503,
+                "api_error",
+                "the key-encryption service is unavailable; nothing was stored, try again",
+            ) from None
     finally:
         secret[:] = bytes(len(secret))
 
@@ -136,7 +147,7 @@ async def _audit_refused_upload(
             tenant_id=tenant_id,
             target_type="api_key",
             outcome="failure",
-            details={"last_four": last_four, "reason": f"anthropic: {reason}"},
+            details={"last_four": last_four, "reason": reason},
             now=now,
         )
 

@@ -51,7 +51,19 @@ class KekProvider(Protocol):
         """Identifier of the KEK new data keys are wrapped under (stored with each blob)."""
         ...
 
+    def owns(self, kek_id: str) -> bool:
+        """Whether blobs with this kek_id are this provider's to unwrap."""
+        ...
+
+    async def is_current(self, kek_id: str) -> bool:
+        """Whether a blob is wrapped under the KEK this provider wraps new keys under."""
+        ...
+
     async def generate_data_key(self, context: Mapping[str, str]) -> DataKey: ...
+
+    async def encrypt_data_key(self, plaintext: bytearray, context: Mapping[str, str]) -> bytes:
+        """Wrap an existing data key (re-wrapping under a new KEK)."""
+        ...
 
     async def decrypt_data_key(
         self, encrypted: bytes, context: Mapping[str, str], kek_id: str
@@ -81,11 +93,23 @@ class LocalKek:
     def kek_id(self) -> str:
         return self._kek_id
 
+    def owns(self, kek_id: str) -> bool:
+        return kek_id == self._kek_id
+
+    async def is_current(self, kek_id: str) -> bool:
+        return kek_id == self._kek_id
+
     async def generate_data_key(self, context: Mapping[str, str]) -> DataKey:
         plaintext = bytearray(os.urandom(DATA_KEY_BYTES))
+        return DataKey(
+            plaintext=plaintext,
+            encrypted=await self.encrypt_data_key(plaintext, context),
+            kek_id=self._kek_id,
+        )
+
+    async def encrypt_data_key(self, plaintext: bytearray, context: Mapping[str, str]) -> bytes:
         nonce = os.urandom(12)
-        encrypted = nonce + self._aead.encrypt(nonce, plaintext, _canonical(context))
-        return DataKey(plaintext=plaintext, encrypted=encrypted, kek_id=self._kek_id)
+        return nonce + self._aead.encrypt(nonce, plaintext, _canonical(context))
 
     async def decrypt_data_key(
         self, encrypted: bytes, context: Mapping[str, str], kek_id: str
@@ -140,8 +164,66 @@ def _read_or_create_key_file(path: Path) -> bytes:
     return key
 
 
+class KekRing:
+    """New keys are wrapped under `primary`; a blob is unwrapped by whichever provider
+    wrapped it. During a KEK rotation (`metrux control rewrap`) the services hold both
+    the old and the new KEK, so every key stays readable while blobs move over."""
+
+    __slots__ = ("_others", "primary")
+
+    def __init__(self, primary: KekProvider, others: tuple[KekProvider, ...] = ()) -> None:
+        self.primary = primary
+        self._others = others
+
+    def __repr__(self) -> str:
+        return f"<KekRing {self.primary!r} + {len(self._others)} readable>"
+
+    @property
+    def kek_id(self) -> str:
+        return self.primary.kek_id
+
+    def owns(self, kek_id: str) -> bool:
+        return any(p.owns(kek_id) for p in (self.primary, *self._others))
+
+    async def is_current(self, kek_id: str) -> bool:
+        return await self.primary.is_current(kek_id)
+
+    async def generate_data_key(self, context: Mapping[str, str]) -> DataKey:
+        return await self.primary.generate_data_key(context)
+
+    async def encrypt_data_key(self, plaintext: bytearray, context: Mapping[str, str]) -> bytes:
+        return await self.primary.encrypt_data_key(plaintext, context)
+
+    async def decrypt_data_key(
+        self, encrypted: bytes, context: Mapping[str, str], kek_id: str
+    ) -> bytearray:
+        for provider in (self.primary, *self._others):
+            if provider.owns(kek_id):
+                return await provider.decrypt_data_key(encrypted, context, kek_id)
+        raise KekError(f"no configured KEK can unwrap blobs wrapped under {kek_id}")
+
+
+def provider_for(settings: Settings, name: KekProviderName) -> KekProvider:
+    if name is KekProviderName.AWS_KMS:
+        from core.crypto.kms import AwsKmsKek
+
+        if settings.kms_key_id is None:
+            raise KekError("METRUX_KMS_KEY_ID is required for aws-kms")
+        return AwsKmsKek(
+            settings.kms_key_id,
+            region=settings.kms_region,
+            endpoint_url=settings.kms_endpoint_url,
+        )
+    return LocalKek(load_local_kek_bytes(settings))
+
+
 def load_kek(settings: Settings) -> KekProvider:
-    """The KEK provider the settings name."""
-    if settings.kek_provider is KekProviderName.LOCAL:
-        return LocalKek(load_local_kek_bytes(settings))
-    raise KekError(f"KEK provider {settings.kek_provider.value!r} is not available in this build")
+    """The KEK provider the settings name, able to read what the previous KEKs wrapped:
+    a local KEK (KEY_ENCRYPTION_KEY) next to aws-kms, and KEY_ENCRYPTION_KEY_PREVIOUS."""
+    primary = provider_for(settings, settings.kek_provider)
+    readable: list[KekProvider] = []
+    if settings.kek_provider is KekProviderName.AWS_KMS and settings.key_encryption_key:
+        readable.append(LocalKek(settings.key_encryption_key))
+    if settings.previous_key_encryption_key is not None:
+        readable.append(LocalKek(settings.previous_key_encryption_key))
+    return KekRing(primary, tuple(readable)) if readable else primary
