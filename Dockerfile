@@ -14,7 +14,7 @@ COPY control control
 COPY proxy proxy
 COPY sandbox sandbox
 # A regular (not editable) install: the runtime stage copies only the virtualenv.
-RUN /opt/metrux/bin/pip install ".[aws]"
+RUN /opt/metrux/bin/pip install ".[aws,sentry]"
 
 FROM python:3.11-slim AS runtime
 RUN groupadd --system --gid 10001 metrux \

@@ -20,6 +20,7 @@ from control.keys.monitor import KeyMonitor
 from control.keys.validation import AnthropicKeyChecker
 from control.keys.views import routes as key_routes
 from control.members.views import routes as member_routes
+from control.ops.metrics import ControlMetrics, metrics_middleware
 from control.ops.views import routes as ops_routes
 from control.retention.worker import RetentionWorker
 from control.sessions.signals import SignalPublisher
@@ -78,6 +79,7 @@ async def workers_ctx(app: web.Application) -> AsyncIterator[None]:
             app[appkeys.names],
             app[appkeys.key_monitor],
             RetentionWorker(app[appkeys.engine], app[appkeys.email]),
+            app[appkeys.metrics],
         ),
         name="control-workers",
     )
@@ -89,11 +91,17 @@ async def workers_ctx(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(settings: Settings, *, workers: bool = False) -> web.Application:
     app = web.Application(
-        middlewares=[request_context_middleware, error_middleware, auth_middleware],
+        middlewares=[
+            request_context_middleware,
+            metrics_middleware,
+            error_middleware,
+            auth_middleware,
+        ],
         client_max_size=MAX_BODY_BYTES,
     )
     app[appkeys.settings] = settings
     app[appkeys.prices] = PriceTable.load(settings.prices_file)
+    app[appkeys.metrics] = ControlMetrics()
     app.cleanup_ctx.extend([database_ctx, redis_ctx, keys_ctx])
     if workers:
         app.cleanup_ctx.append(workers_ctx)

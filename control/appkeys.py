@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from control.email.sender import EmailSender
 from control.keys.monitor import KeyMonitor
 from control.keys.validation import KeyChecker
+from control.ops.metrics import ControlMetrics
 from control.sessions.signals import SignalPublisher
 from control.usage.prices import PriceTable
 from core.crypto.kek import KekProvider
@@ -25,3 +26,4 @@ email = web.AppKey("email", EmailSender)
 key_checker = web.AppKey("key_checker", KeyChecker)
 key_monitor = web.AppKey("key_monitor", KeyMonitor)
 prices = web.AppKey("prices", PriceTable)
+metrics = web.AppKey("metrics", ControlMetrics)

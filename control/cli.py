@@ -156,10 +156,12 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
     from aiohttp import web
 
     from control.app import create_app
+    from core.sentry import init_sentry
 
     _prepare_data_dir(settings)
     if not asyncio.run(_is_current(settings)):
         return _fail("the database schema is not current: run `metrux control migrate` first")
+    init_sentry(settings, "metrux-control")
     log.info("control_plane_starting", host=args.host, port=args.port)
     web.run_app(
         create_app(settings, workers=not args.no_workers),

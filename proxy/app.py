@@ -11,6 +11,7 @@ from aiohttp import web
 from proxy import appkeys
 from proxy.errors import ProxyError
 from proxy.keepalive import KeepaliveWatchdog
+from proxy.metrics import ProxyMetrics
 from proxy.publisher import UsagePublisher
 from proxy.routes import fallback, routes
 from proxy.session import ProxySession
@@ -76,6 +77,10 @@ def create_app(
     app[appkeys.session] = session
     app[appkeys.publisher] = publisher
     app[appkeys.upstream_url] = upstream_url.rstrip("/")
+    metrics = ProxyMetrics()
+    metrics.unsent.set_function(lambda: publisher.pending)
+    metrics.key_armed.set_function(lambda: 0 if session.stopped.is_set() else 1)
+    app[appkeys.metrics] = metrics
     if watchdog is not None:
         app[appkeys.watchdog] = watchdog
     app.cleanup_ctx.append(http_ctx)

@@ -6,6 +6,7 @@ import aiohttp
 from aiohttp import web
 
 from proxy.keepalive import KeepaliveWatchdog
+from proxy.metrics import ProxyMetrics
 from proxy.publisher import UsagePublisher
 from proxy.session import ProxySession
 
@@ -14,3 +15,4 @@ publisher = web.AppKey("publisher", UsagePublisher)
 http = web.AppKey("http", aiohttp.ClientSession)
 upstream_url = web.AppKey("upstream_url", str)
 watchdog = web.AppKey("watchdog", KeepaliveWatchdog)
+metrics = web.AppKey("metrics", ProxyMetrics)

@@ -37,6 +37,11 @@ def register(parts: Any) -> None:
         help="file holding the mxb_ token (else METRUX_BOOTSTRAP_TOKEN); never pass it in argv",
     )
     cmd.add_argument(
+        "--metrics-listen",
+        default=None,
+        help="HOST:PORT for Prometheus metrics at /metrics (default: not served)",
+    )
+    cmd.add_argument(
         "--keepalive-grace",
         type=float,
         default=0.0,
@@ -73,8 +78,13 @@ def run_proxy(args: argparse.Namespace, settings: Settings) -> int:
     from proxy.hardening import disable_core_dumps
 
     disable_core_dumps()
+    if settings.sentry_dsn:
+        from core.sentry import init_sentry
+
+        init_sentry(settings, "metrux-proxy")
     try:
         host, port = parse_listen(args.listen)
+        metrics_at = parse_listen(args.metrics_listen) if args.metrics_listen else None
     except ValueError as exc:
         return _fail(str(exc))
     if args.bootstrap_token_file is not None:
@@ -100,10 +110,32 @@ def run_proxy(args: argparse.Namespace, settings: Settings) -> int:
                     host,
                     port,
                     args.keepalive_grace,
+                    metrics_at,
                 )
             )
     except (AttachError, KekError, UnwrapError) as exc:
         return _fail(str(exc))
+
+
+async def _serve_metrics(proxy_app: Any, host: str, port: int) -> Any:
+    """A second listener with only GET /metrics, for Prometheus on the pod's address; the
+    sandbox-facing port stays on loopback."""
+    from aiohttp import web
+
+    from proxy import appkeys
+
+    metrics = proxy_app[appkeys.metrics]
+
+    async def scrape(request: web.Request) -> web.Response:
+        return web.Response(body=metrics.render(), content_type="text/plain", charset="utf-8")
+
+    app = web.Application()
+    app.router.add_get("/metrics", scrape)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    log.info("proxy_metrics_listening", port=runner.addresses[0][1])
+    return runner
 
 
 async def serve(
@@ -115,6 +147,7 @@ async def serve(
     host: str,
     port: int,
     keepalive_grace: float = 0.0,
+    metrics_at: tuple[str, int] | None = None,
 ) -> int:
     from aiohttp import web
     from redis.asyncio import Redis
@@ -130,6 +163,7 @@ async def serve(
     from proxy.session import ProxySession
     from proxy.signals import SignalWatcher
 
+    structlog.contextvars.bind_contextvars(session_id=session_id)
     grant = await fetch_grant(control_url, session_id, bootstrap_token)
     info, key = await arm_key(grant, load_kek(settings))
     session = ProxySession(
@@ -161,6 +195,9 @@ async def serve(
     site = web.TCPSite(runner, host, port)
     await site.start()
     bound_host, bound_port = runner.addresses[0][:2]
+    metrics_runner = None
+    if metrics_at is not None:
+        metrics_runner = await _serve_metrics(app, *metrics_at)
 
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -189,6 +226,8 @@ async def serve(
         await asyncio.wait_for(session.idle.wait(), DRAIN_TIMEOUT_S)
     await runner.cleanup()
     flushed = await publisher.flush(FLUSH_TIMEOUT_S)
+    if metrics_runner is not None:
+        await metrics_runner.cleanup()
     await watcher.withdraw()
     watcher.stop()
     for task in tasks:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from core.usage import UsageRecord
 from proxy import appkeys
 from proxy.auth import identify
 from proxy.errors import ProxyError, not_found, unauthorized
@@ -59,6 +60,11 @@ def _admit(request: web.Request) -> tuple[str, str]:
     return actor, key
 
 
+def _publish(app: web.Application, record: UsageRecord) -> None:
+    app[appkeys.metrics].observe(record)
+    app[appkeys.publisher].publish(record)
+
+
 async def _relay(request: web.Request, *, endpoint: str, generation: bool) -> web.StreamResponse:
     app = request.app
     session = app[appkeys.session]
@@ -78,7 +84,7 @@ async def _relay(request: web.Request, *, endpoint: str, generation: bool) -> we
         endpoint=endpoint,
         facts=facts,
         bytes_in=len(body),
-        publish=lambda record: app[appkeys.publisher].publish(session.link(record)),
+        publish=lambda record: _publish(app, session.link(record)),
     )
     try:
         return await forward(

@@ -61,6 +61,18 @@ async def readyz(request: web.Request) -> web.Response:
     )
 
 
+@routes.get("/metrics")
+@endpoint(
+    "Prometheus metrics (route templates, statuses and counts; no ids or secrets)",
+    access=PUBLIC,
+    tag="ops",
+)
+async def metrics(request: web.Request) -> web.Response:
+    collected = request.app[appkeys.metrics]
+    await collected.refresh(request.app)
+    return web.Response(body=collected.render(), content_type="text/plain", charset="utf-8")
+
+
 @routes.get("/openapi.json")
 @endpoint("This API's OpenAPI 3.1 document", access=PUBLIC, tag="ops")
 async def openapi(request: web.Request) -> web.Response:

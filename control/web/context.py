@@ -25,7 +25,10 @@ async def request_context_middleware(request: web.Request, handler: Handler) -> 
     incoming = request.headers.get("X-Request-Id", "")
     request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
     request[request_id_key] = request_id
-    with structlog.contextvars.bound_contextvars(request_id=request_id):
+    context = {"request_id": request_id}
+    if "session_id" in request.match_info:
+        context["session_id"] = request.match_info["session_id"][:64]
+    with structlog.contextvars.bound_contextvars(**context):
         response = await handler(request)
     response.headers["X-Request-Id"] = request_id
     return response

@@ -47,6 +47,7 @@ def test_only_ops_and_invite_token_routes_are_open_and_only_attach_takes_a_boots
     }
     assert by_auth[Auth.NONE] == [
         "/healthz",
+        "/metrics",
         "/openapi.json",
         "/readyz",
         "/v1/invites/{token}",

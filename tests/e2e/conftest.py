@@ -75,7 +75,14 @@ class Stack:
         assert await self.publisher.flush(10)
         # As the control plane's workers do: the key monitor sees each stored batch.
         monitor = self.control.app[appkeys.key_monitor]
-        ingester = usage_ingester(self.redis, self.engine, self.names, monitor, consumer="test")
+        ingester = usage_ingester(
+            self.redis,
+            self.engine,
+            self.names,
+            monitor,
+            consumer="test",
+            metrics=self.control.app[appkeys.metrics],
+        )
         await ingester.ensure_group()
         while await ingester.ingest_once():
             pass

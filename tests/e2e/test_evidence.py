@@ -166,6 +166,8 @@ async def test_report_json_csv_and_page_with_its_link(stack: Stack) -> None:
     await stack.records()
     report = await get_json(stack, f"/v1/sessions/{stack.session_id}/report")
     assert report["totals"]["calls"] == 3
+    async with stack.control.get("/metrics") as r:
+        assert "metrux_usage_records_ingested_total 3.0" in await r.text()
     assert report["prices"]["version"]
     assert report["totals"]["cost"] != "0.000000"  # the fake's model is priced
     assert {e["action"] for e in report["key_events"]} >= {"session:create", "key:unwrap"}

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from control.app import create_app
 from core.redis_names import RedisNames
 from core.settings import Settings
+from core.usage import UsageRecord
 from tests.factories import fake_anthropic_key, make_tenant
 from tests.fakes.anthropic import MODEL, FakeAnthropic
 
@@ -25,11 +26,16 @@ METRUX = str(Path(sys.executable).with_name("metrux"))
 
 
 async def _start(
-    aiohttp_server: Any, settings: Settings, engine: AsyncEngine, **session: Any
+    aiohttp_server: Any,
+    settings: Settings,
+    engine: AsyncEngine,
+    stream_pace: float = 0.0,
+    extra_args: tuple[str, ...] = (),
+    **session: Any,
 ) -> dict[str, Any]:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     api_key = fake_anthropic_key()
-    fake = FakeAnthropic(api_key)
+    fake = FakeAnthropic(api_key, stream_pace=stream_pace)
     fake_server = await aiohttp_server(fake.app)
     control = await aiohttp_server(create_app(settings))
     tenant = await make_tenant(engine)
@@ -54,7 +60,7 @@ async def _start(
     }
     process = await asyncio.create_subprocess_exec(
         METRUX, "proxy", "run", "--session", created["id"], "--control-url", base,
-        "--upstream", str(fake_server.make_url("")).rstrip("/"),
+        "--upstream", str(fake_server.make_url("")).rstrip("/"), *extra_args,
         env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     line = await asyncio.wait_for(process.stdout.readline(), timeout=30)  # type: ignore[union-attr]
@@ -109,6 +115,76 @@ async def test_ready_line_hardening_sigterm_and_flush(
     assert exit_event[0]["unsent_records"] == 0
     redis = Redis.from_url(settings.redis_url or "")
     assert await redis.xlen(RedisNames(settings.redis_prefix).usage_stream) == 1
+    await redis.delete(RedisNames(settings.redis_prefix).usage_stream)
+    await redis.aclose()
+
+
+async def test_sigterm_during_a_stream_lets_it_finish_and_flushes_its_record(
+    aiohttp_server: Any, settings: Settings, engine: AsyncEngine
+) -> None:
+    run = await _start(aiohttp_server, settings, engine, stream_pace=0.05)
+    process, ready = run["process"], run["ready"]
+    body = {
+        "model": MODEL,
+        "max_tokens": 8,
+        "stream": True,
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            f"{ready['url']}/v1/messages",
+            json=body,
+            headers={"x-api-key": run["created"]["sandbox_token"]},
+        ) as r,
+    ):
+        first = await r.content.readany()  # the stream has started
+        assert first.startswith(b"event: message_start")
+        process.terminate()
+        rest = await r.content.read()
+    assert rest.rstrip().endswith(b'data: {"type":"message_stop"}')
+    code, stderr = await _finish(process)
+    assert code == 0
+    [exit_event] = [json.loads(line) for line in stderr.splitlines() if '"proxy_exiting"' in line]
+    assert (exit_event["reason"], exit_event["unsent_records"]) == ("sigterm", 0)
+    redis = Redis.from_url(settings.redis_url or "")
+    stream = RedisNames(settings.redis_prefix).usage_stream
+    [(_, fields)] = await redis.xrange(stream)
+    record = UsageRecord.from_fields(fields)
+    assert (record.complete, record.stream, record.output_tokens) == (True, True, 12)
+    await redis.delete(stream)
+    await redis.aclose()
+
+
+async def test_metrics_are_served_on_their_own_listener(
+    aiohttp_server: Any, settings: Settings, engine: AsyncEngine, unused_tcp_port: int
+) -> None:
+    run = await _start(
+        aiohttp_server,
+        settings,
+        engine,
+        extra_args=("--metrics-listen", f"127.0.0.1:{unused_tcp_port}"),
+    )
+    client = anthropic.AsyncAnthropic(
+        base_url=run["ready"]["url"], api_key=run["created"]["sandbox_token"], max_retries=0
+    )
+    await client.messages.create(
+        model=MODEL, max_tokens=8, messages=[{"role": "user", "content": "hi"}]
+    )
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"http://127.0.0.1:{unused_tcp_port}/metrics") as r,
+    ):
+        text = await r.text()
+    calls = 'metrux_proxy_upstream_calls_total{complete="true",endpoint="/v1/messages",'
+    assert calls + 'status="200"} 1.0' in text
+    assert 'metrux_proxy_tokens_total{kind="output"} 12.0' in text
+    assert "metrux_proxy_key_armed 1.0" in text
+    assert run["api_key"] not in text
+    assert run["created"]["sandbox_token"] not in text
+    run["process"].terminate()
+    assert (await _finish(run["process"]))[0] == 0
+    redis = Redis.from_url(settings.redis_url or "")
     await redis.delete(RedisNames(settings.redis_prefix).usage_stream)
     await redis.aclose()
 
