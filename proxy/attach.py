@@ -53,3 +53,23 @@ async def arm_key(grant: dict[str, Any], kek: KekProvider) -> tuple[SessionInfo,
     key = SessionKey()
     key.arm(await unwrap_secret(kek, wrapped, context))
     return info, key
+
+
+async def report_unwrap_failure(
+    control_url: str, session_id: str, bootstrap_token: str, reason: str
+) -> bool:
+    """Tell the control plane this attach could not unwrap (it audits the failure and
+    re-arms the token for a retry); False if it could not be told."""
+    url = f"{control_url.rstrip('/')}/internal/v1/sessions/{session_id}/attach/failed"
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15), trust_env=False) as c,
+            c.post(
+                url,
+                json={"reason": reason},
+                headers={"Authorization": f"Bearer {bootstrap_token}"},
+            ) as response,
+        ):
+            return response.status == 200
+    except (aiohttp.ClientError, TimeoutError):
+        return False

@@ -152,12 +152,13 @@ async def serve(
     from aiohttp import web
     from redis.asyncio import Redis
 
-    from core.crypto.kek import load_kek
+    from core.crypto.envelope import UnwrapError
+    from core.crypto.kek import KekError, load_kek
     from core.redis_names import RedisNames
     from core.redis_server import redis_url
     from core.tasks import spawn
     from proxy.app import create_app
-    from proxy.attach import arm_key, fetch_grant
+    from proxy.attach import AttachError, arm_key, fetch_grant, report_unwrap_failure
     from proxy.keepalive import KeepaliveWatchdog
     from proxy.publisher import UsagePublisher
     from proxy.session import ProxySession
@@ -165,7 +166,19 @@ async def serve(
 
     structlog.contextvars.bind_contextvars(session_id=session_id)
     grant = await fetch_grant(control_url, session_id, bootstrap_token)
-    info, key = await arm_key(grant, load_kek(settings))
+    try:
+        info, key = await arm_key(grant, load_kek(settings))
+    except (KekError, UnwrapError) as exc:
+        unavailable = "unavailable" in str(exc)
+        rearmed = await report_unwrap_failure(
+            control_url,
+            session_id,
+            bootstrap_token,
+            "kek_unavailable" if unavailable else "unwrap_failed",
+        )
+        status = "503: the key-encryption service is unavailable" if unavailable else "error"
+        retry = "; the bootstrap token is re-armed, retry" if rearmed else ""
+        raise AttachError(f"could not unwrap the session's key ({status}: {exc}){retry}") from None
     session = ProxySession(
         info, key, rate_per_s=settings.proxy_rate_per_s, burst=settings.proxy_burst
     )

@@ -148,3 +148,36 @@ async def attach(
     async with engine.begin() as conn:
         await _audit_unwrap(conn, actor, session, "failure", {"reason": refusal.message}, now)
     raise refusal
+
+
+REARM_WINDOW = dt.timedelta(minutes=5)
+
+
+async def attach_failed(
+    engine: AsyncEngine,
+    actor: Actor,
+    *,
+    session_id: str,
+    bootstrap_token: str,
+    reason: str,
+    now: dt.datetime | None = None,
+) -> None:
+    """A proxy got its grant but could not unwrap the key (KMS down, say): audit the
+    failure and re-arm the bootstrap token, so the same proxy start can simply retry.
+    Only the token's holder can do this, and only shortly after its attach."""
+    now = now or dt.datetime.now(dt.UTC)
+    async with engine.begin() as conn:
+        session = await store.get_session(conn, session_id, for_update=True)
+        if (
+            session is None
+            or session.bootstrap_token_hash is None
+            or not tokens_match(bootstrap_token, session.bootstrap_token_hash)
+        ):
+            raise ApiError(401, "authentication_error", "invalid bootstrap token")
+        used = session.bootstrap_used_at
+        if used is None or now - used > REARM_WINDOW or not is_live(session.state):
+            raise ApiError(409, "conflict_error", "no recent attach of this token to undo")
+        await store.update_session(conn, session_id, now=now, bootstrap_used_at=None)
+        await _audit_unwrap(
+            conn, actor, session, "failure", {"reason": reason, "stage": "proxy"}, now
+        )

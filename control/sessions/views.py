@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from aiohttp import web
+from pydantic import BaseModel, ConfigDict
 
 from control import appkeys
 from control.audit.actions import ActorType
@@ -155,6 +158,39 @@ async def attach(request: web.Request) -> web.Response:
         bootstrap_token=token,
     )
     return web.json_response(grant.as_json())
+
+
+class AttachFailure(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: Literal["kek_unavailable", "unwrap_failed"]
+
+
+@routes.post("/internal/v1/sessions/{session_id}/attach/failed")
+@endpoint(
+    "A proxy that could not unwrap its granted key reports it: audited, and its bootstrap "
+    "token re-armed for a retry",
+    access=PUBLIC,
+    auth=Auth.BOOTSTRAP,
+    body=AttachFailure,
+    tag="internal",
+)
+async def attach_failed(request: web.Request) -> web.Response:
+    token = bearer_token(request)
+    if token is None or token_kind(token) is not TokenKind.BOOTSTRAP:
+        raise ApiError(
+            401, "authentication_error", "send the mxb_ bootstrap token as a Bearer token"
+        )
+    body = await parse_json(request, AttachFailure)
+    session_id = request.match_info["session_id"]
+    await attach_service.attach_failed(
+        request.app[appkeys.engine],
+        actor_for(request, ActorType.PROXY, f"proxy:{session_id}"),
+        session_id=session_id,
+        bootstrap_token=token,
+        reason=body.reason,
+    )
+    return web.json_response({"status": "rearmed"})
 
 
 def _sandbox_token(request: web.Request) -> str:

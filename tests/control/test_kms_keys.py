@@ -18,7 +18,8 @@ from control.keys.rewrap import rewrap_all
 from core.crypto.envelope import KeyContext, UnwrapError, WrappedKey, unwrap_secret
 from core.crypto.kek import KekRing, LocalKek, load_kek
 from core.settings import KekProviderName, Settings
-from proxy.attach import arm_key, fetch_grant
+from proxy.attach import AttachError, arm_key, fetch_grant, report_unwrap_failure
+from proxy.cli import serve
 from tests.conftest import CLOSED_UPSTREAM
 from tests.factories import OPERATOR, TenantFixture, fake_anthropic_key, make_tenant
 
@@ -153,3 +154,41 @@ async def test_rewrap_moves_every_key_to_kms_while_attaches_go_on(
 
     again = await rewrap_all(engine, ring, OPERATOR)  # resumable: nothing left to do
     assert (again.rewrapped, again.already_current) == (0, 4)
+
+
+async def test_kms_down_at_attach_is_audited_and_the_token_rearmed(
+    aiohttp_client: Any,
+    settings: Settings,
+    engine: AsyncEngine,
+    kms_server: str,
+    kms_key: str,
+) -> None:
+    settings = kms_settings(settings, kms_server, kms_key)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    client = await aiohttp_client(create_app(settings))
+    tenant = await make_tenant(engine)
+    api_key = fake_anthropic_key()
+    _, uploaded = await upload(client, tenant, api_key)
+    session = await new_session(client, tenant, uploaded["id"])
+    control_url = str(client.make_url("")).rstrip("/")
+
+    down = dataclasses.replace(settings, kms_endpoint_url=CLOSED_UPSTREAM)
+    with pytest.raises(AttachError) as failed:
+        await serve(
+            down, session["id"], control_url, session["bootstrap_token"], CLOSED_UPSTREAM,
+            "127.0.0.1", 0,
+        )  # fmt: skip
+    message = str(failed.value)
+    assert "503: the key-encryption service is unavailable" in message
+    assert "re-armed" in message
+    async with client.get("/v1/audit?action=key:unwrap", headers=tenant.auth) as r:
+        outcomes = [(e["outcome"], e["details"]) for e in (await r.json())["events"]]
+    assert outcomes[0] == ("failure", {"reason": "kek_unavailable", "stage": "proxy"})
+    assert outcomes[1][0] == "success"  # the grant itself, before the proxy tried KMS
+
+    # KMS is back: the same token attaches again and the key unwraps.
+    assert await attach_and_unwrap(client, settings, session) == api_key.encode()
+    # The token is spent again; only its holder could re-arm it, and only once.
+    assert not await report_unwrap_failure(
+        control_url, session["id"], "mxb_" + "x" * 43, "unwrap_failed"
+    )
