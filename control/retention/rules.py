@@ -49,9 +49,9 @@ RULES: tuple[Rule, ...] = (
         data="Candidate profile: email, candidate token, erasure key",
         keep=f"while active; inactive means {_days(CANDIDATE_INACTIVITY)} without a sign-in "
         "(any use of the candidate token) or an invite",
-        then=f"a pre-deletion notice by email; without a sign-in within "
-        f"{_days(CANDIDATE_NOTICE)}, the candidate is deleted. A sign-in or a new invite "
-        "cancels the notice",
+        then=f"a pre-deletion notice by email (none to a candidate who already asked to be "
+        f"deleted); without a sign-in within {_days(CANDIDATE_NOTICE)}, the candidate is "
+        "deleted. A sign-in or a new invite cancels the notice",
         enforced_by="retention worker: `candidate:deletion_notice`, `candidate:erase`",
     ),
     Rule(

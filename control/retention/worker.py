@@ -123,7 +123,12 @@ class RetentionWorker:
             if not ids:
                 return
             async with self._engine.begin() as conn:
-                report.counts[name] += await apply(conn, ids)
+                changed = await apply(conn, ids)
+            report.counts[name] += changed
+            if changed == 0:
+                # Everything selected was taken by another worker (or stopped being due):
+                # stop rather than spin; whatever is left is due again at the next run.
+                return
 
     # --- session data --------------------------------------------------------------------
 
@@ -219,8 +224,19 @@ class RetentionWorker:
 
     async def _send_notices(self, report: Report) -> None:
         last_seen = func.coalesce(candidates.c.last_active_at, candidates.c.created_at)
-        due_now = (last_seen <= report.now - rules.CANDIDATE_INACTIVITY) & (
-            candidates.c.deletion_notice_at.is_(None)
+        asked_to_go = (
+            select(deletion_requests.c.id)
+            .where(
+                deletion_requests.c.candidate_id == candidates.c.id,
+                deletion_requests.c.completed_at.is_(None),
+            )
+            .exists()
+        )
+        # Nobody who asked to be deleted is told they will be.
+        due_now = (
+            (last_seen <= report.now - rules.CANDIDATE_INACTIVITY)
+            & candidates.c.deletion_notice_at.is_(None)
+            & ~asked_to_go
         )
         to_notify: list[tuple[str, str]] = []
 
@@ -256,6 +272,8 @@ class RetentionWorker:
             report, "candidate_notices_sent", select(candidates.c.id).where(due_now), apply
         )
         for candidate_id, email in to_notify:
+            if not await self._still_noticed(candidate_id, report.now):
+                continue  # erased meanwhile (by another worker): no email to a deleted person
             try:
                 await self._sender.send(notice_email(email, report.now + rules.CANDIDATE_NOTICE))
             except EmailError:
@@ -270,6 +288,15 @@ class RetentionWorker:
                         )
                         .values(deletion_notice_at=None)
                     )
+
+    async def _still_noticed(self, candidate_id: str, at: dt.datetime) -> bool:
+        async with self._engine.connect() as conn:
+            row = await conn.execute(
+                select(candidates.c.id).where(
+                    candidates.c.id == candidate_id, candidates.c.deletion_notice_at == at
+                )
+            )
+            return row.first() is not None
 
     # --- tenants -------------------------------------------------------------------------
 
