@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -30,12 +29,11 @@ from control.usage.views import routes as usage_routes
 from control.web.auth import auth_middleware
 from control.web.context import request_context_middleware
 from control.web.errors import error_middleware
-from control.workers import run_workers
+from control.workers import start_workers, stop_workers
 from core.crypto.kek import load_kek
 from core.redis_names import RedisNames
 from core.redis_server import redis_url
 from core.settings import Settings
-from core.tasks import spawn
 
 # Control-plane bodies are small JSON documents; anything larger is refused with 413.
 MAX_BODY_BYTES = 64 * 1024
@@ -72,21 +70,16 @@ async def keys_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def workers_ctx(app: web.Application) -> AsyncIterator[None]:
     """Run the background workers in this process (`metrux control serve` does by default)."""
-    task = spawn(
-        run_workers(
-            app[appkeys.redis],
-            app[appkeys.engine],
-            app[appkeys.names],
-            app[appkeys.key_monitor],
-            RetentionWorker(app[appkeys.engine], app[appkeys.email]),
-            app[appkeys.metrics],
-        ),
-        name="control-workers",
+    tasks = start_workers(
+        app[appkeys.redis],
+        app[appkeys.engine],
+        app[appkeys.names],
+        app[appkeys.key_monitor],
+        RetentionWorker(app[appkeys.engine], app[appkeys.email]),
+        app[appkeys.metrics],
     )
     yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await stop_workers(tasks)
 
 
 def create_app(settings: Settings, *, workers: bool = False) -> web.Application:
