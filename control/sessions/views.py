@@ -134,6 +134,15 @@ async def grader_token(request: web.Request) -> web.Response:
     )
 
 
+def _bootstrap_token(request: web.Request) -> str:
+    token = bearer_token(request)
+    if token is None or token_kind(token) is not TokenKind.BOOTSTRAP:
+        raise ApiError(
+            401, "authentication_error", "send the mxb_ bootstrap token as a Bearer token"
+        )
+    return token
+
+
 @routes.post("/internal/v1/sessions/{session_id}/attach")
 @endpoint(
     "A proxy attaches with its single-use bootstrap token and receives the wrapped key",
@@ -143,11 +152,7 @@ async def grader_token(request: web.Request) -> web.Response:
     tag="internal",
 )
 async def attach(request: web.Request) -> web.Response:
-    token = bearer_token(request)
-    if token is None or token_kind(token) is not TokenKind.BOOTSTRAP:
-        raise ApiError(
-            401, "authentication_error", "send the mxb_ bootstrap token as a Bearer token"
-        )
+    token = _bootstrap_token(request)
     session_id = request.match_info["session_id"]
     actor = actor_for(request, ActorType.PROXY, f"proxy:{session_id}")
     grant = await attach_service.attach(
@@ -176,11 +181,7 @@ class AttachFailure(BaseModel):
     tag="internal",
 )
 async def attach_failed(request: web.Request) -> web.Response:
-    token = bearer_token(request)
-    if token is None or token_kind(token) is not TokenKind.BOOTSTRAP:
-        raise ApiError(
-            401, "authentication_error", "send the mxb_ bootstrap token as a Bearer token"
-        )
+    token = _bootstrap_token(request)
     body = await parse_json(request, AttachFailure)
     session_id = request.match_info["session_id"]
     await attach_service.attach_failed(

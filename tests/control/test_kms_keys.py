@@ -59,6 +59,29 @@ async def attach_and_unwrap(client: Any, settings: Settings, session: dict[str, 
         key.clear()
 
 
+@dataclasses.dataclass
+class KmsStack:
+    settings: Settings
+    client: Any
+    tenant: TenantFixture
+    api_key: str
+    uploaded: dict[str, Any]
+
+
+async def kms_stack(
+    aiohttp_client: Any, settings: Settings, engine: AsyncEngine, endpoint: str, key: str
+) -> KmsStack:
+    """A control plane on KMS with a tenant whose key is uploaded."""
+    settings = kms_settings(settings, endpoint, key)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    client = await aiohttp_client(create_app(settings))
+    tenant = await make_tenant(engine)
+    api_key = fake_anthropic_key()
+    status, uploaded = await upload(client, tenant, api_key)
+    assert status == 201
+    return KmsStack(settings, client, tenant, api_key, uploaded)
+
+
 async def test_upload_attach_and_unwrap_through_kms(
     aiohttp_client: Any,
     settings: Settings,
@@ -66,20 +89,15 @@ async def test_upload_attach_and_unwrap_through_kms(
     kms_server: str,
     kms_key: str,
 ) -> None:
-    settings = kms_settings(settings, kms_server, kms_key)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    client = await aiohttp_client(create_app(settings))
-    tenant = await make_tenant(engine)
-    api_key = fake_anthropic_key()
-    status, uploaded = await upload(client, tenant, api_key)
-    assert status == 201
+    kms = await kms_stack(aiohttp_client, settings, engine, kms_server, kms_key)
+    client, tenant, api_key, uploaded = kms.client, kms.tenant, kms.api_key, kms.uploaded
     async with engine.connect() as conn:
         kek_id = (
             await conn.execute(select(api_keys.c.kek_id).where(api_keys.c.id == uploaded["id"]))
         ).scalar_one()
     assert kek_id.startswith("aws-kms:arn:")
     session = await new_session(client, tenant, uploaded["id"])
-    assert await attach_and_unwrap(client, settings, session) == api_key.encode()
+    assert await attach_and_unwrap(client, kms.settings, session) == api_key.encode()
 
 
 async def test_kms_down_at_upload_stores_nothing_and_says_so(
@@ -163,13 +181,9 @@ async def test_kms_down_at_attach_is_audited_and_the_token_rearmed(
     kms_server: str,
     kms_key: str,
 ) -> None:
-    settings = kms_settings(settings, kms_server, kms_key)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    client = await aiohttp_client(create_app(settings))
-    tenant = await make_tenant(engine)
-    api_key = fake_anthropic_key()
-    _, uploaded = await upload(client, tenant, api_key)
-    session = await new_session(client, tenant, uploaded["id"])
+    kms = await kms_stack(aiohttp_client, settings, engine, kms_server, kms_key)
+    settings, client, tenant, api_key = kms.settings, kms.client, kms.tenant, kms.api_key
+    session = await new_session(client, tenant, kms.uploaded["id"])
     control_url = str(client.make_url("")).rstrip("/")
 
     down = dataclasses.replace(settings, kms_endpoint_url=CLOSED_UPSTREAM)
