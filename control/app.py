@@ -29,6 +29,7 @@ from control.usage.views import routes as usage_routes
 from control.web.auth import auth_middleware
 from control.web.context import request_context_middleware
 from control.web.errors import error_middleware
+from control.web.headers import security_headers_middleware
 from control.workers import start_workers, stop_workers
 from core.crypto.kek import load_kek
 from core.redis_names import RedisNames
@@ -86,6 +87,7 @@ def create_app(settings: Settings, *, workers: bool = False) -> web.Application:
     app = web.Application(
         middlewares=[
             request_context_middleware,
+            security_headers_middleware,
             metrics_middleware,
             error_middleware,
             auth_middleware,

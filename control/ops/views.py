@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from typing import Literal
 
 import structlog
@@ -77,3 +78,36 @@ async def metrics(request: web.Request) -> web.Response:
 @endpoint("This API's OpenAPI 3.1 document", access=PUBLIC, tag="ops")
 async def openapi(request: web.Request) -> web.Response:
     return web.json_response(build_openapi(request.app))
+
+
+SECURITY_CONTACT = "mailto:security@metrux.ai"  # the operator's published address
+
+
+@routes.get("/.well-known/security.txt")
+@endpoint("Where to report a vulnerability (RFC 9116)", access=PUBLIC, tag="ops")
+async def security_txt(request: web.Request) -> web.Response:
+    base = request.app[appkeys.settings].public_url
+    # Regenerated on each request, so Expires is always in the future and under a year.
+    expires = (dt.datetime.now(dt.UTC) + dt.timedelta(days=180)).replace(microsecond=0)
+    lines = [
+        f"Contact: {SECURITY_CONTACT}",
+        f"Expires: {expires.isoformat().replace('+00:00', 'Z')}",
+        f"Policy: {base}/.well-known/security-policy.txt",
+        "Preferred-Languages: en",
+        f"Canonical: {base}/.well-known/security.txt",
+    ]
+    return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+
+
+@routes.get("/.well-known/security-policy.txt")
+@endpoint("The responsible-disclosure policy security.txt points to", access=PUBLIC, tag="ops")
+async def security_policy(request: web.Request) -> web.Response:
+    return web.Response(
+        text=(
+            "Report vulnerabilities to security@metrux.ai. Include what you found and how to\n"
+            "reproduce it; encrypt nothing you cannot share, and send no customer data.\n"
+            "We answer within three working days and will not pursue good-faith research that\n"
+            "avoids privacy violations, data destruction and service disruption.\n"
+        ),
+        content_type="text/plain",
+    )

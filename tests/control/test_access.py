@@ -46,6 +46,8 @@ def test_only_ops_and_invite_token_routes_are_open_and_only_attach_takes_a_boots
         auth: sorted(p for m, p, h in ROUTES if endpoint_of(h).auth is auth) for auth in Auth
     }
     assert by_auth[Auth.NONE] == [
+        "/.well-known/security-policy.txt",
+        "/.well-known/security.txt",
         "/healthz",
         "/metrics",
         "/openapi.json",
