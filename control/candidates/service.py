@@ -23,7 +23,7 @@ from control.db.schema import (
     tenants,
     usage_records,
 )
-from control.web.errors import ApiError
+from control.web.errors import ApiError, unauthenticated
 from core.tokens import TokenKind, hash_token, new_token, token_kind
 
 DELETION_WINDOW = dt.timedelta(days=30)
@@ -60,11 +60,9 @@ async def issue_token(conn: AsyncConnection, candidate_id: str) -> str:
 
 
 def _unauthenticated() -> ApiError:
-    return ApiError(
-        401,
-        "authentication_error",
+    return unauthenticated(
         "missing or invalid candidate token: send your mxc_ token as a Bearer token",
-        headers={"WWW-Authenticate": 'Bearer realm="metrux-candidate"'},
+        realm="metrux-candidate",
     )
 
 

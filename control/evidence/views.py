@@ -20,7 +20,7 @@ from control.sessions.store import SessionRecord
 from control.usage import store as usage_store
 from control.web.auth import authenticate, current_principal, request_actor
 from control.web.endpoint import ANY_MEMBER, PUBLIC, Auth, endpoint
-from control.web.errors import ApiError, not_found
+from control.web.errors import ApiError, not_found, unauthenticated
 from core.tokens import TokenKind, hash_token, new_token, token_kind
 
 routes = web.RouteTableDef()
@@ -59,7 +59,10 @@ def _seal(events: list[Any]) -> dict[str, Any] | None:
     }
 
 
-async def _report(request: web.Request, tenant_id: str, session_id: str) -> dict[str, Any]:
+async def _evidence(
+    request: web.Request, tenant_id: str, session_id: str
+) -> tuple[SessionRecord, list[dict[str, Any]], list[Any], list[dict[str, Any]]]:
+    """The session, its usage records, its audit events and its chain entries."""
     async with request.app[appkeys.engine].connect() as conn:
         session = await session_store.get_session(conn, session_id, tenant_id=tenant_id)
         if session is None:
@@ -67,6 +70,11 @@ async def _report(request: web.Request, tenant_id: str, session_id: str) -> dict
         records = await usage_store.list_records(conn, session_id)
         events = await _session_events(conn, session)
         entries = await usage_store.chain_entries(conn, session_id)
+    return session, records, events, entries
+
+
+async def _report(request: web.Request, tenant_id: str, session_id: str) -> dict[str, Any]:
+    session, records, events, entries = await _evidence(request, tenant_id, session_id)
     return build_report(session, records, events, entries, request.app[appkeys.prices])
 
 
@@ -78,14 +86,9 @@ async def _report(request: web.Request, tenant_id: str, session_id: str) -> dict
 )
 async def digest(request: web.Request) -> web.Response:
     session_id = request.match_info["session_id"]
-    async with request.app[appkeys.engine].connect() as conn:
-        session = await session_store.get_session(
-            conn, session_id, tenant_id=current_principal(request).tenant_id
-        )
-        if session is None:
-            raise not_found("session")
-        entries = await usage_store.chain_entries(conn, session_id)
-        events = await _session_events(conn, session)
+    _, _, events, entries = await _evidence(
+        request, current_principal(request).tenant_id, session_id
+    )
     return web.json_response(digest_document(session_id, entries, _seal(events)))
 
 
@@ -174,12 +177,9 @@ async def _link_tenant(request: web.Request, session_id: str, token: str | None)
 
 
 def _refused() -> ApiError:
-    return ApiError(
-        401,
-        "authentication_error",
+    return unauthenticated(
         "open the report through a link from POST /v1/sessions/{id}/report-link, "
         "or send a member token",
-        headers={"WWW-Authenticate": 'Bearer realm="metrux"'},
     )
 
 

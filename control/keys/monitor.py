@@ -19,14 +19,12 @@ import datetime as dt
 from collections.abc import Sequence
 
 import structlog
-from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from control.audit import store as audit
 from control.audit.actions import ActorType, AuditAction
 from control.audit.store import Actor
-from control.db.schema import members
 from control.email.sender import Email, EmailError, EmailSender
 from control.keys import store
 from control.keys.health import (
@@ -39,6 +37,7 @@ from control.keys.health import (
 )
 from control.keys.store import KeyRecord
 from control.keys.validation import KeyChecker
+from control.members import store as member_store
 from control.web.errors import ApiError, not_found
 from core.crypto.envelope import KeyContext, UnwrapError, unwrap_secret
 from core.crypto.kek import KekError, KekProvider
@@ -212,14 +211,8 @@ class KeyMonitor:
 
     async def _tell_owners(self, key: KeyRecord) -> None:
         async with self._engine.connect() as conn:
-            rows = await conn.execute(
-                select(members.c.email).where(
-                    members.c.tenant_id == key.tenant_id,
-                    members.c.role == "owner",
-                    members.c.revoked_at.is_(None),
-                )
-            )
-            owners = [row.email for row in rows]
+            team = await member_store.list_members(conn, key.tenant_id)
+        owners = [m.email for m in team if m.role == "owner" and m.revoked_at is None]
         for owner in owners:
             try:
                 await self._sender.send(refusal_email(owner, key))

@@ -22,7 +22,7 @@ from control.candidates.service import Candidate
 from control.db.schema import members, operators, tenants
 from control.web.context import client_ip, request_id_key, user_agent
 from control.web.endpoint import Auth, Endpoint, Role, endpoint_of
-from control.web.errors import ApiError, Handler, not_found
+from control.web.errors import ApiError, Handler, not_found, unauthenticated
 from core.tokens import TokenKind, hash_token, token_kind
 
 
@@ -41,11 +41,8 @@ _READS = frozenset({"GET", "HEAD"})
 
 
 def _unauthenticated() -> ApiError:
-    return ApiError(
-        401,
-        "authentication_error",
-        "missing or invalid API token: send your mxk_ member token as a Bearer token",
-        headers={"WWW-Authenticate": 'Bearer realm="metrux"'},
+    return unauthenticated(
+        "missing or invalid API token: send your mxk_ member token as a Bearer token"
     )
 
 

@@ -55,6 +55,16 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
+def unauthenticated(message: str, realm: str = "metrux") -> ApiError:
+    """A 401 that tells a client to send a Bearer token (RFC 6750)."""
+    return ApiError(
+        401,
+        "authentication_error",
+        message,
+        headers={"WWW-Authenticate": f'Bearer realm="{realm}"'},
+    )
+
+
 def not_found(what: str) -> ApiError:
     return ApiError(404, "not_found_error", f"{what} not found")
 
