@@ -14,6 +14,7 @@ from proxy.keepalive import KeepaliveWatchdog
 from proxy.metrics import ProxyMetrics
 from proxy.publisher import UsagePublisher
 from proxy.routes import fallback, routes
+from proxy.secret_memory import install_header_block_wiping
 from proxy.session import ProxySession
 
 log = structlog.get_logger(__name__)
@@ -73,13 +74,15 @@ def create_app(
     max_body_bytes: int,
     watchdog: KeepaliveWatchdog | None = None,
 ) -> web.Application:
+    install_header_block_wiping()
     app = web.Application(middlewares=[error_middleware], client_max_size=max_body_bytes)
     app[appkeys.session] = session
     app[appkeys.publisher] = publisher
     app[appkeys.upstream_url] = upstream_url.rstrip("/")
     metrics = ProxyMetrics()
     metrics.unsent.set_function(lambda: publisher.pending)
-    metrics.key_armed.set_function(lambda: 0 if session.stopped.is_set() else 1)
+    metrics.key_armed.set_function(lambda: 1 if session.key.armed else 0)
+    metrics.in_flight.set_function(lambda: session.in_flight)
     app[appkeys.metrics] = metrics
     if watchdog is not None:
         app[appkeys.watchdog] = watchdog

@@ -7,9 +7,10 @@ from typing import Any
 
 import aiohttp
 
-from core.crypto.envelope import KeyContext, WrappedKey, unwrap_secret
+from core.crypto.envelope import KeyContext, WrappedKey, plaintext_size, unwrap_secret
 from core.crypto.kek import KekProvider
 from proxy.keyring import SessionKey
+from proxy.secret_memory import LockedBuffer
 from proxy.session import SessionInfo
 
 
@@ -50,8 +51,14 @@ async def arm_key(grant: dict[str, Any], kek: KekProvider) -> tuple[SessionInfo,
         version=blob["version"],
     )
     context = KeyContext(tenant_id=info.tenant_id, key_id=info.key_id, version=wrapped.version)
+    memory = LockedBuffer(plaintext_size(wrapped))
+    try:
+        secret = await unwrap_secret(kek, wrapped, context, into=memory.view())
+    except BaseException:
+        memory.close()
+        raise
     key = SessionKey()
-    key.arm(await unwrap_secret(kek, wrapped, context))
+    key.arm(secret, memory)
     return info, key
 
 

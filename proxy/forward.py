@@ -14,10 +14,12 @@ import asyncio
 
 import aiohttp
 from aiohttp import web
+from multidict import CIMultiDict
 
 from proxy.errors import ProxyError
 from proxy.headers import downstream_headers, upstream_headers
 from proxy.meter.recorder import CallRecorder
+from proxy.secret_memory import wiping_header_blocks
 
 CONNECT_TIMEOUT_S = 10.0
 STREAM_IDLE_TIMEOUT_S = 120.0  # Anthropic streams send ping events well within this
@@ -44,55 +46,8 @@ async def forward(
 ) -> web.StreamResponse:
     headers = upstream_headers(request.headers.items(), api_key)
     try:
-        async with client.request(
-            request.method,
-            upstream_url + request.path_qs,
-            data=body or None,
-            headers=headers,
-            allow_redirects=False,
-            timeout=_timeout(stream),
-        ) as upstream:
-            if 300 <= upstream.status < 400:
-                recorder.on_end(error_type="upstream_redirect", status=502)
-                raise ProxyError(
-                    502, "api_error", "upstream answered with a redirect; not followed"
-                )
-            recorder.on_response_start(upstream.status, upstream.headers)
-            out_headers = downstream_headers(upstream.headers.items())
-            if not upstream.headers.get("content-type", "").startswith("text/event-stream"):
-                payload = await upstream.read()
-                response = web.Response(
-                    status=upstream.status,
-                    reason=upstream.reason,
-                    body=payload,
-                    headers=out_headers,
-                )
-                # Answer first, meter after: the record costs the client no latency.
-                await response.prepare(request)
-                await response.write_eof()
-                recorder.on_chunk(payload)
-                recorder.on_end()
-                return response
-            response = web.StreamResponse(
-                status=upstream.status, reason=upstream.reason, headers=out_headers
-            )
-            await response.prepare(request)
-            try:
-                async for chunk in upstream.content.iter_any():
-                    await response.write(chunk)
-                    recorder.on_chunk(chunk)
-            except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError) as exc:
-                # The upstream broke mid-stream (or the client vanished, which aiohttp reports
-                # as a connection error on write). Either way the client must not see a clean
-                # end of stream: drop its connection.
-                client_gone = request.transport is None or request.transport.is_closing()
-                recorder.on_end(error_type="client_aborted" if client_gone else _cut_kind(exc))
-                if request.transport is not None:
-                    request.transport.abort()
-                return response
-            recorder.on_end()
-            await response.write_eof()
-            return response
+        with wiping_header_blocks():
+            return await _exchange(request, client, upstream_url, headers, body, stream, recorder)
     except asyncio.CancelledError:
         # The client went away (aiohttp cancels the handler): leaving the `async with`
         # closes the upstream connection, which cancels the generation there.
@@ -104,6 +59,64 @@ async def forward(
     except aiohttp.ClientError as exc:
         recorder.on_end(error_type="upstream_unavailable", status=502)
         raise ProxyError(502, "api_error", f"upstream unavailable ({type(exc).__name__})") from None
+
+
+async def _exchange(
+    request: web.Request,
+    client: aiohttp.ClientSession,
+    upstream_url: str,
+    headers: CIMultiDict[str],
+    body: bytes,
+    stream: bool,
+    recorder: CallRecorder,
+) -> web.StreamResponse:
+    async with client.request(
+        request.method,
+        upstream_url + request.path_qs,
+        data=body or None,
+        headers=headers,
+        allow_redirects=False,
+        timeout=_timeout(stream),
+    ) as upstream:
+        if 300 <= upstream.status < 400:
+            recorder.on_end(error_type="upstream_redirect", status=502)
+            raise ProxyError(502, "api_error", "upstream answered with a redirect; not followed")
+        recorder.on_response_start(upstream.status, upstream.headers)
+        out_headers = downstream_headers(upstream.headers.items())
+        if not upstream.headers.get("content-type", "").startswith("text/event-stream"):
+            payload = await upstream.read()
+            response = web.Response(
+                status=upstream.status,
+                reason=upstream.reason,
+                body=payload,
+                headers=out_headers,
+            )
+            # Answer first, meter after: the record costs the client no latency.
+            await response.prepare(request)
+            await response.write_eof()
+            recorder.on_chunk(payload)
+            recorder.on_end()
+            return response
+        response = web.StreamResponse(
+            status=upstream.status, reason=upstream.reason, headers=out_headers
+        )
+        await response.prepare(request)
+        try:
+            async for chunk in upstream.content.iter_any():
+                await response.write(chunk)
+                recorder.on_chunk(chunk)
+        except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError) as exc:
+            # The upstream broke mid-stream (or the client vanished, which aiohttp reports
+            # as a connection error on write). Either way the client must not see a clean
+            # end of stream: drop its connection.
+            client_gone = request.transport is None or request.transport.is_closing()
+            recorder.on_end(error_type="client_aborted" if client_gone else _cut_kind(exc))
+            if request.transport is not None:
+                request.transport.abort()
+            return response
+        recorder.on_end()
+        await response.write_eof()
+        return response
 
 
 def _cut_kind(exc: BaseException) -> str:

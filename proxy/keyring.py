@@ -1,13 +1,16 @@
-"""The session's Anthropic key: one bytearray, sealed → armed → cleared.
+"""The session's Anthropic key: one buffer, sealed → armed → cleared.
 
-The key is never a `str` except transiently for the outgoing header, never in a repr, and
-zeroed in place on clear. Process exit is the real guarantee (DESIGN.md, decision D1): the
-proxy exits after clearing.
+The key lives in one writable buffer (a locked, never-dumped page in the real proxy) and
+is never a `str` except for the single header value, which is made once and overwritten
+in place on clear, like the buffer. It is never in a repr. Process exit is the real
+guarantee (DESIGN.md, decision D1): the proxy exits after clearing.
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
+
+from proxy.secret_memory import LockedBuffer, wipe_str
 
 
 class KeyState(StrEnum):
@@ -21,10 +24,11 @@ class KeyCleared(Exception):
 
 
 class SessionKey:
-    __slots__ = ("_buffer", "_header", "_state")
+    __slots__ = ("_buffer", "_header", "_memory", "_state")
 
     def __init__(self) -> None:
-        self._buffer = bytearray()
+        self._buffer: bytearray | memoryview = bytearray()
+        self._memory: LockedBuffer | None = None
         self._header: str | None = None
         self._state = KeyState.SEALED
 
@@ -40,11 +44,17 @@ class SessionKey:
     def state(self) -> KeyState:
         return self._state
 
-    def arm(self, buffer: bytearray) -> None:
-        """Take ownership of a decrypted key buffer (the caller must not keep a reference)."""
+    @property
+    def armed(self) -> bool:
+        return self._state is KeyState.ARMED
+
+    def arm(self, buffer: bytearray | memoryview, memory: LockedBuffer | None = None) -> None:
+        """Take ownership of a decrypted key buffer (the caller must not keep a reference),
+        and of the locked memory it lies in, if any."""
         if self._state is not KeyState.SEALED:
             raise KeyCleared(f"cannot arm a {self._state.value} key")
         self._buffer = buffer
+        self._memory = memory
         self._state = KeyState.ARMED
 
     def header_value(self) -> str:
@@ -56,14 +66,21 @@ class SessionKey:
         if self._state is not KeyState.ARMED:
             raise KeyCleared(f"key is {self._state.value}")
         if self._header is None:
-            self._header = self._buffer.decode("ascii")
+            # Decoded straight from the buffer: no intermediate bytes copy.
+            self._header = str(self._buffer, "ascii")
         return self._header
 
     def clear(self) -> None:
-        """Zero the buffer and forget the header string. Idempotent."""
+        """Zero the header string's characters and the buffer, in place. Idempotent."""
+        if self._header is not None:
+            wipe_str(self._header, self._buffer)
+            self._header = None
         self._buffer[:] = bytes(len(self._buffer))
-        self._header = None
         self._state = KeyState.CLEARED
+        if self._memory is not None:
+            self._buffer = bytearray()  # release the view so the mapping can close
+            self._memory.close()
+            self._memory = None
 
     def buffer_is_zeroed(self) -> bool:
         return not any(self._buffer)

@@ -55,6 +55,10 @@ class ProxyMetrics:
             "metrux_proxy_records_unsent", "Usage records not yet on the Redis stream",
             registry=self.registry,
         )  # fmt: skip
+        self.in_flight = Gauge(
+            "metrux_proxy_calls_in_flight", "Calls being handled now; the proxy exits at 0",
+            registry=self.registry,
+        )  # fmt: skip
         self.key_armed = Gauge(
             "metrux_proxy_key_armed", "1 while the session's key is held, 0 once cleared",
             registry=self.registry,

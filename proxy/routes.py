@@ -44,20 +44,28 @@ def _authenticate(request: web.Request) -> str:
     raise unauthorized()
 
 
-def _admit(request: web.Request) -> tuple[str, str]:
-    """Checks before any body is read; returns the actor and the key for the upstream."""
+def _key_cleared() -> ProxyError:
+    return ProxyError(403, "permission_error", "this session has ended; its key is cleared")
+
+
+def _admit(request: web.Request) -> str:
+    """Checks before any body is read; returns the actor."""
     session = request.app[appkeys.session]
     actor = _authenticate(request)
-    try:
-        key = session.key.header_value()
-    except KeyCleared:
-        raise ProxyError(
-            403, "permission_error", "this session has ended; its key is cleared"
-        ) from None
+    if not session.key.armed:
+        raise _key_cleared()
     wait = session.rate.take()
     if wait is not None:
         raise too_many("session request rate exceeded", wait)
-    return actor, key
+    return actor
+
+
+def _header_key(request: web.Request) -> str:
+    # Taken only once the body is in: a slow upload holds no reference to the key.
+    try:
+        return request.app[appkeys.session].key.header_value()
+    except KeyCleared:
+        raise _key_cleared() from None
 
 
 def _publish(app: web.Application, record: UsageRecord) -> None:
@@ -68,7 +76,7 @@ def _publish(app: web.Application, record: UsageRecord) -> None:
 async def _relay(request: web.Request, *, endpoint: str, generation: bool) -> web.StreamResponse:
     app = request.app
     session = app[appkeys.session]
-    actor, key = _admit(request)
+    actor = _admit(request)
     body = await request.read() if request.can_read_body else b""
     facts = request_facts(body) if body else RequestFacts(request_sha256="")
     reservation = None
@@ -91,7 +99,7 @@ async def _relay(request: web.Request, *, endpoint: str, generation: bool) -> we
             request,
             client=app[appkeys.http],
             upstream_url=app[appkeys.upstream_url],
-            api_key=key,
+            api_key=_header_key(request),
             body=body,
             stream=facts.stream,
             recorder=recorder,

@@ -84,8 +84,18 @@ async def wrap_secret(
     )
 
 
-async def unwrap_secret(kek: KekProvider, wrapped: WrappedKey, context: KeyContext) -> bytearray:
-    """Decrypt a wrapped secret into a new `bytearray` the caller must zero when done."""
+def plaintext_size(wrapped: WrappedKey) -> int:
+    return len(wrapped.ciphertext) - TAG_BYTES
+
+
+async def unwrap_secret(
+    kek: KekProvider,
+    wrapped: WrappedKey,
+    context: KeyContext,
+    into: memoryview | None = None,
+) -> bytearray | memoryview:
+    """Decrypt a wrapped secret into `into` (exactly `plaintext_size` writable bytes, such
+    as a locked page) or else a new `bytearray`; the caller zeroes it when done."""
     if wrapped.version != context.version:
         raise UnwrapError(f"format version {wrapped.version} does not match the context")
     if len(wrapped.nonce) != NONCE_BYTES or len(wrapped.ciphertext) < TAG_BYTES:
@@ -96,7 +106,9 @@ async def unwrap_secret(kek: KekProvider, wrapped: WrappedKey, context: KeyConte
         )
     except KekError as exc:
         raise UnwrapError(f"data key did not decrypt: {exc}") from exc
-    plaintext = bytearray(len(wrapped.ciphertext) - TAG_BYTES)
+    plaintext: bytearray | memoryview = bytearray(plaintext_size(wrapped)) if into is None else into
+    if len(plaintext) != plaintext_size(wrapped):
+        raise UnwrapError("output buffer does not fit the secret")
     try:
         AESGCM(data_key).decrypt_into(wrapped.nonce, wrapped.ciphertext, context.aad(), plaintext)
     except InvalidTag:

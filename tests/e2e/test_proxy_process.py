@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,76 +13,17 @@ import anthropic
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from control.app import create_app
 from core.redis_names import RedisNames
 from core.settings import Settings
 from core.usage import UsageRecord
-from tests.factories import fake_anthropic_key, make_tenant
-from tests.fakes.anthropic import MODEL, FakeAnthropic
-
-METRUX = str(Path(sys.executable).with_name("metrux"))
-
-
-async def _start(
-    aiohttp_server: Any,
-    settings: Settings,
-    engine: AsyncEngine,
-    stream_pace: float = 0.0,
-    extra_args: tuple[str, ...] = (),
-    **session: Any,
-) -> dict[str, Any]:
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    api_key = fake_anthropic_key()
-    fake = FakeAnthropic(api_key, stream_pace=stream_pace)
-    fake_server = await aiohttp_server(fake.app)
-    control = await aiohttp_server(create_app(settings))
-    tenant = await make_tenant(engine)
-    base = str(control.make_url("")).rstrip("/")
-    async with aiohttp.ClientSession() as http:
-        async with http.post(f"{base}/v1/keys", json={"api_key": api_key}, headers=tenant.auth):
-            pass
-        async with http.post(
-            f"{base}/v1/sessions",
-            json={"candidate_email": "c@example.com", **session},
-            headers=tenant.auth,
-        ) as r:
-            created = await r.json()
-    env = {
-        "PATH": os.environ.get("PATH", ""),
-        "METRUX_DATA_DIR": str(settings.data_dir),
-        "REDIS_URL": settings.redis_url or "",
-        "METRUX_REDIS_PREFIX": settings.redis_prefix,
-        "KEY_ENCRYPTION_KEY": base64.b64encode(settings.key_encryption_key or b"").decode(),
-        "METRUX_BOOTSTRAP_TOKEN": created["bootstrap_token"],
-        "METRUX_LOG_FORMAT": "json",
-    }
-    process = await asyncio.create_subprocess_exec(
-        METRUX, "proxy", "run", "--session", created["id"], "--control-url", base,
-        "--upstream", str(fake_server.make_url("")).rstrip("/"), *extra_args,
-        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    line = await asyncio.wait_for(process.stdout.readline(), timeout=30)  # type: ignore[union-attr]
-    ready = json.loads(line)
-    return {
-        "process": process,
-        "ready": ready,
-        "created": created,
-        "api_key": api_key,
-        "fake": fake,
-        "tenant": tenant,
-        "control": base,
-    }
-
-
-async def _finish(process: asyncio.subprocess.Process) -> tuple[int, str]:
-    _, stderr = await asyncio.wait_for(process.communicate(), timeout=15)
-    return process.returncode or 0, stderr.decode()
+from tests.e2e.processes import METRUX, finish, start_proxy_process
+from tests.fakes.anthropic import MODEL
 
 
 async def test_ready_line_hardening_sigterm_and_flush(
     aiohttp_server: Any, settings: Settings, engine: AsyncEngine
 ) -> None:
-    run = await _start(aiohttp_server, settings, engine)
+    run = await start_proxy_process(aiohttp_server, settings, engine)
     process, ready, api_key = run["process"], run["ready"], run["api_key"]
     assert ready["event"] == "ready"
     assert ready["session_id"] == run["created"]["id"]
@@ -106,7 +45,7 @@ async def test_ready_line_hardening_sigterm_and_flush(
     assert core_line.split()[4:6] == ["0", "0"]
 
     process.terminate()
-    code, stderr = await _finish(process)
+    code, stderr = await finish(process)
     assert code == 0
     assert api_key not in stderr
     assert api_key[-16:] not in stderr
@@ -122,7 +61,7 @@ async def test_ready_line_hardening_sigterm_and_flush(
 async def test_sigterm_during_a_stream_lets_it_finish_and_flushes_its_record(
     aiohttp_server: Any, settings: Settings, engine: AsyncEngine
 ) -> None:
-    run = await _start(aiohttp_server, settings, engine, stream_pace=0.05)
+    run = await start_proxy_process(aiohttp_server, settings, engine, stream_pace=0.05)
     process, ready = run["process"], run["ready"]
     body = {
         "model": MODEL,
@@ -143,7 +82,7 @@ async def test_sigterm_during_a_stream_lets_it_finish_and_flushes_its_record(
         process.terminate()
         rest = await r.content.read()
     assert rest.rstrip().endswith(b'data: {"type":"message_stop"}')
-    code, stderr = await _finish(process)
+    code, stderr = await finish(process)
     assert code == 0
     [exit_event] = [json.loads(line) for line in stderr.splitlines() if '"proxy_exiting"' in line]
     assert (exit_event["reason"], exit_event["unsent_records"]) == ("sigterm", 0)
@@ -159,7 +98,7 @@ async def test_sigterm_during_a_stream_lets_it_finish_and_flushes_its_record(
 async def test_metrics_are_served_on_their_own_listener(
     aiohttp_server: Any, settings: Settings, engine: AsyncEngine, unused_tcp_port: int
 ) -> None:
-    run = await _start(
+    run = await start_proxy_process(
         aiohttp_server,
         settings,
         engine,
@@ -183,7 +122,7 @@ async def test_metrics_are_served_on_their_own_listener(
     assert run["api_key"] not in text
     assert run["created"]["sandbox_token"] not in text
     run["process"].terminate()
-    assert (await _finish(run["process"]))[0] == 0
+    assert (await finish(run["process"]))[0] == 0
     redis = Redis.from_url(settings.redis_url or "")
     await redis.delete(RedisNames(settings.redis_prefix).usage_stream)
     await redis.aclose()
@@ -192,7 +131,7 @@ async def test_metrics_are_served_on_their_own_listener(
 async def test_ending_the_session_makes_the_process_exit(
     aiohttp_server: Any, settings: Settings, engine: AsyncEngine
 ) -> None:
-    run = await _start(aiohttp_server, settings, engine)
+    run = await start_proxy_process(aiohttp_server, settings, engine)
     async with (
         aiohttp.ClientSession() as http,
         http.post(
@@ -200,7 +139,7 @@ async def test_ending_the_session_makes_the_process_exit(
         ) as r,
     ):
         assert r.status == 200
-    code, stderr = await _finish(run["process"])
+    code, stderr = await finish(run["process"])
     assert code == 0
     # The signal, or the state key the proxy also polls, whichever reaches it first.
     [exit_event] = [json.loads(line) for line in stderr.splitlines() if '"proxy_exiting"' in line]
@@ -210,9 +149,9 @@ async def test_ending_the_session_makes_the_process_exit(
 async def test_spent_bootstrap_token_stops_start_up_with_a_message(
     aiohttp_server: Any, settings: Settings, engine: AsyncEngine
 ) -> None:
-    run = await _start(aiohttp_server, settings, engine)
+    run = await start_proxy_process(aiohttp_server, settings, engine)
     run["process"].terminate()
-    await _finish(run["process"])
+    await finish(run["process"])
     second = await asyncio.create_subprocess_exec(
         METRUX, "proxy", "run", "--session", run["created"]["id"], "--control-url", run["control"],
         env={

@@ -65,7 +65,8 @@ def test_key_arms_once_clears_to_zeros_and_never_shows() -> None:
         key.header_value()
     buffer = bytearray(b"sk-ant-api03-" + b"x" * 95)
     key.arm(buffer)
-    assert key.header_value() == buffer.decode()
+    header = key.header_value()
+    assert header == buffer.decode()
     assert "sk-ant" not in repr(key)
     assert "sk-ant" not in str(key)
     with pytest.raises(TypeError):
@@ -73,6 +74,7 @@ def test_key_arms_once_clears_to_zeros_and_never_shows() -> None:
     key.clear()
     assert key.state is KeyState.CLEARED
     assert buffer == bytearray(len(buffer))  # the caller's buffer is the one zeroed
+    assert header == "\0" * len(buffer)  # and the one header string, in place
     with pytest.raises(KeyCleared):
         key.header_value()
     with pytest.raises(KeyCleared):

@@ -1,0 +1,78 @@
+"""Run `metrux proxy run` as a real process against an in-test control plane and a fake
+Anthropic upstream."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from control.app import create_app
+from core.settings import Settings
+from tests.factories import fake_anthropic_key, make_tenant
+from tests.fakes.anthropic import FakeAnthropic
+
+METRUX = str(Path(sys.executable).with_name("metrux"))
+
+
+async def start_proxy_process(
+    aiohttp_server: Any,
+    settings: Settings,
+    engine: AsyncEngine,
+    stream_pace: float = 0.0,
+    extra_args: tuple[str, ...] = (),
+    **session: Any,
+) -> dict[str, Any]:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    api_key = fake_anthropic_key()
+    fake = FakeAnthropic(api_key, stream_pace=stream_pace)
+    fake_server = await aiohttp_server(fake.app)
+    control = await aiohttp_server(create_app(settings))
+    tenant = await make_tenant(engine)
+    base = str(control.make_url("")).rstrip("/")
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{base}/v1/keys", json={"api_key": api_key}, headers=tenant.auth):
+            pass
+        async with http.post(
+            f"{base}/v1/sessions",
+            json={"candidate_email": "c@example.com", **session},
+            headers=tenant.auth,
+        ) as r:
+            created = await r.json()
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "METRUX_DATA_DIR": str(settings.data_dir),
+        "REDIS_URL": settings.redis_url or "",
+        "METRUX_REDIS_PREFIX": settings.redis_prefix,
+        "KEY_ENCRYPTION_KEY": base64.b64encode(settings.key_encryption_key or b"").decode(),
+        "METRUX_BOOTSTRAP_TOKEN": created["bootstrap_token"],
+        "METRUX_LOG_FORMAT": "json",
+    }
+    process = await asyncio.create_subprocess_exec(
+        METRUX, "proxy", "run", "--session", created["id"], "--control-url", base,
+        "--upstream", str(fake_server.make_url("")).rstrip("/"), *extra_args,
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    line = await asyncio.wait_for(process.stdout.readline(), timeout=30)  # type: ignore[union-attr]
+    ready = json.loads(line)
+    return {
+        "process": process,
+        "ready": ready,
+        "created": created,
+        "api_key": api_key,
+        "fake": fake,
+        "tenant": tenant,
+        "control": base,
+    }
+
+
+async def finish(process: asyncio.subprocess.Process) -> tuple[int, str]:
+    _, stderr = await asyncio.wait_for(process.communicate(), timeout=15)
+    return process.returncode or 0, stderr.decode()
