@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 from aiohttp import web
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 
 from control import appkeys
 from control.audit.views import routes as audit_routes
@@ -14,6 +14,8 @@ from control.candidates.views import routes as candidate_routes
 from control.db.engine import create_engine
 from control.email.sender import make_sender
 from control.evidence.views import routes as evidence_routes
+from control.guard.blocklist import Blocklist, BlockPolicy
+from control.guard.middleware import guard_middleware
 from control.invites.views import routes as invite_routes
 from control.keys.monitor import KeyMonitor
 from control.keys.validation import AnthropicKeyChecker
@@ -32,6 +34,7 @@ from control.web.errors import error_middleware
 from control.web.headers import security_headers_middleware
 from control.workers import start_workers, stop_workers
 from core.crypto.kek import load_kek
+from core.ratelimit import RateLimiter
 from core.redis_names import RedisNames
 from core.redis_server import redis_url
 from core.settings import Settings
@@ -51,12 +54,32 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
 async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[appkeys.settings]
     url = await asyncio.to_thread(redis_url, settings)
-    client = Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+    # A blocking pool: under a burst of requests, callers wait for a free connection
+    # instead of failing (redis-py's default pool raises past 100 connections).
+    pool = BlockingConnectionPool.from_url(
+        url, max_connections=100, timeout=5, socket_timeout=5, socket_connect_timeout=5
+    )
+    client = Redis(connection_pool=pool)
     app[appkeys.redis] = client
     app[appkeys.names] = RedisNames(settings.redis_prefix)
     app[appkeys.signals] = SignalPublisher(client, app[appkeys.names])
+    app[appkeys.limiter] = RateLimiter(client)
+    app[appkeys.blocklist] = Blocklist(
+        client, app[appkeys.names], app[appkeys.engine], block_policy(settings)
+    )
     yield
     await client.aclose()
+
+
+def block_policy(settings: Settings) -> BlockPolicy:
+    return BlockPolicy(
+        ip_threshold=settings.block_after,
+        target_threshold=settings.block_target_after,
+        window_s=settings.block_window_s,
+        block_s=settings.block_for_s,
+        max_block_s=settings.block_max_s,
+        allowlist=settings.block_allowlist,
+    )
 
 
 async def keys_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -90,6 +113,7 @@ def create_app(settings: Settings, *, workers: bool = False) -> web.Application:
             security_headers_middleware,
             metrics_middleware,
             error_middleware,
+            guard_middleware,
             auth_middleware,
         ],
         client_max_size=MAX_BODY_BYTES,

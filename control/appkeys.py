@@ -7,12 +7,14 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from control.email.sender import EmailSender
+from control.guard.blocklist import Blocklist
 from control.keys.monitor import KeyMonitor
 from control.keys.validation import KeyChecker
 from control.ops.metrics import ControlMetrics
 from control.sessions.signals import SignalPublisher
 from control.usage.prices import PriceTable
 from core.crypto.kek import KekProvider
+from core.ratelimit import RateLimiter
 from core.redis_names import RedisNames
 from core.settings import Settings
 
@@ -27,3 +29,5 @@ key_checker = web.AppKey("key_checker", KeyChecker)
 key_monitor = web.AppKey("key_monitor", KeyMonitor)
 prices = web.AppKey("prices", PriceTable)
 metrics = web.AppKey("metrics", ControlMetrics)
+limiter = web.AppKey("limiter", RateLimiter)
+blocklist = web.AppKey("blocklist", Blocklist)

@@ -84,6 +84,10 @@ def register(parts: Any) -> None:
     cmd = commands.add_parser("outbox", help="print emails waiting for delivery (no provider set)")
     cmd.set_defaults(handler=run_outbox)
 
+    from control.guard.cli import register as register_guard
+
+    register_guard(commands, _operator)
+
     cmd = commands.add_parser("create-tenant", help="create a tenant and its first owner")
     cmd.add_argument("name")
     cmd.add_argument("--owner-email", required=True)

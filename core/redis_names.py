@@ -39,3 +39,19 @@ class RedisNames:
     def liveness_key(self, session_id: str) -> str:
         """Refreshed with a TTL while the session's proxy runs."""
         return f"{self.prefix}session:{session_id}:proxy"
+
+    def block_key(self, ip: str) -> str:
+        """A blocked client IP; the value describes the block, the TTL is its end."""
+        return f"{self.prefix}block:{ip}"
+
+    def failure_key(self, dimension: str, subject: str) -> str:
+        """Failed credential checks in the current window, per IP or per target."""
+        return f"{self.prefix}fail:{dimension}:{subject}"
+
+    def offence_key(self, ip: str) -> str:
+        """How often an IP was blocked lately (each block lasts twice the one before)."""
+        return f"{self.prefix}offences:{ip}"
+
+    def rate_key(self, route_class: str, dimension: str, subject: str) -> str:
+        """One GCRA timestamp per route class and IP or identity."""
+        return f"{self.prefix}rl:{route_class}:{dimension}:{subject}"

@@ -10,12 +10,15 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import ipaddress
 import re
 from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
+
+from core.ratelimit import Rate
 
 DEFAULT_UPSTREAM_URL = "https://api.anthropic.com"
 
@@ -42,6 +45,22 @@ class LogFormat(StrEnum):
 
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class RouteClass(StrEnum):
+    """Control-plane routes are rate-limited by class (per client IP and per credential)."""
+
+    TOKEN = "token"  # presents or trades a secret token: invites, attach, handoff, candidates
+    WRITE = "write"  # member calls that change something
+    READ = "read"  # member reads
+
+
+DEFAULT_RATE_LIMITS = {
+    RouteClass.TOKEN: Rate(30, 60),
+    RouteClass.WRITE: Rate(120, 60),
+    RouteClass.READ: Rate(600, 60),
+}
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -74,6 +93,24 @@ class Settings:
     resend_url: str = "https://api.resend.com"
     email_from: str = "Metrux <invites@metrux.invalid>"
     prices_file: Path | None = None  # None: the price table shipped with the service
+    # Guard layer (control/guard): rate limits per route class, trusted reverse proxies,
+    # and when repeated failed credential checks block an address.
+    rate_limits: Mapping[RouteClass, Rate] = dataclasses.field(
+        default_factory=lambda: dict(DEFAULT_RATE_LIMITS)
+    )
+    trusted_proxies: tuple[Network, ...] = ()
+    block_allowlist: tuple[Network, ...] = ()
+    block_after: int = 20
+    block_target_after: int = 10
+    block_window_s: int = 600
+    block_for_s: int = 900
+    block_max_s: int = 7 * 24 * 3600
+    # OIDC handoff (POST /v1/auth/handoff): None disables it.
+    oidc_jwks_url: str | None = None
+    oidc_issuer: str | None = None
+    oidc_audience: str | None = None
+    oidc_algorithms: tuple[str, ...] = ("RS256",)
+    member_session_hours: int = 12
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -116,6 +153,19 @@ class Settings:
         _check_url("METRUX_PUBLIC_URL", public_url, {"http", "https"})
         resend_url = get("METRUX_RESEND_URL") or "https://api.resend.com"
         _check_url("METRUX_RESEND_URL", resend_url, {"http", "https"})
+        jwks_url = get("METRUX_OIDC_JWKS_URL")
+        if jwks_url is not None:
+            _check_url("METRUX_OIDC_JWKS_URL", jwks_url, {"http", "https"})
+            if get("METRUX_OIDC_ISSUER") is None:
+                raise SettingsError("METRUX_OIDC_ISSUER", "required with METRUX_OIDC_JWKS_URL")
+        algorithms = tuple(
+            a.strip() for a in (get("METRUX_OIDC_ALGORITHMS") or "RS256").split(",") if a.strip()
+        )
+        if not algorithms or not set(algorithms) <= _SIGNING_ALGORITHMS:
+            raise SettingsError(
+                "METRUX_OIDC_ALGORITHMS",
+                f"use asymmetric algorithms among {', '.join(sorted(_SIGNING_ALGORITHMS))}",
+            )
         log_level = (get("METRUX_LOG_LEVEL") or "info").lower()
         if log_level not in LOG_LEVELS:
             raise SettingsError("METRUX_LOG_LEVEL", f"must be one of {', '.join(LOG_LEVELS)}")
@@ -146,6 +196,30 @@ class Settings:
             resend_url=resend_url.rstrip("/"),
             email_from=get("METRUX_EMAIL_FROM") or "Metrux <invites@metrux.invalid>",
             prices_file=Path(prices) if (prices := get("METRUX_PRICES_FILE")) else None,
+            rate_limits=_parse_rate_limits(get("METRUX_RATE_LIMITS")),
+            trusted_proxies=_parse_networks(
+                "METRUX_TRUSTED_PROXIES", get("METRUX_TRUSTED_PROXIES")
+            ),
+            block_allowlist=_parse_networks(
+                "METRUX_BLOCK_ALLOWLIST", get("METRUX_BLOCK_ALLOWLIST")
+            ),
+            block_after=_parse_int("METRUX_BLOCK_AFTER", get("METRUX_BLOCK_AFTER")) or 20,
+            block_target_after=_parse_int(
+                "METRUX_BLOCK_TARGET_AFTER", get("METRUX_BLOCK_TARGET_AFTER")
+            )
+            or 10,
+            block_window_s=_parse_int("METRUX_BLOCK_WINDOW_S", get("METRUX_BLOCK_WINDOW_S")) or 600,
+            block_for_s=_parse_int("METRUX_BLOCK_FOR_S", get("METRUX_BLOCK_FOR_S")) or 900,
+            block_max_s=_parse_int("METRUX_BLOCK_MAX_S", get("METRUX_BLOCK_MAX_S"))
+            or 7 * 24 * 3600,
+            oidc_jwks_url=jwks_url,
+            oidc_issuer=get("METRUX_OIDC_ISSUER"),
+            oidc_audience=get("METRUX_OIDC_AUDIENCE"),
+            oidc_algorithms=algorithms,
+            member_session_hours=_parse_int(
+                "METRUX_MEMBER_SESSION_HOURS", get("METRUX_MEMBER_SESSION_HOURS")
+            )
+            or 12,
         )
 
     @property
@@ -216,6 +290,46 @@ def _parse_int(variable: str, value: str | None) -> int | None:
     if number <= 0:
         raise SettingsError(variable, "must be positive")
     return number
+
+
+_SIGNING_ALGORITHMS = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+)
+
+
+def _parse_rate_limits(value: str | None) -> dict[RouteClass, Rate]:
+    """'token=30/60,write=120/1m': classes not named keep their defaults."""
+    limits = dict(DEFAULT_RATE_LIMITS)
+    for part in (value or "").split(","):
+        if not part.strip():
+            continue
+        name, sep, rate = part.partition("=")
+        try:
+            route_class = RouteClass(name.strip().lower())
+        except ValueError:
+            choices = ", ".join(c.value for c in RouteClass)
+            raise SettingsError(
+                "METRUX_RATE_LIMITS", f"unknown class {name.strip()!r}; use {choices}"
+            ) from None
+        try:
+            limits[route_class] = Rate.parse(rate) if sep else Rate.parse("")
+        except ValueError as exc:
+            raise SettingsError("METRUX_RATE_LIMITS", str(exc)) from None
+    return limits
+
+
+def _parse_networks(variable: str, value: str | None) -> tuple[Network, ...]:
+    networks = []
+    for part in (value or "").split(","):
+        if not part.strip():
+            continue
+        try:
+            networks.append(ipaddress.ip_network(part.strip(), strict=False))
+        except ValueError:
+            raise SettingsError(
+                variable, f"{part.strip()!r} is not an IP address or CIDR"
+            ) from None
+    return tuple(networks)
 
 
 def _parse_kek(variable: str, value: str) -> bytes:

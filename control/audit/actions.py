@@ -36,6 +36,10 @@ class AuditAction(StrEnum):
     RETENTION_SESSIONS_HARD_DELETE = "retention:sessions_hard_delete"
     OPERATOR_READ = "operator:read"
     OPERATOR_CREATE = "operator:create"
+    IP_BLOCK = "ip:block"
+    IP_UNBLOCK = "ip:unblock"
+    AUTH_HANDOFF = "auth:handoff"
+    AUTH_LOGOUT = "auth:logout"
 
 
 class ActorType(StrEnum):

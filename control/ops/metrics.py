@@ -49,6 +49,19 @@ class ControlMetrics:
             "metrux_sessions", "Sessions by state (read at scrape)", ["state"],
             registry=self.registry,
         )  # fmt: skip
+        self.rate_limited = Counter(
+            "metrux_rate_limited", "Requests refused with 429, by route class", ["route_class"],
+            registry=self.registry,
+        )  # fmt: skip
+        self.limiter_unavailable = Counter(
+            "metrux_rate_limiter_unavailable",
+            "Requests the limiter could not check (Redis down or slow); alert on any",
+            registry=self.registry,
+        )
+        self.blocks = Counter(
+            "metrux_ip_blocks", "Addresses blocked by the brute-force detector",
+            registry=self.registry,
+        )  # fmt: skip
         self.keys = Gauge(
             "metrux_customer_keys", "Customer keys by status (read at scrape)", ["status"],
             registry=self.registry,

@@ -11,11 +11,14 @@ import structlog
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
+from control import appkeys
+from control.guard.client_ip import resolve_client_ip
 from control.web.errors import ApiError, Handler, validation_error
 
 _M = TypeVar("_M", bound=BaseModel)
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
 request_id_key = web.RequestKey("request_id", str)
+_client_ip_key = web.RequestKey("client_ip", str)
 MAX_USER_AGENT = 512
 
 
@@ -35,8 +38,14 @@ async def request_context_middleware(request: web.Request, handler: Handler) -> 
 
 
 def client_ip(request: web.Request) -> str | None:
-    # X-Forwarded-For is not trusted here: trusted-proxy handling belongs to the guard layer.
-    return request.remote
+    """The client's address: X-Forwarded-For counts only from METRUX_TRUSTED_PROXIES."""
+    cached = request.get(_client_ip_key)
+    if cached is None:
+        trusted = request.app[appkeys.settings].trusted_proxies
+        forwarded = request.headers.getall("X-Forwarded-For", []) if trusted else []
+        cached = resolve_client_ip(request.remote, forwarded, trusted) or ""
+        request[_client_ip_key] = cached
+    return cached or None
 
 
 def user_agent(request: web.Request) -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import logging
 import subprocess
@@ -176,3 +177,109 @@ def test_close_tenant_of_an_unknown_tenant_fails(
     code, out, err = run(env, "control", "close-tenant", "no-such-tenant")
     assert (code, out) == (1, "")
     assert "tenant not found" in err
+
+
+def test_blocklist_add_list_remove_is_audited(
+    run: Any, tmp_path: Path, database_url: str, redis_url: str
+) -> None:
+    env = _env(
+        tmp_path, database_url, REDIS_URL=redis_url, METRUX_REDIS_PREFIX=f"metrux-cli-{id(run)}:"
+    )
+    code, out, _ = run(env, "control", "blocklist", "add", "203.0.113.5", "--for", "600")
+    assert code == 0
+    assert json.loads(out)["ip"] == "203.0.113.5"
+    code, out, _ = run(env, "control", "blocklist", "list")
+    [listed] = [json.loads(line) for line in out.splitlines()]
+    assert (listed["ip"], listed["source"], listed["seconds"]) == ("203.0.113.5", "operator", 600)
+    assert 0 < listed["remaining_s"] <= 600
+    code, _, err = run(env, "control", "blocklist", "add", "not-an-ip")
+    assert code == 1
+    assert "not an IP address" in err
+    code, out, _ = run(env, "control", "blocklist", "remove", "203.0.113.5")
+    assert (code, json.loads(out)["removed"]) == (0, True)
+    code, out, _ = run(env, "control", "blocklist", "list")
+    assert out == ""
+    code, _, err = run(env, "control", "blocklist", "remove", "203.0.113.5")
+    assert code == 1
+    assert "was not blocked" in err
+
+    async def actions() -> list[str]:
+        from sqlalchemy import select
+
+        from control.db.engine import create_engine
+        from control.db.schema import audit_events
+
+        engine = create_engine(database_url)
+        async with engine.connect() as conn:
+            rows = await conn.execute(select(audit_events.c.action).order_by(audit_events.c.id))
+            found = [row.action for row in rows]
+        await engine.dispose()
+        return found
+
+    assert asyncio.run(actions()) == ["ip:block", "ip:unblock", "ip:unblock"]
+
+
+def test_scan_logs_finds_a_live_key_in_any_usual_form_and_names_it_by_id(
+    run: Any, tmp_path: Path, database_url: str
+) -> None:
+    from urllib.parse import quote
+
+    from control.keys.service import fingerprint
+    from tests.factories import fake_anthropic_key
+
+    env = _env(tmp_path, database_url)
+    live, revoked, stranger = fake_anthropic_key(), fake_anthropic_key(), fake_anthropic_key()
+
+    async def store_keys() -> None:
+        from control.db.engine import create_engine
+        from control.db.schema import api_keys
+        from tests.factories import make_tenant
+
+        engine = create_engine(database_url)
+        tenant = await make_tenant(engine)
+        now = dt.datetime.now(dt.UTC)
+        async with engine.begin() as conn:
+            for key_id, key, revoked_at in (
+                ("key_live", live, None),
+                ("key_gone", revoked, now),
+            ):
+                await conn.execute(
+                    api_keys.insert().values(
+                        id=key_id, tenant_id=tenant.tenant_id, format_version=1,
+                        last_four=key[-4:], fingerprint=fingerprint(key.encode()),
+                        created_at=now, revoked_at=revoked_at,
+                    )
+                )  # fmt: skip
+        await engine.dispose()
+
+    asyncio.run(store_keys())
+    log = tmp_path / "app.log"
+    log.write_text(
+        "\n".join(
+            [
+                '{"event": "fine", "tokens": 12}',
+                json.dumps({"headers": {"x-api-key": live}}),  # plain, inside JSON
+                json.dumps(json.dumps({"k": live + "xyz"})),  # JSON in JSON, with a tail
+                "GET /?key=" + quote(live, safe=""),  # percent-encoded
+                "revoked " + revoked,  # no longer live: not reported
+                "stranger " + stranger,  # not a customer key here
+            ]
+        )
+    )
+    code, out, err = run(env, "control", "scan-logs", str(log))
+    assert code == 1
+    found = [json.loads(line) for line in out.splitlines()]
+    assert [(f["line"], f["key_id"], f["last4"]) for f in found] == [
+        (2, "key_live", live[-4:]),
+        (3, "key_live", live[-4:]),
+        (4, "key_live", live[-4:]),
+    ]
+    assert live not in out + err
+    clean = tmp_path / "clean.log"
+    clean.write_text('{"event": "fine"}\n')
+    code, _, err = run(env, "control", "scan-logs", str(clean))
+    assert code == 0
+    assert "0 line(s)" in err
+    code, _, err = run(env, "control", "scan-logs", str(tmp_path / "missing.log"))
+    assert code == 1
+    assert "no such file" in err

@@ -1,0 +1,88 @@
+"""The fingerprint canary: find customer keys in log files without knowing the keys.
+
+The database holds the SHA-256 fingerprint of every stored key (never the key). Each line
+of a log file is searched for anything shaped like an Anthropic key, in the forms logs
+mangle secrets into (JSON-escaped, percent-encoded); every candidate is hashed and looked
+up among the fingerprints of live keys. A match names the key by id and last four
+characters, never by value. `metrux control scan-logs FILE…` exits 1 on any match.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from urllib.parse import unquote
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from control.db.schema import api_keys
+
+# Over-matching is harmless (a candidate is only reported when its hash is a live key's).
+_CANDIDATE = re.compile(r"sk-ant-[A-Za-z0-9_-]{8,300}")
+MAX_LINE_CHARS = 1024 * 1024
+MIN_KEY_CHARS = 20
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LiveKey:
+    id: str
+    tenant_id: str
+    last4: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Finding:
+    path: str
+    line: int
+    key: LiveKey
+
+
+async def live_fingerprints(engine: AsyncEngine) -> dict[str, LiveKey]:
+    query = select(
+        api_keys.c.id, api_keys.c.tenant_id, api_keys.c.last_four, api_keys.c.fingerprint
+    ).where(api_keys.c.revoked_at.is_(None))
+    async with engine.connect() as conn:
+        rows = (await conn.execute(query)).all()
+    return {row.fingerprint: LiveKey(row.id, row.tenant_id, row.last_four) for row in rows}
+
+
+def _forms(line: str) -> Iterator[str]:
+    yield line
+    if "%" in line:
+        yield unquote(line)
+    if "\\" in line:
+        yield line.encode("utf-8", "surrogateescape").decode("unicode_escape", "ignore")
+
+
+def _candidates(line: str) -> set[str]:
+    found: set[str] = set()
+    for form in _forms(line[:MAX_LINE_CHARS]):
+        for match in _CANDIDATE.finditer(form):
+            token = match.group()
+            # Characters that follow a key in a log line can be swallowed by the pattern:
+            # try every prefix too (cheap: lines with candidates are rare).
+            found.update(token[:end] for end in range(MIN_KEY_CHARS, len(token) + 1))
+    return found
+
+
+def scan_lines(
+    path: str, lines: Iterable[str], fingerprints: Mapping[str, LiveKey]
+) -> Iterator[Finding]:
+    for number, line in enumerate(lines, start=1):
+        for token in _candidates(line):
+            digest = "sha256:" + hashlib.sha256(token.encode()).hexdigest()
+            key = fingerprints.get(digest)
+            if key is not None:
+                yield Finding(path, number, key)
+
+
+def scan_files(paths: Iterable[Path], fingerprints: Mapping[str, LiveKey]) -> list[Finding]:
+    findings: list[Finding] = []
+    for path in paths:
+        with path.open(encoding="utf-8", errors="surrogateescape") as lines:
+            findings.extend(scan_lines(str(path), lines, fingerprints))
+    return findings
