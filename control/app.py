@@ -16,6 +16,8 @@ from control.email.sender import make_sender
 from control.evidence.views import routes as evidence_routes
 from control.guard.blocklist import Blocklist, BlockPolicy
 from control.guard.middleware import guard_middleware
+from control.identity.views import install_verifier
+from control.identity.views import routes as identity_routes
 from control.invites.views import routes as invite_routes
 from control.keys.monitor import KeyMonitor
 from control.keys.validation import AnthropicKeyChecker
@@ -121,6 +123,7 @@ def create_app(settings: Settings, *, workers: bool = False) -> web.Application:
     app[appkeys.settings] = settings
     app[appkeys.prices] = PriceTable.load(settings.prices_file)
     app[appkeys.metrics] = ControlMetrics()
+    install_verifier(app)
     app.cleanup_ctx.extend([database_ctx, redis_ctx, keys_ctx])
     if workers:
         app.cleanup_ctx.append(workers_ctx)
@@ -134,6 +137,7 @@ def create_app(settings: Settings, *, workers: bool = False) -> web.Application:
         audit_routes,
         candidate_routes,
         evidence_routes,
+        identity_routes,
     ):
         app.add_routes(routes)
     return app

@@ -2,7 +2,7 @@
 
 Every token is 256 bits from `secrets` behind a type prefix (`mxk_` member API token, `mxs_`
 session/sandbox token, `mxb_` proxy bootstrap token, `mxi_` invite token, `mxg_` grader
-token, `mxc_` candidate token, `mxo_` platform operator token, `mxr_` report link), so
+token, `mxc_` candidate token, `mxo_` platform operator token, `mxr_` report link, `mxm_` member browser session, `mxf_` its CSRF token), so
 redaction and secret scanners can spot them. Only the SHA-256 hex digest is stored; lookups
 go by digest, so no secret is ever compared byte by byte in Python.
 """
@@ -25,6 +25,8 @@ class TokenKind(StrEnum):
     CANDIDATE = "mxc"
     OPERATOR = "mxo"
     REPORT = "mxr"
+    MEMBER_SESSION = "mxm"  # a signed-in member's browser session (cookie)
+    CSRF = "mxf"
 
 
 TOKEN_BYTES = 32  # 256 bits

@@ -336,3 +336,20 @@ report_links = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("created_by", String(100)),
 )
+
+# Browser sessions of members who signed in through the identity provider (OIDC handoff).
+# Only hashes of the cookie and CSRF tokens are stored; revoking is setting revoked_at.
+member_sessions = Table(
+    "member_sessions",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    _id("member_id", ForeignKey("members.id", ondelete="CASCADE"), nullable=False, index=True),
+    _id("tenant_id", nullable=False),
+    Column("csrf_hash", String(64), nullable=False),
+    Column("role", String(16), nullable=False),  # the role it was issued for
+    Column("subject", String(255)),  # the identity provider's `sub`
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("revoked_at", UTCDateTime),
+    Column("revoked_reason", String(32)),
+)

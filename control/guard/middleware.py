@@ -20,6 +20,7 @@ from control import appkeys
 from control.audit.actions import ActorType
 from control.audit.store import Actor
 from control.guard.routes import is_credential_failure, route_class
+from control.identity.sessions import SESSION_COOKIE
 from control.web.context import client_ip, request_id_key, user_agent
 from control.web.endpoint import endpoint_of
 from control.web.errors import ApiError, Handler
@@ -28,7 +29,6 @@ from core.settings import RouteClass
 
 log = structlog.get_logger(__name__)
 LIMITER_TIMEOUT_S = 0.25
-SESSION_COOKIE = "metrux_session"
 
 
 def _credential(request: web.Request) -> str | None:

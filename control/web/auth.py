@@ -1,6 +1,11 @@
 """Authentication and role enforcement, for every route from its declared `Endpoint`.
 
-Members send `Authorization: Bearer mxk_…`; candidates `mxc_…` on their own routes.
+Members send `Authorization: Bearer mxk_…`, or (signed in through the identity provider)
+the `metrux_session` cookie; a cookie-authenticated request that changes something must
+carry the session's CSRF token in `X-CSRF-Token` and, if it sends an Origin, come from
+the service's own origin. A session whose member's role changed since it was issued is
+rotated: the old cookie dies and the response carries a new one. Candidates send
+`mxc_…` on their own routes.
 Platform operators send `mxo_…` with `X-Metrux-Tenant: <tenant id>` and may call any member
 route that only reads (GET); each such read is written to that tenant's audit log first.
 """
@@ -9,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from urllib.parse import urlsplit
 
 from aiohttp import web
 from sqlalchemy import select
@@ -20,6 +26,8 @@ from control.audit.store import Actor
 from control.candidates import service as candidate_service
 from control.candidates.service import Candidate
 from control.db.schema import members, operators, tenants
+from control.identity import sessions as member_sessions
+from control.identity.sessions import CSRF_HEADER, SESSION_COOKIE, IssuedSession
 from control.web.context import client_ip, request_id_key, user_agent
 from control.web.endpoint import Auth, Endpoint, Role, endpoint_of
 from control.web.errors import ApiError, Handler, not_found, unauthenticated
@@ -32,12 +40,15 @@ class Principal:
     member_id: str | None  # None for a platform operator
     role: Role
     operator_id: str | None = None
+    session_hash: str | None = None  # set when authenticated by a browser session cookie
 
 
 principal_key = web.RequestKey("principal", Principal)
+rotated_key = web.RequestKey("rotated_session", IssuedSession)
 candidate_key = web.RequestKey("candidate", Candidate)
 OPERATOR_TENANT_HEADER = "X-Metrux-Tenant"
 _READS = frozenset({"GET", "HEAD"})
+_SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def _unauthenticated() -> ApiError:
@@ -55,6 +66,8 @@ def bearer_token(request: web.Request) -> str | None:
 
 async def authenticate(request: web.Request) -> Principal:
     token = bearer_token(request)
+    if token is None and request.cookies.get(SESSION_COOKIE):
+        return await _authenticate_session(request, request.cookies[SESSION_COOKIE])
     kind = token_kind(token) if token is not None else None
     if kind is TokenKind.OPERATOR and token is not None:
         return await _authenticate_operator(request, token)
@@ -113,6 +126,51 @@ async def _authenticate_operator(request: web.Request, token: str) -> Principal:
     return Principal(tenant_id=tenant_id, member_id=None, role=Role.OWNER, operator_id=operator.id)
 
 
+def _same_origin(request: web.Request) -> bool:
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return True  # not a browser cross-site request (browsers send Origin on POSTs)
+    own = urlsplit(request.app[appkeys.settings].public_url)
+    theirs = urlsplit(origin)
+    return (theirs.scheme, theirs.netloc) == (own.scheme, own.netloc)
+
+
+async def _authenticate_session(request: web.Request, cookie: str) -> Principal:
+    now = dt.datetime.now(dt.UTC)
+    async with request.app[appkeys.engine].begin() as conn:
+        live = await member_sessions.find_live(conn, cookie, now)
+        if live is None:
+            raise unauthenticated("your session has ended: sign in again", realm="metrux")
+        if request.method not in _SAFE:
+            if not _same_origin(request):
+                raise ApiError(403, "permission_error", "cross-origin request refused")
+            if not live.csrf_matches(request.headers.get(CSRF_HEADER)):
+                raise ApiError(
+                    403, "permission_error", f"missing or wrong CSRF token (send {CSRF_HEADER})"
+                )
+        session_hash = live.token_hash
+        if live.current_role != live.issued_role:
+            # The member's privileges changed: this cookie is retired and a new one issued.
+            await member_sessions.revoke(conn, live.token_hash, "role_changed", now)
+            rotated = await member_sessions.issue(
+                conn,
+                member_id=live.member_id,
+                tenant_id=live.tenant_id,
+                role=live.current_role,
+                subject=None,
+                lifetime=live.expires_at - now,
+                now=now,
+            )
+            request[rotated_key] = rotated
+            session_hash = hash_token(rotated.token)
+    return Principal(
+        tenant_id=live.tenant_id,
+        member_id=live.member_id,
+        role=Role(live.current_role),
+        session_hash=session_hash,
+    )
+
+
 def _route_endpoint(request: web.Request) -> Endpoint | None:
     return endpoint_of(request.match_info.handler)
 
@@ -139,7 +197,37 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
                 f"{', '.join(sorted(r.value for r in meta.access))}",
             )
         request[principal_key] = principal
-    return await handler(request)
+    rotated = request.get(rotated_key)
+    if rotated is None:
+        return await handler(request)
+    try:
+        response = await handler(request)
+    except ApiError as exc:
+        exc.headers = {**exc.headers, **_cookie_headers(rotated)}
+        raise
+    set_session_cookie(response, rotated)
+    return response
+
+
+def _cookie_headers(issued: IssuedSession) -> dict[str, str]:
+    response = web.Response()
+    set_session_cookie(response, issued)
+    return {"Set-Cookie": response.headers["Set-Cookie"], CSRF_HEADER: issued.csrf_token}
+
+
+def set_session_cookie(response: web.StreamResponse, issued: IssuedSession) -> None:
+    """The session cookie: HttpOnly, Secure, SameSite=Lax; its CSRF token in a header."""
+    lifetime = issued.expires_at - dt.datetime.now(dt.UTC)
+    response.set_cookie(
+        SESSION_COOKIE,
+        issued.token,
+        max_age=max(0, int(lifetime.total_seconds())),
+        path="/",
+        httponly=True,
+        secure=True,
+        samesite="Lax",
+    )
+    response.headers[CSRF_HEADER] = issued.csrf_token
 
 
 def current_principal(request: web.Request) -> Principal:

@@ -3,6 +3,7 @@ route refuses a missing token, a malformed or unknown token, and every role not 
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
 from typing import Any
@@ -11,6 +12,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from control.app import create_app
+from control.identity import sessions as member_sessions
 from control.web.endpoint import Auth, Role, endpoint_of
 from core.settings import Settings
 from core.tokens import TokenKind, new_token
@@ -52,6 +54,7 @@ def test_only_ops_and_invite_token_routes_are_open_and_only_attach_takes_a_boots
         "/metrics",
         "/openapi.json",
         "/readyz",
+        "/v1/auth/handoff",
         "/v1/invites/{token}",
         "/v1/invites/{token}/accept",
     ]
@@ -103,6 +106,8 @@ async def test_unauthenticated_calls_are_refused(client: Any, method: str, path:
         bearer("not-a-token"),
         bearer(new_token(TokenKind.MEMBER)),  # well-formed, unknown
         bearer(new_token(TokenKind.SESSION)),  # a token of another kind
+        {"Cookie": f"metrux_session={new_token(TokenKind.MEMBER_SESSION)}"},  # forged cookie
+        {"Cookie": "metrux_session=garbage"},
     ):
         async with client.request(method, _concrete(path), headers=headers, json={}) as r:
             assert r.status == 401, headers
@@ -127,5 +132,39 @@ async def test_roles_outside_the_declaration_are_refused(
         ) as r:
             token = (await r.json())["token"]
         async with client.request(method, _concrete(path), headers=bearer(token), json={}) as r:
+            assert r.status == 403, role
+            assert (await r.json())["error"]["type"] == "permission_error"
+
+
+@pytest.mark.parametrize(("method", "path"), PROTECTED)
+async def test_roles_outside_the_declaration_are_refused_with_a_session_cookie_too(
+    client: Any, engine: AsyncEngine, method: str, path: str
+) -> None:
+    """The same declaration holds for members signed in through the identity provider."""
+    handler = next(h for m, p, h in ROUTES if (m, p) == (method, path))
+    allowed = endpoint_of(handler).access
+    tenant = await make_tenant(engine)
+    now = dt.datetime.now(dt.UTC)
+    for role in Role:
+        if role in allowed:
+            continue
+        async with client.post(
+            "/v1/members",
+            json={"email": f"{role}@example.com", "role": role.value},
+            headers=tenant.auth,
+        ) as r:
+            member_id = (await r.json())["id"]
+        async with engine.begin() as conn:
+            issued = await member_sessions.issue(
+                conn, member_id=member_id, tenant_id=tenant.tenant_id, role=role.value,
+                subject=None, lifetime=dt.timedelta(hours=1), now=now,
+            )  # fmt: skip
+        async with client.request(
+            method,
+            _concrete(path),
+            cookies={"metrux_session": issued.token},
+            headers={"X-CSRF-Token": issued.csrf_token},
+            json={},
+        ) as r:
             assert r.status == 403, role
             assert (await r.json())["error"]["type"] == "permission_error"
