@@ -2,9 +2,10 @@
 
 Every token is 256 bits from `secrets` behind a type prefix (`mxk_` member API token, `mxs_`
 session/sandbox token, `mxb_` proxy bootstrap token, `mxi_` invite token, `mxg_` grader
-token, `mxc_` candidate token, `mxo_` platform operator token, `mxr_` report link, `mxm_` member browser session, `mxf_` its CSRF token), so
-redaction and secret scanners can spot them. Only the SHA-256 hex digest is stored; lookups
-go by digest, so no secret is ever compared byte by byte in Python.
+token, `mxc_` candidate token, `mxo_` platform operator token, `mxr_` report link, `mxm_`
+member browser session, `mxf_` its CSRF token), so redaction and secret scanners can spot
+them. Only the SHA-256 hex digest is stored; lookups go by digest, so no secret is ever
+compared byte by byte in Python.
 """
 
 from __future__ import annotations

@@ -154,6 +154,7 @@ async def serve(
 
     from core.crypto.envelope import UnwrapError
     from core.crypto.kek import KekError, load_kek
+    from core.ratelimit import RateLimiter
     from core.redis_names import RedisNames
     from core.redis_server import redis_url
     from core.tasks import spawn
@@ -179,11 +180,16 @@ async def serve(
         status = "503: the key-encryption service is unavailable" if unavailable else "error"
         retry = "; the bootstrap token is re-armed, retry" if rearmed else ""
         raise AttachError(f"could not unwrap the session's key ({status}: {exc}){retry}") from None
-    session = ProxySession(
-        info, key, rate_per_s=settings.proxy_rate_per_s, burst=settings.proxy_burst
-    )
     redis = Redis.from_url(await asyncio.to_thread(redis_url, settings), socket_timeout=5)
     names = RedisNames(settings.redis_prefix)
+    session = ProxySession(
+        info,
+        key,
+        rate_per_s=settings.proxy_rate_per_s,
+        burst=settings.proxy_burst,
+        limiter=RateLimiter(redis),
+        names=names,
+    )
     publisher = UsagePublisher(redis, names.usage_stream)
     watcher = SignalWatcher(
         redis,

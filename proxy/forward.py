@@ -43,8 +43,9 @@ async def forward(
     body: bytes,
     stream: bool,
     recorder: CallRecorder,
+    allowed_betas: frozenset[str] | None = None,
 ) -> web.StreamResponse:
-    headers = upstream_headers(request.headers.items(), api_key)
+    headers = upstream_headers(request.headers.items(), api_key, allowed_betas)
     try:
         with wiping_header_blocks():
             return await _exchange(request, client, upstream_url, headers, body, stream, recorder)

@@ -9,10 +9,13 @@ from typing import Any
 
 import structlog
 
+from core.ratelimit import RateLimiter
+from core.redis_names import RedisNames
 from core.transcript import ChainHead, next_link
 from core.usage import UsageRecord
 from proxy.keyring import SessionKey
-from proxy.limits import BadTokenLockout, SessionBudget, TokenBucket
+from proxy.limits import BadTokenLockout, SessionBudget
+from proxy.ratelimit import SharedRateLimit
 
 log = structlog.get_logger(__name__)
 
@@ -28,6 +31,7 @@ class SessionInfo:
     max_requests: int | None = None
     max_output_tokens: int | None = None
     allowed_models: list[str] | None = None
+    allowed_betas: frozenset[str] | None = None  # None: every anthropic-beta passes
     chain_head: ChainHead | None = None  # None: the session's first proxy
 
     @classmethod
@@ -44,6 +48,9 @@ class SessionInfo:
             max_requests=limits.get("max_requests"),
             max_output_tokens=limits.get("max_output_tokens"),
             allowed_models=limits.get("allowed_models"),
+            allowed_betas=(
+                frozenset(limits["allowed_betas"]) if limits.get("allowed_betas") else None
+            ),
             chain_head=ChainHead(int(head["seq"]), str(head["link"])) if head else None,
         )
 
@@ -58,6 +65,8 @@ class ProxySession:
         *,
         rate_per_s: float = 10.0,
         burst: int = 100,
+        limiter: RateLimiter | None = None,
+        names: RedisNames | None = None,
     ) -> None:
         self.info = info
         self.key = key
@@ -66,7 +75,10 @@ class ProxySession:
             max_output_tokens=info.max_output_tokens,
             allowed_models=info.allowed_models,
         )
-        self.rate = TokenBucket(rate_per_s, burst)
+        # In Redis when a limiter is given (the real proxy), else in this process only.
+        self.rate = SharedRateLimit(
+            limiter, names or RedisNames(), info.session_id, rate_per_s, burst
+        )
         self.lockout = BadTokenLockout()
         self.stopped = asyncio.Event()
         self.stop_reason: str | None = None

@@ -187,6 +187,7 @@ sessions = Table(
     Column("max_requests", Integer),
     Column("max_output_tokens", Integer),
     Column("allowed_models", JSON),
+    Column("allowed_betas", JSON),  # anthropic-beta values the proxy passes; NULL: all
     Column("created_at", UTCDateTime, nullable=False),
     Column("created_by", String(100)),
     Column("updated_at", UTCDateTime, nullable=False),
@@ -284,6 +285,7 @@ invites = Table(
     Column("max_requests", Integer),
     Column("max_output_tokens", Integer),
     Column("allowed_models", JSON),
+    Column("allowed_betas", JSON),
     Column("expires_at", UTCDateTime, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("created_by", String(100)),

@@ -102,9 +102,8 @@ async def _check(request: web.Request, ip: str, limited: RouteClass) -> Decision
     if credential is not None:
         limits.append((names.rate_key(limited.value, "id", credential), rate))
     try:
-        return await asyncio.wait_for(
-            app[appkeys.limiter].check(names.block_key(ip), limits), LIMITER_TIMEOUT_S
-        )
+        async with asyncio.timeout(LIMITER_TIMEOUT_S):
+            return await app[appkeys.limiter].check(names.block_key(ip), limits)
     except (RedisError, OSError, TimeoutError) as exc:
         log.error("rate_limiter_unavailable", error=type(exc).__name__, route_class=limited)
         app[appkeys.metrics].limiter_unavailable.inc()

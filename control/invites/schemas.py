@@ -7,6 +7,7 @@ import datetime as dt
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from control.members.schemas import normalise_email
+from control.sessions.schemas import BETA_NAME
 
 
 class InviteCreate(BaseModel):
@@ -19,8 +20,20 @@ class InviteCreate(BaseModel):
     max_requests: int | None = Field(None, ge=1, le=1_000_000)
     max_output_tokens: int | None = Field(None, ge=1, le=1_000_000_000)
     allowed_models: list[str] | None = Field(None, min_length=1, max_length=50)
+    allowed_betas: list[str] | None = Field(
+        None,
+        max_length=50,
+        description="anthropic-beta values the proxy passes on (others are dropped); default: all",
+    )
 
     _email = field_validator("candidate_email")(normalise_email)
+
+    @field_validator("allowed_betas")
+    @classmethod
+    def _beta_names(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and any(not BETA_NAME.fullmatch(b) for b in value):
+            raise ValueError("beta names are 1 to 100 of a-z 0-9 . _ -")
+        return value
 
 
 class InviteOut(BaseModel):

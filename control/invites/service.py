@@ -82,6 +82,7 @@ async def create_invite(
                 max_requests=request.max_requests,
                 max_output_tokens=request.max_output_tokens,
                 allowed_models=request.allowed_models,
+                allowed_betas=request.allowed_betas,
                 expires_at=now + dt.timedelta(hours=request.expires_in_hours),
                 created_at=now,
                 created_by=actor.id,
@@ -184,6 +185,7 @@ async def accept_invite(
             max_requests=row.max_requests,
             max_output_tokens=row.max_output_tokens,
             allowed_models=row.allowed_models,
+            allowed_betas=row.allowed_betas,
         )
         created = await issue_session(conn, actor, tenant_id=row.tenant_id, terms=terms, now=now)
         result = await conn.execute(

@@ -53,6 +53,7 @@ class AttachGrant:
                 "max_requests": s.max_requests,
                 "max_output_tokens": s.max_output_tokens,
                 "allowed_models": s.allowed_models,
+                "allowed_betas": s.allowed_betas,
             },
             "chain_head": (
                 {"seq": self.chain_head[0], "link": self.chain_head[1]} if self.chain_head else None

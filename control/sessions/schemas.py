@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -10,6 +11,9 @@ from control.members.schemas import normalise_email
 
 DEFAULT_DURATION = dt.timedelta(hours=3)
 MAX_DURATION = dt.timedelta(days=14)
+
+
+BETA_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,99}")
 
 
 class SessionCreate(BaseModel):
@@ -21,6 +25,11 @@ class SessionCreate(BaseModel):
     max_requests: int | None = Field(None, ge=1, le=1_000_000)
     max_output_tokens: int | None = Field(None, ge=1, le=1_000_000_000)
     allowed_models: list[str] | None = Field(None, min_length=1, max_length=50)
+    allowed_betas: list[str] | None = Field(
+        None,
+        max_length=50,
+        description="anthropic-beta values the proxy passes on (others are dropped); default: all",
+    )
 
     _email = field_validator("candidate_email")(normalise_email)
 
@@ -38,11 +47,19 @@ class SessionCreate(BaseModel):
             raise ValueError("model names are 1 to 200 characters")
         return value
 
+    @field_validator("allowed_betas")
+    @classmethod
+    def _beta_names(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and any(not BETA_NAME.fullmatch(b) for b in value):
+            raise ValueError("beta names are 1 to 100 of a-z 0-9 . _ -")
+        return value
+
 
 class Limits(BaseModel):
     max_requests: int | None
     max_output_tokens: int | None
     allowed_models: list[str] | None
+    allowed_betas: list[str] | None = None
 
 
 class SessionOut(BaseModel):

@@ -62,6 +62,7 @@ class SessionTerms:
     max_requests: int | None = None
     max_output_tokens: int | None = None
     allowed_models: list[str] | None = None
+    allowed_betas: list[str] | None = None
 
 
 async def audit_session(
@@ -150,6 +151,7 @@ async def issue_session(
         max_requests=terms.max_requests,
         max_output_tokens=terms.max_output_tokens,
         allowed_models=terms.allowed_models,
+        allowed_betas=terms.allowed_betas,
         created_at=now,
         created_by=actor.id,
         updated_at=now,
@@ -186,6 +188,7 @@ async def create_session(
         max_requests=request.max_requests,
         max_output_tokens=request.max_output_tokens,
         allowed_models=request.allowed_models,
+        allowed_betas=request.allowed_betas,
     )
     async with engine.begin() as conn:
         created = await issue_session(conn, actor, tenant_id=tenant_id, terms=terms, now=now)

@@ -27,6 +27,7 @@ class SessionRecord:
     max_requests: int | None
     max_output_tokens: int | None
     allowed_models: list[str] | None
+    allowed_betas: list[str] | None
     created_at: dt.datetime
     updated_at: dt.datetime
     ended_at: dt.datetime | None

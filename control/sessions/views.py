@@ -40,6 +40,7 @@ def _out(session: SessionRecord, proxy_online: bool | None = None) -> SessionOut
             max_requests=session.max_requests,
             max_output_tokens=session.max_output_tokens,
             allowed_models=session.allowed_models,
+            allowed_betas=session.allowed_betas,
         ),
         created_at=session.created_at,
         updated_at=session.updated_at,

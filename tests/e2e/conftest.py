@@ -23,6 +23,7 @@ from control.app import create_app as create_control_app
 from control.usage import store as usage_store
 from control.workers import usage_ingester
 from core.crypto.kek import load_kek
+from core.ratelimit import RateLimiter
 from core.redis_names import RedisNames
 from core.settings import Settings
 from core.tasks import spawn
@@ -103,7 +104,7 @@ async def start_proxy_for(
 ) -> tuple[ProxySession, UsagePublisher, SignalWatcher, Any, list[asyncio.Task[Any]]]:
     grant = await fetch_grant(control_url, session_id, bootstrap)
     info, key = await arm_key(grant, load_kek(settings))
-    session = ProxySession(info, key)
+    session = ProxySession(info, key, limiter=RateLimiter(redis), names=names)
     publisher = UsagePublisher(redis, names.usage_stream)
     watcher = SignalWatcher(
         redis,

@@ -9,8 +9,10 @@ import json
 import aiohttp
 import anthropic
 import pytest
+from redis.asyncio import Redis
 
-from proxy.limits import TokenBucket
+from core.ratelimit import RateLimiter
+from proxy.ratelimit import SharedRateLimit
 from tests.e2e.conftest import Stack
 from tests.fakes.anthropic import MODEL, JsonReply, StreamReply
 
@@ -130,7 +132,9 @@ async def test_output_budget_is_reserved_then_settled(stack: Stack) -> None:
 
 
 async def test_request_rate_limit_is_a_marked_429(stack: Stack) -> None:
-    stack.proxy.rate = TokenBucket(rate_per_s=0.5, burst=2)
+    stack.proxy.rate = SharedRateLimit(
+        RateLimiter(stack.redis), stack.names, stack.session_id, rate_per_s=0.5, burst=2
+    )
     client = stack.sdk()
     for _ in range(2):
         await client.messages.count_tokens(model=MODEL, messages=PROMPT)
@@ -140,6 +144,26 @@ async def test_request_rate_limit_is_a_marked_429(stack: Stack) -> None:
     assert int(headers["retry-after"]) >= 1
     assert headers["x-metrux-proxy-error"] == "1"
     assert len(stack.fake.requests) == 2
+    limiter_keys = [k async for k in stack.redis.scan_iter(match=f"{stack.names.prefix}rl:proxy:*")]
+    assert len(limiter_keys) == 2  # per caller and per address, both expiring
+    assert all([await stack.redis.pttl(k) > 0 for k in limiter_keys])
+
+
+async def test_without_redis_the_proxy_limits_in_process(stack: Stack) -> None:
+    """The shared limiter's Redis is gone: calls go on under the local bucket (fail open)."""
+    dead = Redis.from_url("redis://127.0.0.1:9/0", socket_connect_timeout=0.05)
+    stack.proxy.rate = SharedRateLimit(
+        RateLimiter(dead), stack.names, stack.session_id, rate_per_s=0.5, burst=2
+    )
+    client = stack.sdk()
+    try:
+        for _ in range(2):
+            await client.messages.count_tokens(model=MODEL, messages=PROMPT)
+        with pytest.raises(anthropic.RateLimitError):
+            await client.messages.count_tokens(model=MODEL, messages=PROMPT)
+    finally:
+        await dead.aclose()
+    assert stack.proxy.rate.fallbacks == 3
 
 
 async def test_claude_code_startup_burst_with_a_good_token_is_never_throttled(stack: Stack) -> None:
