@@ -8,13 +8,16 @@ FROM python:3.11-slim AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 RUN python -m venv /opt/metrux
 WORKDIR /src
+# Dependencies exactly as locked, each file checked against its hash (scripts/lock).
+COPY requirements/runtime.lock requirements/runtime.lock
+RUN /opt/metrux/bin/pip install --require-hashes --no-deps -r requirements/runtime.lock
 COPY pyproject.toml README.md ./
 COPY core core
 COPY control control
 COPY proxy proxy
 COPY sandbox sandbox
 # A regular (not editable) install: the runtime stage copies only the virtualenv.
-RUN /opt/metrux/bin/pip install ".[aws,sentry]"
+RUN /opt/metrux/bin/pip install --no-deps . && /opt/metrux/bin/pip check
 
 FROM python:3.11-slim AS runtime
 RUN groupadd --system --gid 10001 metrux \
