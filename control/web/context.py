@@ -63,6 +63,8 @@ async def parse_json(request: web.Request, model: type[_M]) -> _M:
         data = json.loads(raw)
     except UnicodeDecodeError:
         raise ApiError(400, "invalid_request_error", "body is not valid UTF-8") from None
+    except RecursionError:
+        raise ApiError(400, "invalid_request_error", "body is nested too deeply") from None
     except json.JSONDecodeError as exc:
         raise ApiError(
             400, "invalid_request_error", f"body is not valid JSON: {exc.msg} at {exc.pos}"

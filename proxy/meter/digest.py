@@ -35,12 +35,17 @@ class RequestFacts:
 
 
 def request_facts(body: bytes) -> RequestFacts:
-    """What the meter and the limits need from a Messages request body."""
+    """What the meter and the limits need from a Messages request body. A body that is not
+    a JSON object (or nests too deeply for Python's parser) is forwarded all the same,
+    metered by its digest alone; Anthropic answers it."""
     digest = sha256_hex(body)
     try:
-        data = json.loads(body) if body else None
-    except ValueError:
-        data = None
+        return _facts(digest, json.loads(body) if body else None)
+    except (ValueError, RecursionError):
+        return RequestFacts(request_sha256=digest)
+
+
+def _facts(digest: str, data: Any) -> RequestFacts:
     if not isinstance(data, dict):
         return RequestFacts(request_sha256=digest)
     max_tokens = data.get("max_tokens")

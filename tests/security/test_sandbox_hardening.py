@@ -159,3 +159,11 @@ async def test_a_slow_loris_cannot_hold_the_proxy(stack: Stack) -> None:
     assert status == 200
     writer.close()
     del reader
+
+
+async def test_a_body_too_deep_to_parse_is_still_relayed_not_a_proxy_error(stack: Stack) -> None:
+    deep = b'{"model": "' + MODEL.encode() + b'", "messages": ' + b"[" * 20000 + b"]" * 20000 + b"}"
+    _, received = await _raw(stack, _request(stack, body=deep))
+    assert b"x-metrux-proxy-error" not in received.lower()
+    assert len(stack.fake.requests) == 1
+    assert stack.fake.requests[0].body == deep
