@@ -67,3 +67,23 @@ def test_sentry_events_are_scrubbed_before_they_leave(settings: Settings) -> Non
     assert options["before_send"] is scrub_event
     assert (options["send_default_pii"], options["include_local_variables"]) == (False, False)
     assert options["max_request_body_size"] == "never"
+
+
+async def test_no_client_chosen_text_becomes_a_metrics_label(client: Any) -> None:
+    """Redaction for metrics is by construction: labels are route templates, known methods
+    and statuses, so a key in a path or a made-up method never reaches /metrics."""
+    key = fake_anthropic_key()
+    async with client.get(f"/v1/sessions/{key}/usage") as r:
+        assert r.status == 401
+    async with client.get(f"/nowhere/{key}") as r:
+        assert r.status == 404
+    async with client.request("PROPFIND", "/v1/keys") as r:  # parsed, but not ours
+        assert r.status == 405
+    async with client.get("/metrics") as r:
+        text = await r.text()
+    assert key not in text
+    assert key[-16:] not in text
+    assert 'route="/v1/sessions/{session_id}/usage"' in text
+    assert 'route="unmatched"' in text
+    assert 'method="OTHER"' in text
+    assert "PROPFIND" not in text
