@@ -19,9 +19,12 @@ from collections.abc import Sequence
 from redis.asyncio import Redis
 
 # KEYS[1]: the blocklist entry (checked first; any value blocks, its TTL is the answer).
-# KEYS[2..n]: limiter keys; ARGV: emission interval and burst (ms, count) for each.
+# KEYS[2..n]: limiter keys. ARGV[1]: how many requests this is; ARGV[2]: 1 to record them
+# even past the limit (requests already made, reported afterwards); then the emission
+# interval and burst (ms, count) of each key.
 # Returns {0, remaining, reset_ms, limit} when admitted, {1, block_ttl_ms} when blocked,
-# {2, retry_after_ms, reset_ms, limit, index} when a limit refused (nothing advanced).
+# {2, retry_after_ms, reset_ms, limit, index} when a limit refused (nothing advanced,
+# unless recording was forced).
 _SCRIPT = """
 local block_ttl = redis.call('PTTL', KEYS[1])
 if block_ttl > 0 or block_ttl == -1 then
@@ -29,18 +32,22 @@ if block_ttl > 0 or block_ttl == -1 then
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local quantity = tonumber(ARGV[1])
+local force = ARGV[2] == '1'
 local new_tats = {}
+local refusal = nil
 local remaining, reset, limit = -1, 0, 0
 for i = 2, #KEYS do
-  local interval = tonumber(ARGV[(i - 2) * 2 + 1])
-  local burst = tonumber(ARGV[(i - 2) * 2 + 2])
+  local interval = tonumber(ARGV[(i - 2) * 2 + 3])
+  local burst = tonumber(ARGV[(i - 2) * 2 + 4])
   local tolerance = interval * burst
   local tat = tonumber(redis.call('GET', KEYS[i]) or now)
   if tat < now then tat = now end
-  local new_tat = tat + interval
+  local new_tat = tat + interval * quantity
   local allow_at = new_tat - tolerance
-  if now < allow_at then
-    return {2, allow_at - now, tat - now, burst, i - 1}
+  if now < allow_at and refusal == nil then
+    refusal = {2, allow_at - now, tat - now, burst, i - 1}
+    if not force then return refusal end
   end
   new_tats[i] = new_tat
   local left = math.floor((tolerance - (new_tat - now)) / interval)
@@ -51,6 +58,7 @@ end
 for i = 2, #KEYS do
   redis.call('SET', KEYS[i], new_tats[i], 'PX', math.max(1, new_tats[i] - now))
 end
+if refusal ~= nil then return refusal end
 return {0, math.max(remaining, 0), reset, limit}
 """
 
@@ -113,9 +121,19 @@ class RateLimiter:
     def __init__(self, redis: Redis) -> None:
         self._script = redis.register_script(_SCRIPT)
 
-    async def check(self, block_key: str, limits: Sequence[tuple[str, Rate]]) -> Decision:
+    async def check(
+        self,
+        block_key: str,
+        limits: Sequence[tuple[str, Rate]],
+        *,
+        quantity: int = 1,
+        record_anyway: bool = False,
+    ) -> Decision:
+        """Admit `quantity` requests, or refuse them all. With `record_anyway` (requests
+        already made, reported in a batch) they are charged even past the limit, and the
+        decision says how long to hold off."""
         keys = [block_key, *(key for key, _ in limits)]
-        args: list[int] = []
+        args: list[int] = [quantity, 1 if record_anyway else 0]
         for _, rate in limits:
             args += [rate.interval_ms, rate.count]
         result = await self._script(keys=keys, args=args)

@@ -245,6 +245,8 @@ async def serve(
         await asyncio.wait_for(session.idle.wait(), DRAIN_TIMEOUT_S)
     await runner.cleanup()
     flushed = await publisher.flush(FLUSH_TIMEOUT_S)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(session.rate.settled(), FLUSH_TIMEOUT_S)
     if metrics_runner is not None:
         await metrics_runner.cleanup()
     await watcher.withdraw()

@@ -48,13 +48,13 @@ def _key_cleared() -> ProxyError:
     return ProxyError(403, "permission_error", "this session has ended; its key is cleared")
 
 
-async def _admit(request: web.Request) -> str:
+def _admit(request: web.Request) -> str:
     """Checks before any body is read; returns the actor."""
     session = request.app[appkeys.session]
     actor = _authenticate(request)
     if not session.key.armed:
         raise _key_cleared()
-    wait = await session.rate.wait_time(_source(request), actor)
+    wait = session.rate.wait_time(_source(request), actor)
     if wait is not None:
         raise too_many("session request rate exceeded", wait)
     return actor
@@ -76,7 +76,7 @@ def _publish(app: web.Application, record: UsageRecord) -> None:
 async def _relay(request: web.Request, *, endpoint: str, generation: bool) -> web.StreamResponse:
     app = request.app
     session = app[appkeys.session]
-    actor = await _admit(request)
+    actor = _admit(request)
     body = await request.read() if request.can_read_body else b""
     facts = request_facts(body) if body else RequestFacts(request_sha256="")
     reservation = None

@@ -193,6 +193,7 @@ async def stack(
     # Let the publisher go idle first: redis-py can swallow a cancellation that lands
     # inside a pipeline's execute, as the proxy's own shutdown also avoids.
     assert await publisher.flush(10)
+    await asyncio.wait_for(session.rate.settled(), 5)
     stack_watcher.stop()
     for task in tasks:
         task.cancel()

@@ -144,6 +144,7 @@ async def test_request_rate_limit_is_a_marked_429(stack: Stack) -> None:
     assert int(headers["retry-after"]) >= 1
     assert headers["x-metrux-proxy-error"] == "1"
     assert len(stack.fake.requests) == 2
+    await stack.proxy.rate.settled()
     limiter_keys = [k async for k in stack.redis.scan_iter(match=f"{stack.names.prefix}rl:proxy:*")]
     assert len(limiter_keys) == 2  # per caller and per address, both expiring
     assert all([await stack.redis.pttl(k) > 0 for k in limiter_keys])
@@ -161,9 +162,30 @@ async def test_without_redis_the_proxy_limits_in_process(stack: Stack) -> None:
             await client.messages.count_tokens(model=MODEL, messages=PROMPT)
         with pytest.raises(anthropic.RateLimitError):
             await client.messages.count_tokens(model=MODEL, messages=PROMPT)
+        await stack.proxy.rate.settled()
     finally:
         await dead.aclose()
-    assert stack.proxy.rate.fallbacks == 3
+    assert stack.proxy.rate.fallbacks >= 1  # the charge to Redis failed; calls went on
+
+
+async def test_a_limit_recorded_in_redis_holds_for_a_new_proxy_of_the_session(
+    stack: Stack,
+) -> None:
+    """A proxy restarted for the same session inherits the limit its predecessor used up:
+    Redis refuses, and from the next call on so does the proxy."""
+    limiter = RateLimiter(stack.redis)
+    spent = SharedRateLimit(limiter, stack.names, stack.session_id, rate_per_s=0.1, burst=2)
+    for _ in range(2):
+        assert spent.wait_time("127.0.0.1", "candidate") is None
+    await spent.settled()
+    stack.proxy.rate = SharedRateLimit(
+        limiter, stack.names, stack.session_id, rate_per_s=0.1, burst=2
+    )
+    client = stack.sdk()
+    await client.messages.count_tokens(model=MODEL, messages=PROMPT)  # local bucket: fine
+    await stack.proxy.rate.settled()  # ...but Redis said the session's budget is spent
+    with pytest.raises(anthropic.RateLimitError):
+        await client.messages.count_tokens(model=MODEL, messages=PROMPT)
 
 
 async def test_claude_code_startup_burst_with_a_good_token_is_never_throttled(stack: Stack) -> None:
