@@ -31,6 +31,10 @@ class IdentityError(Exception):
     """The token is not acceptable; the message says why without echoing the token."""
 
 
+class KeysUnavailable(Exception):
+    """The identity provider's JWKS could not be fetched: nobody can be verified now."""
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Identity:
     subject: str
@@ -66,13 +70,15 @@ class JwksVerifier:
                     http.get(self._url) as response,
                 ):
                     if response.status != 200:
-                        raise IdentityError(
-                            f"identity provider keys unavailable ({response.status})"
-                        )
+                        raise KeysUnavailable(f"JWKS answered {response.status}")
                     document = json.loads(await response.read())
-            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            except (aiohttp.ClientError, TimeoutError, ValueError, KeysUnavailable) as exc:
                 log.error("jwks_fetch_failed", error=type(exc).__name__)
-                raise IdentityError("identity provider keys unavailable") from None
+                if self._keys and not forced:
+                    # Keep the keys we have; ask the provider again in a minute.
+                    self._fetched_at = time.monotonic() - CACHE_TTL_S + REFETCH_MIN_INTERVAL_S
+                    return
+                raise KeysUnavailable("identity provider keys unavailable") from None
             keys = {}
             for entry in document.get("keys", []) if isinstance(document, dict) else []:
                 try:

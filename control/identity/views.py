@@ -18,7 +18,7 @@ from control.audit import store as audit
 from control.audit.actions import ActorType, AuditAction
 from control.db.schema import members, tenants
 from control.identity import sessions
-from control.identity.oidc import MAX_TOKEN_CHARS, IdentityError, JwksVerifier
+from control.identity.oidc import MAX_TOKEN_CHARS, IdentityError, JwksVerifier, KeysUnavailable
 from control.members.schemas import normalise_email
 from control.web.auth import actor_for, current_principal, request_actor, set_session_cookie
 from control.web.context import parse_json
@@ -80,6 +80,13 @@ async def handoff(request: web.Request) -> web.Response:
         identity = await verifier.verify(body.token)
     except IdentityError as exc:
         raise unauthenticated(f"identity token refused: {exc}") from None
+    except KeysUnavailable:
+        raise ApiError(
+            503,
+            "unavailable",
+            "the identity provider's keys cannot be fetched; retry shortly",
+            headers={"Retry-After": "5"},
+        ) from None
     if identity.email is None or identity.email_verified is False:
         raise unauthenticated("identity token refused: it carries no verified email")
     email = normalise_email(identity.email)

@@ -193,6 +193,7 @@ def session() -> SessionRecord:
         max_requests=None,
         max_output_tokens=None,
         allowed_models=None,
+        allowed_betas=None,
         created_at=NOW,
         updated_at=NOW,
         ended_at=NOW,

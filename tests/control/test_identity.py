@@ -290,3 +290,20 @@ async def test_handoff_is_off_until_configured(client: Any) -> None:
     async with client.post("/v1/auth/handoff", json={"token": "x"}) as r:
         assert r.status == 404
         assert "not enabled" in (await r.json())["error"]["message"]
+
+
+async def test_an_unreachable_identity_provider_is_a_503_not_a_401(
+    aiohttp_client: Any, settings: Settings, idp: Any
+) -> None:
+    provider, _ = idp
+    down = dataclasses.replace(
+        settings,
+        oidc_jwks_url="http://127.0.0.1:9/.well-known/jwks.json",
+        oidc_issuer=ISSUER,
+        oidc_audience=AUDIENCE,
+    )
+    client = await aiohttp_client(create_app(down))
+    r = await _handoff(client, provider.token("dana@acme.example"))
+    assert r.status == 503
+    assert r.headers["Retry-After"] == "5"
+    assert (await r.json())["error"]["type"] == "unavailable"
