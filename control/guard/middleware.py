@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 
 import structlog
 from aiohttp import web
@@ -49,9 +50,9 @@ def _template(request: web.Request) -> str:
 
 
 def _blocked(decision: Decision) -> ApiError:
-    headers = {"Retry-After": str(max(1, round(decision.retry_after_s)))}
-    if decision.retry_after_s <= 0:
-        headers = {}
+    # A block with an end says when it ends; an operator's open-ended block does not.
+    seconds = math.ceil(decision.retry_after_s)
+    headers = {"Retry-After": str(seconds)} if seconds > 0 else {}
     return ApiError(
         403, "permission_error", "requests from this address are blocked", headers=headers
     )

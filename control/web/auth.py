@@ -150,8 +150,10 @@ async def _authenticate_session(request: web.Request, cookie: str) -> Principal:
                 )
         session_hash = live.token_hash
         if live.current_role != live.issued_role:
-            # The member's privileges changed: this cookie is retired and a new one issued.
-            await member_sessions.revoke(conn, live.token_hash, "role_changed", now)
+            # The member's privileges changed: this cookie is retired and a new one issued
+            # (once: a concurrent request that lost the race must sign in again).
+            if not await member_sessions.revoke(conn, live.token_hash, "role_changed", now):
+                raise unauthenticated("your session has ended: sign in again", realm="metrux")
             rotated = await member_sessions.issue(
                 conn,
                 member_id=live.member_id,
