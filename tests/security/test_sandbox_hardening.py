@@ -5,6 +5,7 @@ allowlist holds. Raw bytes on a socket, so nothing is normalised by a client lib
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 
 import pytest
@@ -67,14 +68,21 @@ SMUGGLING = {
 }
 
 
+def _assert_no_secret(stack: Stack, log_output: io.StringIO, *texts: bytes) -> None:
+    for secret in (stack.api_key, stack.api_key[-16:], stack.sandbox_token):
+        for text in (*texts, log_output.getvalue().encode()):
+            assert secret.encode() not in text
+
+
 @pytest.mark.parametrize("case", sorted(SMUGGLING))
 async def test_malformed_framing_is_refused_and_nothing_reaches_anthropic(
-    stack: Stack, case: str
+    stack: Stack, log_output: io.StringIO, case: str
 ) -> None:
     (extra,) = SMUGGLING[case]
-    status, _ = await _raw(stack, _request(stack, extra=extra))
+    status, received = await _raw(stack, _request(stack, extra=extra))
     assert 400 <= status < 500, case
     assert stack.fake.requests == []
+    _assert_no_secret(stack, log_output, received)
 
 
 async def test_a_pipelined_second_request_is_not_smuggled_past_the_first(stack: Stack) -> None:
@@ -104,9 +112,10 @@ async def test_a_pipelined_second_request_is_not_smuggled_past_the_first(stack: 
     ],
 )
 async def test_the_sandbox_cannot_redirect_or_relabel_the_upstream_call(
-    stack: Stack, target: str, host: str, extra: bytes
+    stack: Stack, log_output: io.StringIO, target: str, host: str, extra: bytes
 ) -> None:
-    status, _ = await _raw(stack, _request(stack, target=target, host=host, extra=extra))
+    status, received = await _raw(stack, _request(stack, target=target, host=host, extra=extra))
+    _assert_no_secret(stack, log_output, received)
     assert status == 200
     [seen] = stack.fake.requests
     assert seen.path_qs == "/v1/messages"
