@@ -118,23 +118,15 @@ class Blocklist:
         if not blocked:
             return None
         block = Block(ip, reason, "detector", now.isoformat(), length_ms // 1000, length_ms / 1000)
-        async with self._engine.begin() as conn:
-            await audit.record(
-                conn,
-                actor,
-                AuditAction.IP_BLOCK,
-                tenant_id=None,
-                target_type="ip",
-                target_id=ip,
-                details={
-                    "reason": reason,
-                    "seconds": block.seconds,
-                    "offence": offences,
-                    "failures_from_ip": ip_count,
-                    "failures_on_target": target_count,
-                    "source": "detector",
-                },
-            )
+        details = {
+            "reason": reason,
+            "seconds": block.seconds,
+            "offence": offences,
+            "failures_from_ip": ip_count,
+            "failures_on_target": target_count,
+            "source": "detector",
+        }
+        await self._audit(AuditAction.IP_BLOCK, ip, actor, details=details)
         return block
 
     async def add(self, ip: str, seconds: int | None, reason: str, actor: Actor) -> Block:
@@ -146,32 +138,32 @@ class Blocklist:
             "seconds": seconds or 0,
         }
         await self._redis.set(self.key(ip), json.dumps(entry), ex=seconds)
-        async with self._engine.begin() as conn:
-            await audit.record(
-                conn,
-                actor,
-                AuditAction.IP_BLOCK,
-                tenant_id=None,
-                target_type="ip",
-                target_id=ip,
-                details={"reason": reason, "seconds": seconds, "source": "operator"},
-            )
+        details = {"reason": reason, "seconds": seconds, "source": "operator"}
+        await self._audit(AuditAction.IP_BLOCK, ip, actor, details=details)
         return Block(ip, reason, "operator", now, seconds or 0, seconds)
 
     async def remove(self, ip: str, actor: Actor) -> bool:
         removed = bool(await self._redis.delete(self.key(ip)))
         await self._redis.delete(self._names.failure_key("ip", ip))
+        outcome = "success" if removed else "not_found"
+        await self._audit(AuditAction.IP_UNBLOCK, ip, actor, outcome=outcome)
+        return removed
+
+    async def _audit(
+        self,
+        action: AuditAction,
+        ip: str,
+        actor: Actor,
+        *,
+        details: dict[str, object] | None = None,
+        outcome: str = "success",
+    ) -> None:
+        # Blocks concern an address, not a tenant: the rows are installation-wide.
         async with self._engine.begin() as conn:
             await audit.record(
-                conn,
-                actor,
-                AuditAction.IP_UNBLOCK,
-                tenant_id=None,
-                target_type="ip",
-                target_id=ip,
-                outcome="success" if removed else "not_found",
-            )
-        return removed
+                conn, actor, action, tenant_id=None, target_type="ip", target_id=ip,
+                details=details, outcome=outcome,
+            )  # fmt: skip
 
     async def list(self) -> list[Block]:
         blocks = []
