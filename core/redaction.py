@@ -137,7 +137,7 @@ def _substitute(text: str) -> str:
     return text
 
 
-def _decode(text: str) -> str:
+def decode_layers(text: str) -> str:
     """Undo the encodings that hide secrets from plain patterns, nested up to three deep."""
     for _ in range(3):
         decoded = text
@@ -158,7 +158,7 @@ def redact_text(text: str) -> str:
         text = text[:MAX_FIELD_CHARS] + "…[truncated]"
     redacted = _substitute(text)
     if "%" in text or "\\" in text:
-        decoded = _decode(text)
+        decoded = decode_layers(text)
         if decoded != text:
             decoded_redacted = _substitute(decoded)
             if decoded_redacted != decoded:

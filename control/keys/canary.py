@@ -14,12 +14,12 @@ import hashlib
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from urllib.parse import unquote
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from control.db.schema import api_keys
+from core.redaction import decode_layers
 
 # Over-matching is harmless (a candidate is only reported when its hash is a live key's).
 _CANDIDATE = re.compile(r"sk-ant-[A-Za-z0-9_-]{8,300}")
@@ -50,17 +50,11 @@ async def live_fingerprints(engine: AsyncEngine) -> dict[str, LiveKey]:
     return {row.fingerprint: LiveKey(row.id, row.tenant_id, row.last_four) for row in rows}
 
 
-def _forms(line: str) -> Iterator[str]:
-    yield line
-    if "%" in line:
-        yield unquote(line)
-    if "\\" in line:
-        yield line.encode("utf-8", "surrogateescape").decode("unicode_escape", "ignore")
-
-
 def _candidates(line: str) -> set[str]:
     found: set[str] = set()
-    for form in _forms(line[:MAX_LINE_CHARS]):
+    line = line[:MAX_LINE_CHARS]
+    # The same decoding redaction applies: percent-encoding and backslash escapes.
+    for form in {line, decode_layers(line)}:
         for match in _CANDIDATE.finditer(form):
             token = match.group()
             # Characters that follow a key in a log line can be swallowed by the pattern:
