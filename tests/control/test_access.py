@@ -4,31 +4,19 @@ route refuses a missing token, a malformed or unknown token, and every role not 
 from __future__ import annotations
 
 import datetime as dt
-import os
 import re
 from typing import Any
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from control.app import create_app
 from control.identity import sessions as member_sessions
 from control.web.endpoint import Auth, Role, endpoint_of
-from core.settings import Settings
 from core.tokens import TokenKind, new_token
 from tests.factories import bearer, make_tenant
+from tests.routes import route_table
 
-
-def _routes() -> list[tuple[str, str, Any]]:
-    app = create_app(Settings(key_encryption_key=os.urandom(32)))
-    return [
-        (route.method, route.resource.canonical, route.handler)
-        for route in app.router.routes()
-        if route.method != "HEAD" and route.resource is not None
-    ]
-
-
-ROUTES = _routes()
+ROUTES = route_table()
 PROTECTED = [(m, p) for m, p, h in ROUTES if not endpoint_of(h).public]
 
 

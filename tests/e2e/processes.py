@@ -1,4 +1,5 @@
-"""Run `metrux proxy run` as a real process against an in-test control plane and a fake
+"""Run `metrux` commands as real processes: the environment they get from a test's
+settings, a free port, and `metrux proxy run` against an in-test control plane and a fake
 Anthropic upstream."""
 
 from __future__ import annotations
@@ -7,6 +8,7 @@ import asyncio
 import base64
 import json
 import os
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,26 @@ from tests.factories import fake_anthropic_key, make_tenant
 from tests.fakes.anthropic import FakeAnthropic
 
 METRUX = str(Path(sys.executable).with_name("metrux"))
+
+
+def metrux_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment that gives a `metrux` process the same settings as the test."""
+    return {
+        "PATH": os.environ.get("PATH", ""),
+        "METRUX_DATA_DIR": str(settings.data_dir),
+        "DATABASE_URL": settings.database_url or "",
+        "REDIS_URL": settings.redis_url or "",
+        "METRUX_REDIS_PREFIX": settings.redis_prefix,
+        "KEY_ENCRYPTION_KEY": base64.b64encode(settings.key_encryption_key or b"").decode(),
+        "METRUX_LOG_FORMAT": "json",
+        **extra,
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 async def start_proxy_process(
@@ -46,15 +68,8 @@ async def start_proxy_process(
             headers=tenant.auth,
         ) as r:
             created = await r.json()
-    env = {
-        "PATH": os.environ.get("PATH", ""),
-        "METRUX_DATA_DIR": str(settings.data_dir),
-        "REDIS_URL": settings.redis_url or "",
-        "METRUX_REDIS_PREFIX": settings.redis_prefix,
-        "KEY_ENCRYPTION_KEY": base64.b64encode(settings.key_encryption_key or b"").decode(),
-        "METRUX_BOOTSTRAP_TOKEN": created["bootstrap_token"],
-        "METRUX_LOG_FORMAT": "json",
-    }
+    env = metrux_env(settings, METRUX_BOOTSTRAP_TOKEN=created["bootstrap_token"])
+    del env["DATABASE_URL"]  # the proxy reaches the database only through the control plane
     process = await asyncio.create_subprocess_exec(
         METRUX, "proxy", "run", "--session", created["id"], "--control-url", base,
         "--upstream", str(fake_server.make_url("")).rstrip("/"), *extra_args,

@@ -3,12 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import os
 import signal
-import socket
-import sys
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -16,15 +11,8 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.settings import Settings
+from tests.e2e.processes import METRUX, free_port, metrux_env
 from tests.factories import fake_anthropic_key, make_tenant
-
-METRUX = str(Path(sys.executable).with_name("metrux"))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def refused(url: str, attempts: int = 200) -> bool:
@@ -58,16 +46,7 @@ async def test_sigterm_finishes_the_request_in_flight_then_exits(
     upstream_server = await aiohttp_server(upstream)
     tenant = await make_tenant(engine)
     port = free_port()
-    env = {
-        "PATH": os.environ.get("PATH", ""),
-        "METRUX_DATA_DIR": str(settings.data_dir),
-        "DATABASE_URL": settings.database_url or "",
-        "REDIS_URL": settings.redis_url or "",
-        "METRUX_REDIS_PREFIX": settings.redis_prefix,
-        "KEY_ENCRYPTION_KEY": base64.b64encode(settings.key_encryption_key or b"").decode(),
-        "METRUX_UPSTREAM_URL": str(upstream_server.make_url("")).rstrip("/"),
-        "METRUX_LOG_FORMAT": "json",
-    }
+    env = metrux_env(settings, METRUX_UPSTREAM_URL=str(upstream_server.make_url("")).rstrip("/"))
     process = await asyncio.create_subprocess_exec(
         METRUX, "control", "serve", "--port", str(port), "--no-workers",
         env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,

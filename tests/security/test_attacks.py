@@ -27,6 +27,7 @@ from control.web.endpoint import Auth, endpoint_of
 from core.settings import Settings
 from core.tokens import TokenKind, new_token
 from tests.factories import TenantFixture, fake_anthropic_key, make_tenant
+from tests.routes import route_table
 
 
 @dataclasses.dataclass
@@ -224,11 +225,9 @@ async def test_attack_is_refused_in_shape_changes_nothing_and_leaks_nothing(
 
 
 def _id_routes() -> list[tuple[str, str]]:
-    from tests.control.test_access import ROUTES
-
     return [
         (method, path)
-        for method, path, handler in ROUTES
+        for method, path, handler in route_table()
         if re.search(r"\{(session_id|key_id|member_id)\}", path)
         and endpoint_of(handler).auth is Auth.MEMBER
     ]

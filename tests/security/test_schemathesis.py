@@ -5,8 +5,6 @@ token, must never cause a server error and must always answer in the API's error
 
 from __future__ import annotations
 
-import base64
-import os
 import subprocess
 import time
 import urllib.request
@@ -20,7 +18,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 
 from core.settings import Settings
-from tests.e2e.test_control_process import METRUX, free_port
+from tests.e2e.processes import METRUX, free_port, metrux_env
 
 EXAMPLES = 12
 
@@ -30,18 +28,12 @@ def live_control(settings: Settings, tmp_path: Path) -> Iterator[tuple[str, str]
     """A control-plane process with the guard relaxed for one busy client; yields its base
     URL and an owner token."""
     port = free_port()
-    env = {
-        "PATH": os.environ.get("PATH", ""),
-        "METRUX_DATA_DIR": str(settings.data_dir),
-        "DATABASE_URL": settings.database_url or "",
-        "REDIS_URL": settings.redis_url or "",
-        "METRUX_REDIS_PREFIX": settings.redis_prefix,
-        "KEY_ENCRYPTION_KEY": base64.b64encode(settings.key_encryption_key or b"").decode(),
-        "METRUX_UPSTREAM_URL": settings.upstream_url,
-        "METRUX_LOG_FORMAT": "json",
-        "METRUX_RATE_LIMITS": "token=100000/60,write=100000/60,read=100000/60",
-        "METRUX_BLOCK_ALLOWLIST": "127.0.0.0/8",
-    }
+    env = metrux_env(
+        settings,
+        METRUX_UPSTREAM_URL=settings.upstream_url,
+        METRUX_RATE_LIMITS="token=100000/60,write=100000/60,read=100000/60",
+        METRUX_BLOCK_ALLOWLIST="127.0.0.0/8",
+    )
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     created = subprocess.run(
         [METRUX, "control", "create-tenant", "Fuzz Co", "--owner-email", "o@fuzz.example"],
