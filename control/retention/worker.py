@@ -153,7 +153,13 @@ class RetentionWorker:
 
     async def _hard_delete_sessions(self, report: Report) -> None:
         cutoff = report.now - rules.SESSION_HARD_DELETE
+        # Only what is already soft-deleted: every session leaves the API before it leaves
+        # the database, and a worker running beside another never deletes a session the
+        # other is about to soft-delete (this run's soft pass got the rest). A dry run
+        # soft-deleted nothing, so it counts by age alone, as the real run would act.
         due_now = _completed_at() <= cutoff
+        if not report.dry_run:
+            due_now = due_now & sessions.c.soft_deleted_at.is_not(None)
 
         async def apply(conn: AsyncConnection, ids: list[str]) -> int:
             # Usage records go with their session (ON DELETE CASCADE); audit rows and
