@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+import structlog
 from aiohttp import web
 from redis.asyncio import BlockingConnectionPool, Redis
 
@@ -26,7 +27,8 @@ from control.members.views import routes as member_routes
 from control.ops.metrics import ControlMetrics, metrics_middleware
 from control.ops.views import routes as ops_routes
 from control.retention.worker import RetentionWorker
-from control.sessions.signals import SignalPublisher
+from control.sessions.proxy_link import routes as proxy_link_routes
+from control.sessions.signals import SignalHub, SignalPublisher
 from control.sessions.views import routes as session_routes
 from control.usage.prices import PriceTable
 from control.usage.views import routes as usage_routes
@@ -40,9 +42,12 @@ from core.ratelimit import RateLimiter
 from core.redis_names import RedisNames
 from core.redis_server import redis_url
 from core.settings import Settings
+from core.tasks import spawn
 
 # Control-plane bodies are small JSON documents; anything larger is refused with 413.
 MAX_BODY_BYTES = 64 * 1024
+HUB_STOP_TIMEOUT_S = 5.0
+log = structlog.get_logger(__name__)
 
 
 async def database_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -71,6 +76,25 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     yield
     await client.aclose()
+
+
+async def signal_hub_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The process's one pub/sub subscription, fanned out to the proxies' signal streams."""
+    hub = SignalHub(app[appkeys.redis], app[appkeys.names])
+    app[appkeys.hub] = hub
+    task = spawn(hub.run(), name="signal-hub")
+    yield
+    hub.stop()
+    task.cancel()
+    _, pending = await asyncio.wait([task], timeout=HUB_STOP_TIMEOUT_S)
+    if pending:
+        log.error("signal_hub_did_not_stop")
+
+
+async def end_signal_streams(app: web.Application) -> None:
+    # Before aiohttp waits for handlers: the streams end now and their proxies reconnect
+    # to another replica (or to this one once it is back).
+    app[appkeys.hub].close()
 
 
 def block_policy(settings: Settings) -> BlockPolicy:
@@ -124,7 +148,8 @@ def create_app(settings: Settings, *, workers: bool = False) -> web.Application:
     app[appkeys.prices] = PriceTable.load(settings.prices_file)
     app[appkeys.metrics] = ControlMetrics()
     install_verifier(app)
-    app.cleanup_ctx.extend([database_ctx, redis_ctx, keys_ctx])
+    app.cleanup_ctx.extend([database_ctx, redis_ctx, signal_hub_ctx, keys_ctx])
+    app.on_shutdown.append(end_signal_streams)
     if workers:
         app.cleanup_ctx.append(workers_ctx)
     for routes in (
@@ -133,6 +158,7 @@ def create_app(settings: Settings, *, workers: bool = False) -> web.Application:
         member_routes,
         invite_routes,
         session_routes,
+        proxy_link_routes,
         usage_routes,
         audit_routes,
         candidate_routes,

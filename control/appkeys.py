@@ -11,7 +11,7 @@ from control.guard.blocklist import Blocklist
 from control.keys.monitor import KeyMonitor
 from control.keys.validation import KeyChecker
 from control.ops.metrics import ControlMetrics
-from control.sessions.signals import SignalPublisher
+from control.sessions.signals import SignalHub, SignalPublisher
 from control.usage.prices import PriceTable
 from core.crypto.kek import KekProvider
 from core.ratelimit import RateLimiter
@@ -23,6 +23,7 @@ engine = web.AppKey("engine", AsyncEngine)
 redis = web.AppKey("redis", Redis)
 kek = web.AppKey("kek", KekProvider)
 signals = web.AppKey("signals", SignalPublisher)
+hub = web.AppKey("hub", SignalHub)
 names = web.AppKey("names", RedisNames)
 email = web.AppKey("email", EmailSender)
 key_checker = web.AppKey("key_checker", KeyChecker)

@@ -15,8 +15,10 @@ import dataclasses
 import math
 import re
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from redis.asyncio import Redis
+if TYPE_CHECKING:  # settings import Rate from here, and proxies must not load redis-py
+    from redis.asyncio import Redis
 
 # KEYS[1]: the blocklist entry (checked first; any value blocks, its TTL is the answer).
 # KEYS[2..n]: limiter keys. ARGV[1]: how many requests this is; ARGV[2]: 1 to record them

@@ -54,12 +54,15 @@ class RouteClass(StrEnum):
     TOKEN = "token"  # presents or trades a secret token: invites, attach, handoff, candidates
     WRITE = "write"  # member calls that change something
     READ = "read"  # member reads
+    PROXY = "proxy"  # an attached proxy's usage records and signal stream
 
 
 DEFAULT_RATE_LIMITS = {
     RouteClass.TOKEN: Rate(30, 60),
     RouteClass.WRITE: Rate(120, 60),
     RouteClass.READ: Rate(600, 60),
+    # A proxy posts a batch at most every 50 ms and holds one signal stream.
+    RouteClass.PROXY: Rate(3000, 60),
 }
 
 
@@ -88,6 +91,8 @@ class Settings:
     # Per-session request rate at the proxy: sustained calls per second and burst size.
     proxy_rate_per_s: float = 10.0
     proxy_burst: int = 100
+    # A proxy that cannot reach the control plane for this long clears its key.
+    proxy_control_grace_s: float = 60.0
     # Where candidates reach the control plane (invite links), and how invites are sent.
     public_url: str = "http://127.0.0.1:8700"
     resend_url: str = "https://api.resend.com"
@@ -149,6 +154,7 @@ class Settings:
         max_body = _parse_int("METRUX_PROXY_MAX_BODY_BYTES", get("METRUX_PROXY_MAX_BODY_BYTES"))
         rate = _parse_int("METRUX_PROXY_RATE_PER_S", get("METRUX_PROXY_RATE_PER_S"))
         burst = _parse_int("METRUX_PROXY_BURST", get("METRUX_PROXY_BURST"))
+        grace = _parse_int("METRUX_PROXY_CONTROL_GRACE_S", get("METRUX_PROXY_CONTROL_GRACE_S"))
         public_url = get("METRUX_PUBLIC_URL") or "http://127.0.0.1:8700"
         _check_url("METRUX_PUBLIC_URL", public_url, {"http", "https"})
         resend_url = get("METRUX_RESEND_URL") or "https://api.resend.com"
@@ -192,6 +198,7 @@ class Settings:
             proxy_max_body_bytes=max_body or 32 * 1024 * 1024,
             proxy_rate_per_s=float(rate or 10),
             proxy_burst=burst or 100,
+            proxy_control_grace_s=float(grace or 60),
             public_url=public_url.rstrip("/"),
             resend_url=resend_url.rstrip("/"),
             email_from=get("METRUX_EMAIL_FROM") or "Metrux <invites@metrux.invalid>",

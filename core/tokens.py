@@ -1,11 +1,11 @@
 """Bearer tokens: generation, hashing for storage, constant-time comparison.
 
 Every token is 256 bits from `secrets` behind a type prefix (`mxk_` member API token, `mxs_`
-session/sandbox token, `mxb_` proxy bootstrap token, `mxi_` invite token, `mxg_` grader
-token, `mxc_` candidate token, `mxo_` platform operator token, `mxr_` report link, `mxm_`
-member browser session, `mxf_` its CSRF token), so redaction and secret scanners can spot
-them. Only the SHA-256 hex digest is stored; lookups go by digest, so no secret is ever
-compared byte by byte in Python.
+session/sandbox token, `mxb_` proxy bootstrap token, `mxp_` an attached proxy's credential,
+`mxi_` invite token, `mxg_` grader token, `mxc_` candidate token, `mxo_` platform operator
+token, `mxr_` report link, `mxm_` member browser session, `mxf_` its CSRF token), so
+redaction and secret scanners can spot them. Only the SHA-256 hex digest is stored; lookups
+go by digest, so no secret is ever compared byte by byte in Python.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ class TokenKind(StrEnum):
     MEMBER = "mxk"
     SESSION = "mxs"
     BOOTSTRAP = "mxb"
+    PROXY = "mxp"  # an attached proxy's credential for its records and signals
     INVITE = "mxi"
     GRADER = "mxg"
     CANDIDATE = "mxc"

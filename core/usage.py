@@ -1,6 +1,7 @@
 """The usage record: one per upstream call, from a proxy to the control plane.
 
-Records travel as one JSON field on a Redis stream and are ingested idempotently by
+A proxy posts records to the control plane in batches (JSON); the control plane queues
+them as one JSON field on its internal Redis stream, and they are ingested idempotently by
 `record_id`. No prompt or response text is ever part of a record: only counts, timings,
 identifiers and SHA-256 digests.
 """
@@ -53,11 +54,14 @@ class UsageRecord:
     chain_prev: str | None = None
     chain_link: str | None = None
 
-    def to_fields(self) -> dict[str, str]:
-        """The Redis stream entry for this record."""
+    def as_dict(self) -> dict[str, Any]:
+        """The record as a JSON object (how a proxy posts it to the control plane)."""
         # A flat field walk: dataclasses.asdict deep-copies and was measurable per call.
-        data = {name: getattr(self, name) for name in _FIELD_NAMES}
-        return {STREAM_FIELD: json.dumps({"v": SCHEMA_VERSION, **data})}
+        return {name: getattr(self, name) for name in _FIELD_NAMES}
+
+    def to_fields(self) -> dict[str, str]:
+        """The Redis stream entry for this record (the control plane's ingest stream)."""
+        return {STREAM_FIELD: json.dumps({"v": SCHEMA_VERSION, **self.as_dict()})}
 
     @classmethod
     def from_fields(cls, fields: dict[bytes, bytes] | dict[str, str]) -> UsageRecord:

@@ -1,14 +1,25 @@
-"""Attach: trade the bootstrap token for the wrapped key, and unwrap it into memory."""
+"""Attach: trade the bootstrap token for the session's grant, and unwrap the key into memory.
+
+The grant also carries this proxy's own credential for its link to the control plane
+(records and signals); it never leaves the process.
+"""
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 from typing import Any
 
 import aiohttp
 
-from core.crypto.envelope import KeyContext, WrappedKey, plaintext_size, unwrap_secret
-from core.crypto.kek import KekProvider
+from core.crypto.envelope import (
+    KeyContext,
+    UnwrapError,
+    WrappedKey,
+    plaintext_size,
+    unwrap_secret,
+)
+from core.crypto.kek import KekError, KekProvider
 from proxy.keyring import SessionKey
 from proxy.secret_memory import LockedBuffer
 from proxy.session import SessionInfo
@@ -16,6 +27,14 @@ from proxy.session import SessionInfo
 
 class AttachError(Exception):
     """The control plane refused the attach, or could not be reached."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Grant:
+    """What an attach gave this proxy, less the key (which is in its SessionKey)."""
+
+    info: SessionInfo
+    credential: str = dataclasses.field(repr=False)  # mxp_…: records and signals
 
 
 async def fetch_grant(control_url: str, session_id: str, bootstrap_token: str) -> dict[str, Any]:
@@ -39,7 +58,7 @@ async def fetch_grant(control_url: str, session_id: str, bootstrap_token: str) -
         ) from None
 
 
-async def arm_key(grant: dict[str, Any], kek: KekProvider) -> tuple[SessionInfo, SessionKey]:
+async def arm_key(grant: dict[str, Any], kek: KekProvider) -> tuple[Grant, SessionKey]:
     """Unwrap the granted blob through the KEK provider into an armed SessionKey."""
     info = SessionInfo.from_grant(grant)
     blob = grant["wrapped_key"]
@@ -59,7 +78,7 @@ async def arm_key(grant: dict[str, Any], kek: KekProvider) -> tuple[SessionInfo,
         raise
     key = SessionKey()
     key.arm(secret, memory)
-    return info, key
+    return Grant(info, str(grant["proxy_token"])), key
 
 
 async def report_unwrap_failure(
@@ -80,3 +99,25 @@ async def report_unwrap_failure(
             return response.status == 200
     except (aiohttp.ClientError, TimeoutError):
         return False
+
+
+async def attach(
+    control_url: str, session_id: str, bootstrap_token: str, kek: KekProvider
+) -> tuple[Grant, SessionKey]:
+    """Attach and arm the key. If the key does not unwrap, the control plane is told (it
+    audits the failure and re-arms the bootstrap token) and AttachError says whether a
+    retry can work."""
+    grant = await fetch_grant(control_url, session_id, bootstrap_token)
+    try:
+        return await arm_key(grant, kek)
+    except (KekError, UnwrapError) as exc:
+        unavailable = "unavailable" in str(exc)
+        rearmed = await report_unwrap_failure(
+            control_url,
+            session_id,
+            bootstrap_token,
+            "kek_unavailable" if unavailable else "unwrap_failed",
+        )
+        status = "503: the key-encryption service is unavailable" if unavailable else "error"
+        retry = "; the bootstrap token is re-armed, retry" if rearmed else ""
+        raise AttachError(f"could not unwrap the session's key ({status}: {exc}){retry}") from None

@@ -7,7 +7,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import datetime as dt
 import json
 import signal
 import sys
@@ -20,7 +19,6 @@ from core.settings import Settings
 
 log = structlog.get_logger(__name__)
 DRAIN_TIMEOUT_S = 120.0
-FLUSH_TIMEOUT_S = 10.0
 
 
 def register(parts: Any) -> None:
@@ -149,116 +147,51 @@ async def serve(
     keepalive_grace: float = 0.0,
     metrics_at: tuple[str, int] | None = None,
 ) -> int:
+    """Attach, run until the session's key is cleared, drain, and stop."""
     from aiohttp import web
-    from redis.asyncio import Redis
 
-    from core.crypto.envelope import UnwrapError
-    from core.crypto.kek import KekError, load_kek
-    from core.ratelimit import RateLimiter
-    from core.redis_names import RedisNames
-    from core.redis_server import redis_url
-    from core.tasks import spawn
+    from core.crypto.kek import load_kek
+    from proxy import appkeys
     from proxy.app import create_app
-    from proxy.attach import AttachError, arm_key, fetch_grant, report_unwrap_failure
-    from proxy.keepalive import KeepaliveWatchdog
-    from proxy.publisher import UsagePublisher
-    from proxy.session import ProxySession
-    from proxy.signals import SignalWatcher
+    from proxy.attach import attach
 
     structlog.contextvars.bind_contextvars(session_id=session_id)
-    grant = await fetch_grant(control_url, session_id, bootstrap_token)
-    try:
-        info, key = await arm_key(grant, load_kek(settings))
-    except (KekError, UnwrapError) as exc:
-        unavailable = "unavailable" in str(exc)
-        rearmed = await report_unwrap_failure(
-            control_url,
-            session_id,
-            bootstrap_token,
-            "kek_unavailable" if unavailable else "unwrap_failed",
-        )
-        status = "503: the key-encryption service is unavailable" if unavailable else "error"
-        retry = "; the bootstrap token is re-armed, retry" if rearmed else ""
-        raise AttachError(f"could not unwrap the session's key ({status}: {exc}){retry}") from None
-    redis = Redis.from_url(await asyncio.to_thread(redis_url, settings), socket_timeout=5)
-    names = RedisNames(settings.redis_prefix)
-    session = ProxySession(
-        info,
-        key,
-        rate_per_s=settings.proxy_rate_per_s,
-        burst=settings.proxy_burst,
-        limiter=RateLimiter(redis),
-        names=names,
-    )
-    publisher = UsagePublisher(redis, names.usage_stream)
-    watcher = SignalWatcher(
-        redis,
-        names,
-        info.session_id,
-        session.clear,
-        on_submit=session.retire_candidate,
-        on_grader=session.set_grader,
-    )
-    watchdog = KeepaliveWatchdog(keepalive_grace, session.clear) if keepalive_grace > 0 else None
+    grant, key = await attach(control_url, session_id, bootstrap_token, load_kek(settings))
     app = create_app(
-        session,
-        publisher,
+        settings,
+        grant,
+        key,
+        control_url=control_url,
         upstream_url=upstream,
-        max_body_bytes=settings.proxy_max_body_bytes,
-        watchdog=watchdog,
+        keepalive_grace=keepalive_grace,
     )
+    session = app[appkeys.session]
     # No access log: every call already leaves a usage record, and formatting plus
     # redacting a log line per call was a fifth of the proxy's CPU.
     runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=5, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
+    await web.TCPSite(runner, host, port).start()
     bound_host, bound_port = runner.addresses[0][:2]
-    metrics_runner = None
-    if metrics_at is not None:
-        metrics_runner = await _serve_metrics(app, *metrics_at)
-
+    metrics_runner = await _serve_metrics(app, *metrics_at) if metrics_at is not None else None
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, session.clear, signal.Signals(signum).name.lower())
-    seconds_left = (info.deadline_at - dt.datetime.now(dt.UTC)).total_seconds()
-    deadline = loop.call_later(max(seconds_left, 0), session.clear, "deadline")
-    tasks = [
-        spawn(publisher.run(), name="usage-publisher"),
-        spawn(watcher.listen(), name="signal-listener"),
-        spawn(watcher.poll(), name="state-poller"),
-    ]
-    if watchdog is not None:
-        tasks.append(spawn(watchdog.watch(), name="keepalive-watchdog"))
     url_host = f"[{bound_host}]" if ":" in bound_host else bound_host
-    ready = {
-        "event": "ready",
-        "url": f"http://{url_host}:{bound_port}",
-        "session_id": info.session_id,
-    }
+    ready = {"event": "ready", "url": f"http://{url_host}:{bound_port}", "session_id": session_id}
     print(json.dumps(ready), flush=True)
-    log.info("proxy_ready", session_id=info.session_id, port=bound_port)
+    log.info("proxy_ready", session_id=session_id, port=bound_port, epoch=grant.info.epoch)
 
     await session.stopped.wait()
-    deadline.cancel()
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(session.idle.wait(), DRAIN_TIMEOUT_S)
-    await runner.cleanup()
-    flushed = await publisher.flush(FLUSH_TIMEOUT_S)
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(session.rate.settled(), FLUSH_TIMEOUT_S)
+    publisher = app[appkeys.publisher]
+    await runner.cleanup()  # stops the listener, then each resource: records flushed first
     if metrics_runner is not None:
         await metrics_runner.cleanup()
-    await watcher.withdraw()
-    watcher.stop()
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    await redis.aclose()
     log.info(
         "proxy_exiting",
-        session_id=info.session_id,
+        session_id=session_id,
         reason=session.stop_reason,
-        unsent_records=0 if flushed else publisher.pending,
+        unsent_records=publisher.pending,
     )
     return 0

@@ -52,7 +52,7 @@ class ProxyMetrics:
             registry=self.registry,
         )  # fmt: skip
         self.unsent = Gauge(
-            "metrux_proxy_records_unsent", "Usage records not yet on the Redis stream",
+            "metrux_proxy_records_unsent", "Usage records not yet accepted by the control plane",
             registry=self.registry,
         )  # fmt: skip
         self.in_flight = Gauge(

@@ -1,40 +1,54 @@
-"""Usage records to the Redis stream, through a bounded in-memory buffer.
+"""Usage records to the control plane, through a bounded in-memory buffer.
 
-`publish` never blocks the request path. A background task sends batches with XADD; if
-Redis is unreachable the records wait and are retried with backoff, so none is lost while
-the proxy lives; shutdown flushes what is left.
+`publish` never blocks the request path. A background task posts batches over the control
+link; while the control plane is unreachable the records wait and are retried with
+backoff, so none is lost while the proxy lives, and a control-plane restart loses nothing
+(records are idempotent by id, so a batch whose answer was lost is simply sent again).
+Shutdown flushes what is left. If the control plane refuses this proxy's credential (a
+later attach fenced it out), `on_refused` is told once and nothing more is sent.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
+from collections.abc import Awaitable, Callable, Sequence
 
 import structlog
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from core.usage import UsageRecord
+from proxy.control_link import CredentialRefused, Delivery, LinkDown, RecordsRefused
 
 log = structlog.get_logger(__name__)
 BATCH = 100
+MAX_DELAY_S = 5.0
+
+Send = Callable[[Sequence[UsageRecord]], Awaitable[Delivery]]
 
 
 class UsagePublisher:
     def __init__(
-        self, redis: Redis, stream: str, *, capacity: int = 100_000, linger: float = 0.05
+        self,
+        send: Send,
+        *,
+        capacity: int = 100_000,
+        linger: float = 0.05,
+        on_refused: Callable[[str], None] | None = None,
     ) -> None:
-        self._redis = redis
-        self._stream = stream
+        self._send = send
         self._queue: collections.deque[UsageRecord] = collections.deque()
         self._capacity = capacity
-        # Records wait up to `linger` seconds to travel together: one round trip to Redis
-        # per batch instead of per call.
+        # Records wait up to `linger` seconds to travel together: one request to the
+        # control plane per batch instead of per call.
         self._linger = linger
+        self._on_refused = on_refused
         self._wake = asyncio.Event()
         self._drained = asyncio.Event()
         self._drained.set()
         self.dropped = 0
+        self.refused = 0
+        self.fenced = False
 
     def publish(self, record: UsageRecord) -> None:
         if len(self._queue) >= self._capacity:
@@ -51,40 +65,54 @@ class UsagePublisher:
 
     async def run(self) -> None:
         delay = 0.1
-        while True:
+        while not self.fenced:
             await self._wake.wait()
             if len(self._queue) < BATCH and self._linger:
                 await asyncio.sleep(self._linger)
             self._wake.clear()
-            while self._queue:
+            while self._queue and not self.fenced:
                 batch = [self._queue[i] for i in range(min(BATCH, len(self._queue)))]
                 try:
-                    async with self._redis.pipeline(transaction=False) as pipe:
-                        for record in batch:
-                            pipe.xadd(self._stream, record.to_fields())  # type: ignore[arg-type]
-                        await pipe.execute()
-                except (RedisError, OSError) as exc:
+                    delivery = await self._send(batch)
+                except LinkDown as exc:
                     log.warning(
                         "usage_publish_retrying",
-                        error=type(exc).__name__,
+                        error=str(exc),
                         pending=len(self._queue),
                         delay_s=delay,
                     )
                     await asyncio.sleep(delay)
-                    delay = min(delay * 2, 5.0)
+                    delay = min(delay * 2, MAX_DELAY_S)
                     continue
+                except RecordsRefused:
+                    log.error("usage_records_not_accepted", count=len(batch))
+                    self.refused += len(batch)
+                    delivery = Delivery(0, [])
+                except CredentialRefused:
+                    self.fenced = True
+                    log.error("proxy_credential_refused", unsent=len(self._queue))
+                    self._drained.set()  # nothing more will leave: let flush() answer now
+                    if self._on_refused is not None:
+                        self._on_refused("credential_refused")
+                    break
                 delay = 0.1
+                if delivery.refused:
+                    # Never accepted, however often sent: a bug to look into, not to retry.
+                    self.refused += len(delivery.refused)
+                    log.error(
+                        "usage_records_refused",
+                        count=len(delivery.refused),
+                        reasons=sorted({str(r.get("reason")) for r in delivery.refused}),
+                    )
                 for _ in batch:
                     self._queue.popleft()
-            self._drained.set()
+            if not self._queue:
+                self._drained.set()
 
     async def flush(self, within: float) -> bool:
         """Wait up to `within` seconds for every record to be sent; False if some remain."""
-        if not self._queue:
-            return True
-        self._wake.set()
-        try:
-            await asyncio.wait_for(self._drained.wait(), within)
-        except TimeoutError:
-            return False
-        return True
+        if self._queue and not self.fenced:
+            self._wake.set()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._drained.wait(), within)
+        return not self._queue

@@ -54,7 +54,7 @@ def _admit(request: web.Request) -> str:
     actor = _authenticate(request)
     if not session.key.armed:
         raise _key_cleared()
-    wait = session.rate.wait_time(_source(request), actor)
+    wait = session.rate.take()
     if wait is not None:
         raise too_many("session request rate exceeded", wait)
     return actor

@@ -9,13 +9,10 @@ from typing import Any
 
 import structlog
 
-from core.ratelimit import RateLimiter
-from core.redis_names import RedisNames
 from core.transcript import ChainHead, next_link
 from core.usage import UsageRecord
 from proxy.keyring import SessionKey
-from proxy.limits import BadTokenLockout, SessionBudget
-from proxy.ratelimit import SharedRateLimit
+from proxy.limits import BadTokenLockout, SessionBudget, TokenBucket
 
 log = structlog.get_logger(__name__)
 
@@ -33,6 +30,7 @@ class SessionInfo:
     allowed_models: list[str] | None = None
     allowed_betas: frozenset[str] | None = None  # None: every anthropic-beta passes
     chain_head: ChainHead | None = None  # None: the session's first proxy
+    epoch: int = 0  # this attach's number: a later attach of the session fences this proxy
 
     @classmethod
     def from_grant(cls, grant: dict[str, Any]) -> SessionInfo:
@@ -43,6 +41,7 @@ class SessionInfo:
             tenant_id=grant["tenant_id"],
             key_id=grant["key_id"],
             deadline_at=dt.datetime.fromisoformat(grant["deadline_at"]),
+            epoch=int(grant.get("epoch") or 0),
             token_sha256=grant["session_token_sha256"],
             grader_sha256=grant.get("grader_token_sha256"),
             max_requests=limits.get("max_requests"),
@@ -65,8 +64,6 @@ class ProxySession:
         *,
         rate_per_s: float = 10.0,
         burst: int = 100,
-        limiter: RateLimiter | None = None,
-        names: RedisNames | None = None,
     ) -> None:
         self.info = info
         self.key = key
@@ -75,10 +72,9 @@ class ProxySession:
             max_output_tokens=info.max_output_tokens,
             allowed_models=info.allowed_models,
         )
-        # In Redis when a limiter is given (the real proxy), else in this process only.
-        self.rate = SharedRateLimit(
-            limiter, names or RedisNames(), info.session_id, rate_per_s, burst
-        )
+        # The proxy is its session's only server (a new attach fences the previous one),
+        # so an in-process bucket is the whole limit.
+        self.rate = TokenBucket(rate_per_s, burst)
         self.lockout = BadTokenLockout()
         self.stopped = asyncio.Event()
         self.stop_reason: str | None = None

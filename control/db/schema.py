@@ -183,6 +183,8 @@ sessions = Table(
     Column("grader_token_hash", String(64)),
     Column("bootstrap_token_hash", String(64), unique=True),
     Column("bootstrap_used_at", UTCDateTime),
+    # The number of the latest attach; its proxy_credentials row is the live one.
+    Column("proxy_epoch", Integer, nullable=False, server_default="0"),
     Column("deadline_at", UTCDateTime, nullable=False),
     Column("max_requests", Integer),
     Column("max_output_tokens", Integer),
@@ -195,6 +197,18 @@ sessions = Table(
     Column("soft_deleted_at", UTCDateTime),  # hidden from the API; hard-deleted later
     CheckConstraint(f"state IN ({', '.join(repr(s) for s in SESSION_STATES)})", name="state_valid"),
     Index("uq_sessions_grader_token_hash", "grader_token_hash", unique=True),
+)
+
+# An attached proxy's credential (mxp_, hashed), one per attach. The next attach fences it:
+# a fenced proxy is told to stop and may only deliver records of calls started before.
+proxy_credentials = Table(
+    "proxy_credentials",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    _id("session_id", ForeignKey("sessions.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("epoch", Integer, nullable=False),
+    Column("issued_at", UTCDateTime, nullable=False),
+    Column("fenced_at", UTCDateTime),
 )
 
 # Append-only: database triggers (migration 0002) refuse UPDATE and DELETE, except the

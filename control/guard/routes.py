@@ -17,6 +17,8 @@ def route_class(meta: Endpoint | None, method: str, path_template: str) -> Route
         return None
     if meta is None:
         return RouteClass.READ if method in _READS else RouteClass.WRITE
+    if meta.auth is Auth.PROXY:
+        return RouteClass.PROXY
     if meta.auth in _TOKEN_AUTH or "{token}" in path_template:
         return RouteClass.TOKEN
     return RouteClass.READ if method in _READS else RouteClass.WRITE

@@ -41,6 +41,17 @@ class ControlMetrics:
             "metrux_usage_records_ingested", "Usage records stored by this process's ingester",
             registry=self.registry,
         )  # fmt: skip
+        self.records_received = Counter(
+            "metrux_usage_records_received",
+            "Usage records accepted from proxies onto the ingest stream",
+            registry=self.registry,
+        )
+        self.records_refused = Counter(
+            "metrux_usage_records_refused",
+            "Usage records refused at intake: invalid, or naming another session than the "
+            "proxy credential's (wrong_session: alert on any)",
+            ["reason"], registry=self.registry,
+        )  # fmt: skip
         self.backlog = Gauge(
             "metrux_usage_records_backlog",
             "Usage records on the stream not yet stored (read at scrape)",

@@ -1,9 +1,11 @@
 """The attach step: a proxy trades its single-use bootstrap token for the wrapped key.
 
 In one transaction: check the token, the session's state and deadline and the key; mark
-the token used; write the `key:unwrap` audit row; hand back the wrapped blob. The control
-plane never decrypts anything here: the proxy unwraps through its own KEK provider. A
-refused attach is audited too, in a transaction of its own.
+the token used; issue the proxy's own credential (`mxp_`, stored hashed) under the next
+epoch, which fences out any earlier proxy of the session (it is told to stop, and may only
+deliver the records of calls it started before the fence); write the `key:unwrap` audit
+row; hand back the wrapped blob. A refused attach is audited too, in a transaction of its
+own.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from control.sessions.store import SessionRecord
 from control.usage import store as usage_store
 from control.web.errors import ApiError
 from core.crypto.envelope import WrappedKey
-from core.tokens import tokens_match
+from core.tokens import TokenKind, hash_token, new_token, tokens_match
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -33,6 +35,7 @@ class AttachGrant:
     session: SessionRecord
     key_id: str
     wrapped: WrappedKey
+    proxy_token: str = dataclasses.field(repr=False, default="")
     chain_head: tuple[int, str] | None = None  # where a previous proxy left the chain
 
     def as_json(self) -> dict[str, object]:
@@ -46,6 +49,8 @@ class AttachGrant:
             "tenant_id": s.tenant_id,
             "key_id": self.key_id,
             "state": s.state.value,
+            "proxy_token": self.proxy_token,
+            "epoch": s.proxy_epoch,
             "deadline_at": s.deadline_at.isoformat(),
             "session_token_sha256": s.token_hash,
             "grader_token_sha256": s.grader_token_hash,
@@ -129,21 +134,28 @@ async def attach(
         if refusal is None:
             assert wrapped is not None
             assert session.api_key_id is not None
+            proxy_token = new_token(TokenKind.PROXY)
             session = await store.set_state(
                 conn,
                 session_id,
                 next_state(session.state, SessionEvent.ATTACH),
                 now=now,
                 bootstrap_used_at=now,
+                proxy_epoch=session.proxy_epoch + 1,
+            )
+            await store.issue_proxy_credential(
+                conn, session.id, hash_token(proxy_token), session.proxy_epoch, now=now
             )
             await _audit_unwrap(conn, actor, session, "success", {"kek_id": wrapped.kek_id}, now)
             grant = AttachGrant(
                 session=session,
                 key_id=session.api_key_id,
                 wrapped=wrapped,
+                proxy_token=proxy_token,
                 chain_head=await usage_store.chain_head(conn, session.id),
             )
     if refusal is None:
+        # Wakes the previous proxy's signal stream, if any: it finds itself fenced and stops.
         await signals.announce(session.id, session.state, None)
         return grant
     async with engine.begin() as conn:

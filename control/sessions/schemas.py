@@ -101,6 +101,11 @@ class AttachGrantOut(BaseModel):
     tenant_id: str
     key_id: str
     state: str
+    proxy_token: str = Field(
+        description="mxp_… this proxy's credential for its usage records and signal stream; "
+        "the next attach of the session replaces it"
+    )
+    epoch: int = Field(description="this attach's number; a later attach fences this proxy")
     deadline_at: dt.datetime
     session_token_sha256: str
     limits: Limits

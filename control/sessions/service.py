@@ -260,6 +260,63 @@ async def authenticate_sandbox(engine: AsyncEngine, session_id: str, token: str)
     return session
 
 
+# An attached proxy may still deliver the records of its last calls this long after its
+# session ended or it was fenced (it is told at once; its drain and flush take seconds).
+RECORD_TAIL = dt.timedelta(minutes=15)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AttachedProxy:
+    """A proxy, identified by its credential, and the session it was attached to."""
+
+    session: SessionRecord
+    credential: store.ProxyCredential
+
+    @property
+    def current(self) -> bool:
+        """Not fenced out by a later attach."""
+        return self.credential.fenced_at is None and (
+            self.credential.epoch == self.session.proxy_epoch
+        )
+
+    def may_record(self, started_at: dt.datetime, now: dt.datetime) -> bool:
+        """Whether a record of a call started at `started_at` is taken from this proxy:
+        from the live proxy while its session is live or lately ended; from a fenced one
+        only for calls it started before its fence, and not long after."""
+        fenced_at = self.credential.fenced_at
+        if fenced_at is not None:
+            return started_at < fenced_at and now - fenced_at <= RECORD_TAIL
+        ended_at = self.session.ended_at
+        return is_live(self.session.state) or (
+            ended_at is not None and now - ended_at <= RECORD_TAIL
+        )
+
+
+async def authenticate_proxy(engine: AsyncEngine, session_id: str, token: str) -> AttachedProxy:
+    """The attached proxy that holds this credential, current or fenced; 401 otherwise."""
+    async with engine.connect() as conn:
+        session = await store.get_session(conn, session_id)
+        credential = (
+            await store.get_proxy_credential(conn, session_id, hash_token(token))
+            if session is not None
+            else None
+        )
+    if session is None or credential is None:
+        raise ApiError(401, "authentication_error", "invalid proxy credential")
+    return AttachedProxy(session, credential)
+
+
+async def reread_proxy(engine: AsyncEngine, proxy: AttachedProxy) -> AttachedProxy | None:
+    """The same proxy with its session and credential as they are now; None once the
+    session is gone (deleted by retention)."""
+    async with engine.connect() as conn:
+        session = await store.get_session(conn, proxy.session.id)
+        if session is None:
+            return None
+        credential = await store.get_proxy_credential(conn, session.id, proxy.credential.token_hash)
+    return AttachedProxy(session, credential or proxy.credential)
+
+
 async def reconnect(
     engine: AsyncEngine, actor: Actor, *, session: SessionRecord, now: dt.datetime | None = None
 ) -> str:
@@ -321,5 +378,5 @@ async def issue_grader_token(
             candidate_id=session.candidate_id,
             now=now,
         )
-    await signals.announce_grader(session_id, hash_token(token))
+    await signals.announce_grader(session_id)
     return token

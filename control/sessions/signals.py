@@ -1,6 +1,18 @@
-"""Telling a session's proxy about state changes: a state key it re-reads, and pub/sub."""
+"""Telling a session's proxy about changes, across control-plane replicas.
+
+The database is the truth. After a change commits, `SignalPublisher` publishes the
+session's id and signal on internal Redis pub/sub. Every replica's `SignalHub` holds one
+pattern subscription and wakes the signal streams of the proxies connected to it; each
+stream then re-reads the session from the database and tells its proxy (see
+control/sessions/proxy_link.py). Proxies never touch Redis. A stream also keeps the
+session's "proxy online" key fresh while its proxy is connected.
+"""
 
 from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterator
 
 import structlog
 from redis.asyncio import Redis
@@ -11,7 +23,11 @@ from core.redis_names import RedisNames
 from core.signals import Signal
 
 log = structlog.get_logger(__name__)
-STATE_TTL_S = 30 * 24 * 3600
+LIVENESS_TTL_S = 15
+# Not a signal: tells a stream to re-read its session (the hub lost and regained Redis,
+# so a message may have been missed), or that this process is shutting down.
+RESYNC = "resync"
+CLOSING = "closing"
 
 
 class SignalPublisher:
@@ -20,37 +36,126 @@ class SignalPublisher:
         self._names = names
 
     async def announce(self, session_id: str, state: SessionState, signal: Signal | None) -> None:
-        """Record the state (for proxies that re-read it) and publish the signal, if any.
+        """Wake the session's proxy stream, wherever it is connected, to re-read the session.
 
         Called after the database commit: the database is the source of truth, so a Redis
-        failure is logged rather than undoing the change; proxies also enforce the deadline.
+        failure is logged rather than undoing the change. Proxies re-read the session at
+        least every STATE_REREAD_S (proxy_link.py) and enforce the deadline themselves.
         """
+        await self._publish(session_id, signal.value if signal is not None else RESYNC, state)
+
+    async def announce_grader(self, session_id: str) -> None:
+        """A new grader token: running proxies re-read its hash (the old one stops working)."""
+        await self._publish(session_id, Signal.GRADER.value, None)
+
+    async def _publish(self, session_id: str, payload: str, state: SessionState | None) -> None:
         try:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.set(self._names.session_state_key(session_id), state.value, ex=STATE_TTL_S)
-                if signal is not None:
-                    pipe.publish(self._names.session_channel(session_id), signal.value)
-                await pipe.execute()
+            await self._redis.publish(self._names.session_channel(session_id), payload)
         except (RedisError, OSError) as exc:
             log.error(
                 "session_signal_not_published",
                 session_id=session_id,
-                state=state.value,
+                state=state.value if state is not None else None,
                 error=type(exc).__name__,
             )
 
-    async def announce_grader(self, session_id: str, grader_sha256: str) -> None:
-        """Tell running proxies the grader token's new hash (the old one stops working)."""
-        try:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.set(self._names.grader_key(session_id), grader_sha256, ex=STATE_TTL_S)
-                pipe.publish(self._names.session_channel(session_id), Signal.GRADER.value)
-                await pipe.execute()
-        except (RedisError, OSError) as exc:
-            log.error("grader_token_not_published", session_id=session_id, error=type(exc).__name__)
+    async def mark_online(self, session_id: str) -> None:
+        with contextlib.suppress(RedisError, OSError):
+            await self._redis.set(self._names.liveness_key(session_id), "1", ex=LIVENESS_TTL_S)
+
+    async def mark_offline(self, session_id: str) -> None:
+        with contextlib.suppress(RedisError, OSError):
+            await self._redis.delete(self._names.liveness_key(session_id))
 
     async def proxy_online(self, session_id: str) -> bool | None:
         try:
             return bool(await self._redis.exists(self._names.liveness_key(session_id)))
         except (RedisError, OSError):
             return None
+
+
+class SignalHub:
+    """One pub/sub subscription per process, fanned out to the signal streams held here."""
+
+    def __init__(self, redis: Redis, names: RedisNames) -> None:
+        self._redis = redis
+        self._names = names
+        self._pattern = names.session_channel("*")
+        self._head, _, self._tail = self._pattern.partition("*")
+        self._watchers: dict[str, set[asyncio.Queue[str]]] = {}
+        self.subscribed = asyncio.Event()
+        self.closing = False
+        self._stopped = False
+
+    @contextlib.contextmanager
+    def watch(self, session_id: str) -> Iterator[asyncio.Queue[str]]:
+        """A queue that receives each signal for `session_id` while the block runs."""
+        queue: asyncio.Queue[str] = asyncio.Queue(maxsize=64)
+        self._watchers.setdefault(session_id, set()).add(queue)
+        try:
+            yield queue
+        finally:
+            watchers = self._watchers.get(session_id)
+            if watchers is not None:
+                watchers.discard(queue)
+                if not watchers:
+                    del self._watchers[session_id]
+
+    @property
+    def watching(self) -> int:
+        return sum(len(queues) for queues in self._watchers.values())
+
+    def _deliver(self, session_id: str, payload: str) -> None:
+        for queue in self._watchers.get(session_id, ()):
+            if queue.full():
+                # A slow stream only needs to know it must re-read: any one message does.
+                continue
+            queue.put_nowait(payload)
+
+    def _broadcast(self, payload: str) -> None:
+        for session_id in list(self._watchers):
+            self._deliver(session_id, payload)
+
+    def _session_of(self, channel: bytes | str) -> str | None:
+        name = channel.decode() if isinstance(channel, bytes) else channel
+        if not (name.startswith(self._head) and name.endswith(self._tail)):
+            return None
+        return name[len(self._head) : len(name) - len(self._tail)] or None
+
+    def close(self) -> None:
+        """Shutting down: every stream held here ends, and its proxy reconnects elsewhere."""
+        self.closing = True
+        self._broadcast(CLOSING)
+
+    def stop(self) -> None:
+        """End `run` within a second. (redis-py's pub/sub can swallow a task cancellation
+        while it waits for a message, so the loop also checks this flag.)"""
+        self._stopped = True
+
+    async def run(self) -> None:
+        """Relay signals until stopped; a lost subscription is re-made, and every stream
+        re-reads its session afterwards (a signal may have been missed meanwhile)."""
+        delay = 0.2
+        while not self._stopped:
+            try:
+                async with self._redis.pubsub(ignore_subscribe_messages=True) as pubsub:
+                    await pubsub.psubscribe(self._pattern)
+                    if not self.subscribed.is_set():
+                        self.subscribed.set()
+                    else:
+                        self._broadcast(RESYNC)
+                    delay = 0.2
+                    while not self._stopped:
+                        message = await pubsub.get_message(timeout=1.0)
+                        if message is None or message.get("type") != "pmessage":
+                            continue
+                        session_id = self._session_of(message["channel"])
+                        if session_id is not None:
+                            data = message["data"]
+                            self._deliver(
+                                session_id, data.decode() if isinstance(data, bytes) else data
+                            )
+            except (RedisError, OSError) as exc:
+                log.warning("signal_hub_subscription_lost", error=type(exc).__name__, delay_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)

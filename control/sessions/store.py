@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from control.db.schema import sessions
+from control.db.schema import proxy_credentials, sessions
 from control.sessions.lifecycle import SessionState
 from core.signals import LIVE_STATES
 
@@ -35,6 +35,7 @@ class SessionRecord:
     grader_token_hash: str | None = dataclasses.field(repr=False, default=None)
     bootstrap_token_hash: str | None = dataclasses.field(repr=False, default=None)
     bootstrap_used_at: dt.datetime | None = None
+    proxy_epoch: int = 0
     soft_deleted_at: dt.datetime | None = None
 
 
@@ -98,3 +99,46 @@ async def live_sessions_of_key(conn: AsyncConnection, key_id: str) -> list[Sessi
         select(sessions).where(sessions.c.api_key_id == key_id, sessions.c.state.in_(_LIVE))
     )
     return [_record(row) for row in rows]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ProxyCredential:
+    token_hash: str = dataclasses.field(repr=False)
+    session_id: str
+    epoch: int
+    issued_at: dt.datetime
+    fenced_at: dt.datetime | None
+
+
+async def issue_proxy_credential(
+    conn: AsyncConnection, session_id: str, token_hash: str, epoch: int, *, now: dt.datetime
+) -> None:
+    """Record a new attach's credential and fence every earlier one of the session."""
+    await conn.execute(
+        update(proxy_credentials)
+        .where(
+            proxy_credentials.c.session_id == session_id, proxy_credentials.c.fenced_at.is_(None)
+        )
+        .values(fenced_at=now)
+    )
+    await conn.execute(
+        insert(proxy_credentials).values(
+            token_hash=token_hash, session_id=session_id, epoch=epoch, issued_at=now
+        )
+    )
+
+
+async def get_proxy_credential(
+    conn: AsyncConnection, session_id: str, token_hash: str
+) -> ProxyCredential | None:
+    row = (
+        await conn.execute(
+            select(proxy_credentials).where(
+                proxy_credentials.c.token_hash == token_hash,
+                proxy_credentials.c.session_id == session_id,
+            )
+        )
+    ).first()
+    if row is None:
+        return None
+    return ProxyCredential(row.token_hash, row.session_id, row.epoch, row.issued_at, row.fenced_at)

@@ -33,6 +33,7 @@ class Auth(StrEnum):
     MEMBER = "member"  # Bearer mxk_…, checked by the auth middleware against `access`
     NONE = "none"  # anyone
     BOOTSTRAP = "bootstrap"  # Bearer mxb_…, checked by the handler (the proxy's attach)
+    PROXY = "proxy"  # Bearer mxp_…, checked by the handler (an attached proxy's link)
     SANDBOX = "sandbox"  # Bearer mxs_…, checked by the handler (the candidate's own calls)
     CANDIDATE = "candidate"  # Bearer mxc_…, checked by the auth middleware (/v1/auth/me…)
     REPORT = "report"  # a member token, or a report link's mxr_ token, checked by the handler

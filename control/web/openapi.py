@@ -85,6 +85,9 @@ def _operation(name: str, path: str, meta: Endpoint, components: dict[str, Any])
         op["security"] = [{"bootstrapToken": []}]
         responses["401"] = _error("missing, invalid or already used bootstrap token")
         responses["403"] = _error("the session is not live or its key was revoked")
+    if meta.auth is Auth.PROXY:
+        op["security"] = [{"proxyCredential": []}]
+        responses["401"] = _error("missing, invalid or superseded proxy credential")
     if meta.auth is Auth.SANDBOX:
         op["security"] = [{"sessionToken": []}]
         responses["401"] = _error("missing or invalid session token")
@@ -139,6 +142,11 @@ def build_openapi(app: web.Application) -> dict[str, Any]:
                     "type": "http",
                     "scheme": "bearer",
                     "description": "mxb_… single-use proxy bootstrap token",
+                },
+                "proxyCredential": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "mxp_… an attached proxy's credential, from its attach grant",
                 },
                 "candidateToken": {
                     "type": "http",

@@ -36,6 +36,8 @@ async def test_operations_carry_their_access_and_schemas(client: Any) -> None:
             assert "security" not in op
         elif meta.auth is Auth.BOOTSTRAP:
             assert op["security"] == [{"bootstrapToken": []}]
+        elif meta.auth is Auth.PROXY:
+            assert op["security"] == [{"proxyCredential": []}]
         elif meta.auth is Auth.SANDBOX:
             assert op["security"] == [{"sessionToken": []}]
         elif meta.auth is Auth.CANDIDATE:

@@ -122,7 +122,7 @@ def test_sandbox_pods_accept_nothing_and_reach_only_what_the_proxy_needs() -> No
     assert spec["policyTypes"] == ["Ingress", "Egress"]
     assert spec["ingress"] == []
     ports = sorted(p["port"] for rule in spec["egress"] for p in rule["ports"])
-    assert ports == [53, 53, 443, 6379, 8700]
+    assert ports == [53, 53, 443, 8700]  # no Redis: the control plane is the proxy's peer
 
 
 def test_the_dockerfile_runs_metrux_as_a_non_root_user_without_build_tools() -> None:

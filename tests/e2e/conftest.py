@@ -1,14 +1,14 @@
 """The whole path on one loop: control plane, proxy, fake Anthropic, real Redis and DB.
 
-The proxy runs in-process (its app, publisher and signal watcher), attached through the
-control plane's real attach endpoint, so tests can look at its state; one test in
-test_proxy_process.py runs `metrux proxy run` as its own process.
+The proxy runs in-process, built by the production code path (attach, then
+`proxy.app.create_app`, whose cleanup contexts run its publisher, signal stream and
+watchdogs), so tests can look at its state; test_proxy_process.py runs `metrux proxy run`
+as its own process.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 from collections.abc import AsyncIterator
 from typing import Any
@@ -23,15 +23,13 @@ from control.app import create_app as create_control_app
 from control.usage import store as usage_store
 from control.workers import usage_ingester
 from core.crypto.kek import load_kek
-from core.ratelimit import RateLimiter
 from core.redis_names import RedisNames
 from core.settings import Settings
-from core.tasks import spawn
+from proxy import appkeys as proxy_keys
 from proxy.app import create_app as create_proxy_app
-from proxy.attach import arm_key, fetch_grant
+from proxy.attach import attach
 from proxy.publisher import UsagePublisher
 from proxy.session import ProxySession
-from proxy.signals import SignalWatcher
 from tests.factories import TenantFixture, fake_anthropic_key, make_tenant
 from tests.fakes.anthropic import FakeAnthropic
 
@@ -98,36 +96,15 @@ async def start_proxy_for(
     bootstrap: str,
     upstream: str,
     aiohttp_server: Any,
-    redis: Redis,
-    names: RedisNames,
-    max_body_bytes: int | None = None,
-) -> tuple[ProxySession, UsagePublisher, SignalWatcher, Any, list[asyncio.Task[Any]]]:
-    grant = await fetch_grant(control_url, session_id, bootstrap)
-    info, key = await arm_key(grant, load_kek(settings))
-    session = ProxySession(info, key, limiter=RateLimiter(redis), names=names)
-    publisher = UsagePublisher(redis, names.usage_stream)
-    watcher = SignalWatcher(
-        redis,
-        names,
-        session_id,
-        session.clear,
-        on_submit=session.retire_candidate,
-        on_grader=session.set_grader,
-        poll_interval=0.2,
-    )
-    app = create_proxy_app(
-        session,
-        publisher,
-        upstream_url=upstream,
-        max_body_bytes=max_body_bytes or settings.proxy_max_body_bytes,
-    )
+) -> Any:
+    """Attach a proxy and serve it as `metrux proxy run` does (the same factory and
+    resources); returns its test server, whose app holds the session and publisher."""
+    grant, key = await attach(control_url, session_id, bootstrap, load_kek(settings))
+    app = create_proxy_app(settings, grant, key, control_url=control_url, upstream_url=upstream)
     server = await aiohttp_server(app)
-    tasks = [
-        spawn(publisher.run(), name="test-publisher"),
-        spawn(watcher.listen(), name="test-listener"),
-        spawn(watcher.poll(), name="test-poller"),
-    ]
-    return session, publisher, watcher, server, tasks
+    # Connected: a signal sent from here on reaches the proxy.
+    await asyncio.wait_for(app[proxy_keys.signals].connected.wait(), 10)
+    return server
 
 
 @pytest.fixture
@@ -161,16 +138,16 @@ async def stack(
         assert r.status == 201, created
     redis = Redis.from_url(settings.redis_url or "")
     names = RedisNames(settings.redis_prefix)
-    session, publisher, stack_watcher, proxy_server, tasks = await start_proxy_for(
+    proxy_server = await start_proxy_for(
         settings,
         str(control.make_url("")).rstrip("/"),
         created["id"],
         created["bootstrap_token"],
         fake_url,
         aiohttp_server,
-        redis,
-        names,
     )
+    session = proxy_server.app[proxy_keys.session]
+    publisher = proxy_server.app[proxy_keys.publisher]
     yield Stack(
         settings=settings,
         engine=engine,
@@ -190,17 +167,9 @@ async def stack(
         proxy_url=str(proxy_server.make_url("")).rstrip("/"),
         proxy_app=proxy_server.app,
     )
-    # Let the publisher go idle first: redis-py can swallow a cancellation that lands
-    # inside a pipeline's execute, as the proxy's own shutdown also avoids.
-    assert await publisher.flush(10)
-    await asyncio.wait_for(session.rate.settled(), 5)
-    stack_watcher.stop()
-    for task in tasks:
-        task.cancel()
-    _, pending = await asyncio.wait(tasks, timeout=5)
-    assert not pending, f"proxy tasks did not stop: {[t.get_name() for t in pending]}"
-    with contextlib.suppress(asyncio.CancelledError):
-        await asyncio.gather(*tasks, return_exceptions=True)
+    # The proxy first, while its control plane still answers: its records are flushed.
+    await proxy_server.close()
+    assert publisher.pending == 0
     keys = [k async for k in redis.scan_iter(match=f"{settings.redis_prefix}*")]
     if keys:
         await redis.delete(*keys)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from aiohttp.test_utils import TestServer
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from control.app import create_app
@@ -38,6 +39,35 @@ def metrux_env(settings: Settings, **extra: str) -> dict[str, str]:
     }
 
 
+def proxy_env(settings: Settings, bootstrap_token: str, **extra: str) -> dict[str, str]:
+    """What a proxy process is given: its bootstrap token and the key-encryption settings,
+    never a Redis or database setting (its only peer is the control plane)."""
+    env = metrux_env(settings, METRUX_BOOTSTRAP_TOKEN=bootstrap_token, **extra)
+    for name in ("DATABASE_URL", "REDIS_URL", "METRUX_REDIS_PREFIX", "METRUX_DATA_DIR"):
+        del env[name]
+    return env
+
+
+class RestartableControl:
+    """A control plane on a fixed port that a test can stop and start again, as a
+    deployment restarts one: same database, same Redis, same address."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._server: TestServer | None = None
+
+    async def start(self) -> None:
+        self._server = TestServer(create_app(self._settings), host="127.0.0.1", port=self.port)
+        await self._server.start_server()
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            await self._server.close()
+            self._server = None
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -50,15 +80,20 @@ async def start_proxy_process(
     engine: AsyncEngine,
     stream_pace: float = 0.0,
     extra_args: tuple[str, ...] = (),
+    control: RestartableControl | None = None,
+    proxy_settings: dict[str, str] | None = None,
     **session: Any,
 ) -> dict[str, Any]:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     api_key = fake_anthropic_key()
     fake = FakeAnthropic(api_key, stream_pace=stream_pace)
     fake_server = await aiohttp_server(fake.app)
-    control = await aiohttp_server(create_app(settings))
+    if control is None:
+        server = await aiohttp_server(create_app(settings))
+        base = str(server.make_url("")).rstrip("/")
+    else:
+        base = control.url
     tenant = await make_tenant(engine)
-    base = str(control.make_url("")).rstrip("/")
     async with aiohttp.ClientSession() as http:
         async with http.post(f"{base}/v1/keys", json={"api_key": api_key}, headers=tenant.auth):
             pass
@@ -68,8 +103,7 @@ async def start_proxy_process(
             headers=tenant.auth,
         ) as r:
             created = await r.json()
-    env = metrux_env(settings, METRUX_BOOTSTRAP_TOKEN=created["bootstrap_token"])
-    del env["DATABASE_URL"]  # the proxy reaches the database only through the control plane
+    env = proxy_env(settings, created["bootstrap_token"], **(proxy_settings or {}))
     process = await asyncio.create_subprocess_exec(
         METRUX, "proxy", "run", "--session", created["id"], "--control-url", base,
         "--upstream", str(fake_server.make_url("")).rstrip("/"), *extra_args,
@@ -83,11 +117,12 @@ async def start_proxy_process(
         "created": created,
         "api_key": api_key,
         "fake": fake,
+        "fake_url": str(fake_server.make_url("")).rstrip("/"),
         "tenant": tenant,
         "control": base,
     }
 
 
-async def finish(process: asyncio.subprocess.Process) -> tuple[int, str]:
-    _, stderr = await asyncio.wait_for(process.communicate(), timeout=15)
+async def finish(process: asyncio.subprocess.Process, within: float = 30) -> tuple[int, str]:
+    _, stderr = await asyncio.wait_for(process.communicate(), timeout=within)
     return process.returncode or 0, stderr.decode()

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import json
 
 import aiohttp
 import anthropic
 import pytest
-from redis.asyncio import Redis
 
-from core.ratelimit import RateLimiter
-from proxy.ratelimit import SharedRateLimit
+from control.sessions import proxy_link
+from control.sessions import store as session_store
+from control.sessions.lifecycle import SessionState
+from proxy.limits import TokenBucket
 from tests.e2e.conftest import Stack
 from tests.fakes.anthropic import MODEL, JsonReply, StreamReply
 
@@ -53,9 +55,18 @@ async def test_revoking_the_key_clears_the_proxy(stack: Stack) -> None:
         assert (await r.json())["state"] == "revoked"
 
 
-async def test_a_missed_signal_is_obeyed_from_the_state_key(stack: Stack) -> None:
-    """Nothing is published: the proxy finds the ended state on its periodic re-read."""
-    await stack.redis.set(stack.names.session_state_key(stack.session_id), "ended")
+@pytest.fixture
+def quick_reread(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(proxy_link, "STATE_REREAD_S", 0.2)
+
+
+@pytest.mark.usefixtures("quick_reread")
+async def test_a_missed_signal_is_obeyed_from_the_periodic_state_read(stack: Stack) -> None:
+    """Nothing is published: the signal stream finds the ended state on its next re-read."""
+    async with stack.engine.begin() as conn:
+        await session_store.set_state(
+            conn, stack.session_id, SessionState.ENDED, now=dt.datetime.now(dt.UTC)
+        )
     assert await stopped(stack) == "session_ended"
 
 
@@ -132,9 +143,7 @@ async def test_output_budget_is_reserved_then_settled(stack: Stack) -> None:
 
 
 async def test_request_rate_limit_is_a_marked_429(stack: Stack) -> None:
-    stack.proxy.rate = SharedRateLimit(
-        RateLimiter(stack.redis), stack.names, stack.session_id, rate_per_s=0.5, burst=2
-    )
+    stack.proxy.rate = TokenBucket(rate_per_s=0.5, burst=2)
     client = stack.sdk()
     for _ in range(2):
         await client.messages.count_tokens(model=MODEL, messages=PROMPT)
@@ -144,48 +153,6 @@ async def test_request_rate_limit_is_a_marked_429(stack: Stack) -> None:
     assert int(headers["retry-after"]) >= 1
     assert headers["x-metrux-proxy-error"] == "1"
     assert len(stack.fake.requests) == 2
-    await stack.proxy.rate.settled()
-    limiter_keys = [k async for k in stack.redis.scan_iter(match=f"{stack.names.prefix}rl:proxy:*")]
-    assert len(limiter_keys) == 2  # per caller and per address, both expiring
-    assert all([await stack.redis.pttl(k) > 0 for k in limiter_keys])
-
-
-async def test_without_redis_the_proxy_limits_in_process(stack: Stack) -> None:
-    """The shared limiter's Redis is gone: calls go on under the local bucket (fail open)."""
-    dead = Redis.from_url("redis://127.0.0.1:9/0", socket_connect_timeout=0.05)
-    stack.proxy.rate = SharedRateLimit(
-        RateLimiter(dead), stack.names, stack.session_id, rate_per_s=0.5, burst=2
-    )
-    client = stack.sdk()
-    try:
-        for _ in range(2):
-            await client.messages.count_tokens(model=MODEL, messages=PROMPT)
-        with pytest.raises(anthropic.RateLimitError):
-            await client.messages.count_tokens(model=MODEL, messages=PROMPT)
-        await stack.proxy.rate.settled()
-    finally:
-        await dead.aclose()
-    assert stack.proxy.rate.fallbacks >= 1  # the charge to Redis failed; calls went on
-
-
-async def test_a_limit_recorded_in_redis_holds_for_a_new_proxy_of_the_session(
-    stack: Stack,
-) -> None:
-    """A proxy restarted for the same session inherits the limit its predecessor used up:
-    Redis refuses, and from the next call on so does the proxy."""
-    limiter = RateLimiter(stack.redis)
-    spent = SharedRateLimit(limiter, stack.names, stack.session_id, rate_per_s=0.1, burst=2)
-    for _ in range(2):
-        assert spent.wait_time("127.0.0.1", "candidate") is None
-    await spent.settled()
-    stack.proxy.rate = SharedRateLimit(
-        limiter, stack.names, stack.session_id, rate_per_s=0.1, burst=2
-    )
-    client = stack.sdk()
-    await client.messages.count_tokens(model=MODEL, messages=PROMPT)  # local bucket: fine
-    await stack.proxy.rate.settled()  # ...but Redis said the session's budget is spent
-    with pytest.raises(anthropic.RateLimitError):
-        await client.messages.count_tokens(model=MODEL, messages=PROMPT)
 
 
 async def test_claude_code_startup_burst_with_a_good_token_is_never_throttled(stack: Stack) -> None:
