@@ -1,32 +1,42 @@
-"""Attach: trade the bootstrap token for the session's grant, and unwrap the key into memory.
+"""Attach: trade the bootstrap token for the session's grant, and open the key into memory.
 
-The grant also carries this proxy's own credential for its link to the control plane
-(records and signals); it never leaves the process.
+The proxy makes an ephemeral HPKE key pair and sends the public half with its attach. The
+control plane seals the key's data key to it (core/crypto/sealing.py). The proxy opens the
+data key, decrypts the API key straight into its locked page and zeroes the data key: it
+never talks to KMS and holds no key-encryption setting. The grant also carries this
+proxy's own credential for its link to the control plane (records and signals); it never
+leaves the process.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import dataclasses
+import time
 from typing import Any
 
 import aiohttp
+import structlog
 
-from core.crypto.envelope import (
-    KeyContext,
-    UnwrapError,
-    WrappedKey,
-    plaintext_size,
-    unwrap_secret,
-)
-from core.crypto.kek import KekError, KekProvider
+from core.crypto.blob import KeyContext, UnwrapError, WrappedKey, decrypt_secret, plaintext_size
+from core.crypto.sealing import Recipient, SealError, seal_info
 from proxy.keyring import SessionKey
 from proxy.secret_memory import LockedBuffer
 from proxy.session import SessionInfo
 
+log = structlog.get_logger(__name__)
+# The control plane answers 503 while its key-encryption service is down, and leaves the
+# token unspent: the proxy retries for this long before it gives up.
+UNAVAILABLE_RETRY_S = 60.0
+
 
 class AttachError(Exception):
     """The control plane refused the attach, or could not be reached."""
+
+
+class Unavailable(AttachError):
+    """The control plane could not unwrap the key just now; the token is still good."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -37,18 +47,25 @@ class Grant:
     credential: str = dataclasses.field(repr=False)  # mxp_…: records and signals
 
 
-async def fetch_grant(control_url: str, session_id: str, bootstrap_token: str) -> dict[str, Any]:
+async def fetch_grant(
+    control_url: str, session_id: str, bootstrap_token: str, recipient: Recipient
+) -> dict[str, Any]:
     url = f"{control_url.rstrip('/')}/internal/v1/sessions/{session_id}/attach"
     timeout = aiohttp.ClientTimeout(total=30)
     try:
         async with (
             aiohttp.ClientSession(timeout=timeout, trust_env=False) as client,
-            client.post(url, headers={"Authorization": f"Bearer {bootstrap_token}"}) as response,
+            client.post(
+                url,
+                json=recipient.as_json(),
+                headers={"Authorization": f"Bearer {bootstrap_token}"},
+            ) as response,
         ):
             body = await response.json(content_type=None)
             if response.status != 200:
                 error = (body or {}).get("error", {}) if isinstance(body, dict) else {}
-                raise AttachError(
+                kind = Unavailable if response.status == 503 else AttachError
+                raise kind(
                     f"attach refused ({response.status}): {error.get('message', 'no message')}"
                 )
             return body  # type: ignore[no-any-return]
@@ -58,21 +75,29 @@ async def fetch_grant(control_url: str, session_id: str, bootstrap_token: str) -
         ) from None
 
 
-async def arm_key(grant: dict[str, Any], kek: KekProvider) -> tuple[Grant, SessionKey]:
-    """Unwrap the granted blob through the KEK provider into an armed SessionKey."""
+def arm_key(grant: dict[str, Any], recipient: Recipient) -> tuple[Grant, SessionKey]:
+    """Open the sealed data key and decrypt the API key into a locked page."""
     info = SessionInfo.from_grant(grant)
-    blob = grant["wrapped_key"]
+    sealed = grant["sealed_key"]
     wrapped = WrappedKey(
-        kek_id=blob["kek_id"],
-        encrypted_data_key=base64.b64decode(blob["encrypted_data_key"]),
-        nonce=base64.b64decode(blob["nonce"]),
-        ciphertext=base64.b64decode(blob["ciphertext"]),
-        version=blob["version"],
+        kek_id="",  # the control plane unwrapped the data key; no KEK is involved here
+        encrypted_data_key=b"",
+        nonce=base64.b64decode(sealed["nonce"]),
+        ciphertext=base64.b64decode(sealed["ciphertext"]),
+        version=sealed["version"],
     )
     context = KeyContext(tenant_id=info.tenant_id, key_id=info.key_id, version=wrapped.version)
+    bound_to = seal_info(session_id=info.session_id, tenant_id=info.tenant_id, key_id=info.key_id)
+    try:
+        data_key = recipient.open(base64.b64decode(sealed["sealed_data_key"]), bound_to)
+    except SealError as exc:
+        raise AttachError(f"the granted key does not open: {exc}") from None
     memory = LockedBuffer(plaintext_size(wrapped))
     try:
-        secret = await unwrap_secret(kek, wrapped, context, into=memory.view())
+        secret = decrypt_secret(data_key, wrapped, context, into=memory.view())
+    except UnwrapError as exc:
+        memory.close()
+        raise AttachError(f"the granted key does not decrypt: {exc}") from None
     except BaseException:
         memory.close()
         raise
@@ -81,43 +106,26 @@ async def arm_key(grant: dict[str, Any], kek: KekProvider) -> tuple[Grant, Sessi
     return Grant(info, str(grant["proxy_token"])), key
 
 
-async def report_unwrap_failure(
-    control_url: str, session_id: str, bootstrap_token: str, reason: str
-) -> bool:
-    """Tell the control plane this attach could not unwrap (it audits the failure and
-    re-arms the token for a retry); False if it could not be told."""
-    url = f"{control_url.rstrip('/')}/internal/v1/sessions/{session_id}/attach/failed"
-    try:
-        async with (
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15), trust_env=False) as c,
-            c.post(
-                url,
-                json={"reason": reason},
-                headers={"Authorization": f"Bearer {bootstrap_token}"},
-            ) as response,
-        ):
-            return response.status == 200
-    except (aiohttp.ClientError, TimeoutError):
-        return False
-
-
 async def attach(
-    control_url: str, session_id: str, bootstrap_token: str, kek: KekProvider
+    control_url: str,
+    session_id: str,
+    bootstrap_token: str,
+    *,
+    retry_for: float = UNAVAILABLE_RETRY_S,
 ) -> tuple[Grant, SessionKey]:
-    """Attach and arm the key. If the key does not unwrap, the control plane is told (it
-    audits the failure and re-arms the bootstrap token) and AttachError says whether a
-    retry can work."""
-    grant = await fetch_grant(control_url, session_id, bootstrap_token)
-    try:
-        return await arm_key(grant, kek)
-    except (KekError, UnwrapError) as exc:
-        unavailable = "unavailable" in str(exc)
-        rearmed = await report_unwrap_failure(
-            control_url,
-            session_id,
-            bootstrap_token,
-            "kek_unavailable" if unavailable else "unwrap_failed",
-        )
-        status = "503: the key-encryption service is unavailable" if unavailable else "error"
-        retry = "; the bootstrap token is re-armed, retry" if rearmed else ""
-        raise AttachError(f"could not unwrap the session's key ({status}: {exc}){retry}") from None
+    """Attach and arm the key; while the control plane's key-encryption service is
+    unavailable (503, token unspent), retry with backoff for up to `retry_for` seconds."""
+    recipient = Recipient()
+    give_up = time.monotonic() + retry_for
+    delay = 0.5
+    while True:
+        try:
+            grant = await fetch_grant(control_url, session_id, bootstrap_token, recipient)
+        except Unavailable:
+            if time.monotonic() + delay > give_up:
+                raise
+            log.warning("attach_unavailable_retrying", delay_s=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+            continue
+        return arm_key(grant, recipient)

@@ -70,10 +70,8 @@ def _fail(message: str) -> int:
 
 
 def run_proxy(args: argparse.Namespace, settings: Settings) -> int:
-    from core.crypto.envelope import UnwrapError
-    from core.crypto.kek import KekError
     from proxy.attach import AttachError
-    from proxy.hardening import disable_core_dumps
+    from core.hardening import disable_core_dumps
 
     disable_core_dumps()
     if settings.sentry_dsn:
@@ -111,7 +109,7 @@ def run_proxy(args: argparse.Namespace, settings: Settings) -> int:
                     metrics_at,
                 )
             )
-    except (AttachError, KekError, UnwrapError) as exc:
+    except AttachError as exc:
         return _fail(str(exc))
 
 
@@ -150,13 +148,12 @@ async def serve(
     """Attach, run until the session's key is cleared, drain, and stop."""
     from aiohttp import web
 
-    from core.crypto.kek import load_kek
     from proxy import appkeys
     from proxy.app import create_app
     from proxy.attach import attach
 
     structlog.contextvars.bind_contextvars(session_id=session_id)
-    grant, key = await attach(control_url, session_id, bootstrap_token, load_kek(settings))
+    grant, key = await attach(control_url, session_id, bootstrap_token)
     app = create_app(
         settings,
         grant,

@@ -23,6 +23,18 @@ def register(parts: Any) -> None:
         default=30.0,
         help="seconds without the launcher's keepalive before the proxy clears the key",
     )
+    cmd.add_argument(
+        "--workload-user",
+        default=None,
+        metavar="USER",
+        help="run COMMAND as this user (name or uid); default when started as root: nobody",
+    )
+    cmd.add_argument(
+        "--same-user",
+        action="store_true",
+        help="development only: run COMMAND as the launcher's own user, which can then read "
+        "the credentials file and everything else that user can",
+    )
     cmd.add_argument("workload", nargs=argparse.REMAINDER, metavar="-- COMMAND ARGS…")
     cmd.set_defaults(handler=run_sandbox_command)
     cmd = commands.add_parser("disconnect", help="the candidate is gone: clear the key now")
@@ -44,6 +56,8 @@ def run_sandbox_command(args: argparse.Namespace, settings: Settings) -> int:
         return _fail("give the command to run after --, e.g. -- python app.py")
     if args.keepalive_grace <= 0:
         return _fail("--keepalive-grace must be positive")
+    if args.same_user and args.workload_user is not None:
+        return _fail("give --workload-user or --same-user, not both")
     try:
         creds = load_credentials(args.session_credentials)
     except CredentialsError as exc:
@@ -56,6 +70,8 @@ def run_sandbox_command(args: argparse.Namespace, settings: Settings) -> int:
                 parent_env=dict(os.environ),
                 data_dir=settings.data_dir,
                 keepalive_grace=args.keepalive_grace,
+                user=args.workload_user,
+                same_user=args.same_user,
             )
         )
     except LaunchError as exc:

@@ -115,14 +115,23 @@ async def journey(
         accepted = await _call(
             http, "POST", f"{control}/v1/invites/{invite['invite_token']}/accept"
         )
-        print(f"invite accepted: session {accepted['session_id']}")
+        print(f"invite accepted: session {accepted['session_id']} (the candidate holds only")
+        print("  a sandbox token and a candidate token; neither can attach a proxy)")
+        # The platform's part: it runs the sandbox, so it asks for the attach credential.
+        attach = await _call(
+            http,
+            "POST",
+            f"{control}/v1/sessions/{accepted['session_id']}/bootstrap-token",
+            owner,
+        )
+        print("the platform got the proxy's single-use bootstrap token for the sandbox pod")
         credentials = data_dir / "session.json"
         credentials.write_text(
             json.dumps(
                 {
                     "session_id": accepted["session_id"],
                     "control_url": control,
-                    "bootstrap_token": accepted["bootstrap_token"],
+                    "bootstrap_token": attach["bootstrap_token"],
                     "sandbox_token": accepted["sandbox_token"],
                 }
             )
@@ -130,8 +139,9 @@ async def journey(
         credentials.chmod(0o600)
         print("running the sandbox: metrux sandbox run -- python -m sandbox.demo_workload\n")
         sandbox = await asyncio.create_subprocess_exec(
+            # --same-user: everything runs on this one machine, as in development.
             *_metrux(), "sandbox", "run", "--session-credentials", str(credentials),
-            "--", sys.executable, "-m", "sandbox.demo_workload", env=env,
+            "--same-user", "--", sys.executable, "-m", "sandbox.demo_workload", env=env,
             stderr=asyncio.subprocess.DEVNULL,
         )  # fmt: skip
         code = await sandbox.wait()

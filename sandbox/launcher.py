@@ -1,30 +1,41 @@
 """Run a session's proxy and the candidate's workload wired to it; clear the key after.
 
-1. Start `metrux proxy run` as a child on a free loopback port, with the bootstrap token in
-   its environment only, and wait for its `ready` line (attached and armed).
+0. Make the launcher non-dumpable: a workload under the same uid cannot read its memory or
+   environment through /proc.
+1. Start `metrux proxy run` as a child on a free loopback port, with a minimal environment
+   and the bootstrap token through an inherited pipe (never in an environment or argv), and
+   wait for its `ready` line (attached and armed: the token is spent by then).
 2. Start the workload with workload_env(): the proxy URL and the sandbox token, nothing else
-   secret. Send the proxy a keepalive every few seconds; if the launcher dies, the beats stop
-   and the proxy clears the key after the grace period.
+   secret. Started as root, the launcher runs the workload under another uid (`nobody` by
+   default), which can read neither the credentials file nor either process. Send the proxy
+   a keepalive every few seconds; if the launcher dies, the beats stop and the proxy clears
+   the key after the grace period.
 3. When the workload exits (or the launcher is told to stop), tell the proxy to clear, wait
-   for it to exit, and return the workload's exit code.
+   for it to exit, remove the workload's temporary HOME, and return the workload's exit code.
+
+A spent bootstrap token is not renewed here: only whoever runs the sandbox can get a fresh
+one (`POST /v1/sessions/{id}/bootstrap-token`), never the candidate.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import json
 import os
+import pwd
+import shutil
 import signal
 import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import structlog
 
+from core.hardening import disable_core_dumps
 from core.tasks import spawn
 from sandbox.credentials import SessionCredentials
 from sandbox.home import prepare_home
@@ -61,16 +72,40 @@ async def _keepalive(proxy_url: str, token: str, every: float) -> None:
         await asyncio.sleep(every)
 
 
+# What the proxy is given of the launcher's environment: its own settings, nothing of the
+# control plane's (a database, Redis or key-encryption setting would be a leak, not a need).
+_PROXY_ENV = ("PATH", "LANG", "LC_ALL", "TZ", "SENTRY_DSN", "METRUX_UPSTREAM_URL",
+              "METRUX_LOG_LEVEL", "METRUX_LOG_FORMAT")  # fmt: skip
+
+
+def proxy_env(parent_env: Mapping[str, str]) -> dict[str, str]:
+    """The proxy's environment: a few plain settings, and the proxy's own METRUX_PROXY_*."""
+    return {
+        name: value
+        for name, value in parent_env.items()
+        if name in _PROXY_ENV or name.startswith("METRUX_PROXY_")
+    }
+
+
 async def _start_proxy(
     creds: SessionCredentials, parent_env: Mapping[str, str], grace: float
 ) -> tuple[asyncio.subprocess.Process, str]:
-    proxy = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "core.cli", "proxy", "run",
-        "--session", creds.session_id, "--control-url", creds.control_url,
-        "--listen", "127.0.0.1:0", "--keepalive-grace", str(grace),
-        env={**parent_env, "METRUX_BOOTSTRAP_TOKEN": creds.bootstrap_token},
-        stdout=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+    # The token travels through a pipe the proxy alone inherits and reads once.
+    read_end, write_end = os.pipe()
+    try:
+        os.write(write_end, creds.bootstrap_token.encode())
+    finally:
+        os.close(write_end)
+    try:
+        proxy = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "core.cli", "proxy", "run",
+            "--session", creds.session_id, "--control-url", creds.control_url,
+            "--listen", "127.0.0.1:0", "--keepalive-grace", str(grace),
+            "--bootstrap-token-file", f"/dev/fd/{read_end}",
+            env=proxy_env(parent_env), stdout=asyncio.subprocess.PIPE, pass_fds=(read_end,),
+        )  # fmt: skip
+    finally:
+        os.close(read_end)
     assert proxy.stdout is not None
     try:
         line = await asyncio.wait_for(proxy.stdout.readline(), READY_TIMEOUT_S)
@@ -79,26 +114,13 @@ async def _start_proxy(
         raise LaunchError("the proxy did not become ready in time") from None
     if not line:
         await proxy.wait()
-        raise LaunchError(f"the proxy exited with {proxy.returncode} before it was ready")
+        raise LaunchError(
+            f"the proxy exited with {proxy.returncode} before it was ready (if its bootstrap "
+            "token was spent by an earlier run, whoever runs the sandbox gets a fresh one "
+            "with POST /v1/sessions/{id}/bootstrap-token)"
+        )
     ready = json.loads(line)
     return proxy, str(ready["url"])
-
-
-async def _reconnect(creds: SessionCredentials) -> str:
-    """A fresh bootstrap token for this session (the first was spent by an earlier attach)."""
-    url = f"{creds.control_url}/v1/sessions/{creds.session_id}/reconnect"
-    try:
-        async with (
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as http,
-            http.post(url, headers={"Authorization": f"Bearer {creds.sandbox_token}"}) as response,
-        ):
-            body = await response.json(content_type=None)
-    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-        raise LaunchError(f"control plane unreachable ({type(exc).__name__})") from None
-    if response.status != 200:
-        message = (body or {}).get("error", {}).get("message", "refused")
-        raise LaunchError(f"cannot resume the session: {message}")
-    return str(body["bootstrap_token"])
 
 
 async def _stop_proxy(proxy: asyncio.subprocess.Process, proxy_url: str, token: str) -> None:
@@ -120,6 +142,27 @@ def _exit_code(returncode: int) -> int:
     return 128 - returncode if returncode < 0 else returncode
 
 
+def workload_user(requested: str | None, *, same_user: bool = False) -> tuple[int, int] | None:
+    """The (uid, gid) to run the workload as: the one requested, else `nobody` when the
+    launcher is root; None to keep the launcher's own (development: see docs/sandbox.md)."""
+    if same_user or (requested is None and os.getuid() != 0):
+        return None
+    name = requested or "nobody"
+    try:
+        entry = pwd.getpwnam(name) if not name.isdigit() else pwd.getpwuid(int(name))
+    except KeyError:
+        raise LaunchError(f"no such user for the workload: {name!r}") from None
+    if entry.pw_uid == 0:
+        raise LaunchError("the workload must not run as root")
+    return entry.pw_uid, entry.pw_gid
+
+
+def _hand_over(home: Path, uid: int, gid: int) -> None:
+    """The workload's private HOME belongs to the workload's user."""
+    for path in (home, *home.rglob("*")):
+        os.chown(path, uid, gid)
+
+
 async def run_sandbox(
     creds: SessionCredentials,
     command: Sequence[str],
@@ -127,13 +170,18 @@ async def run_sandbox(
     parent_env: Mapping[str, str],
     data_dir: Path,
     keepalive_grace: float = 30.0,
+    user: str | None = None,
+    same_user: bool = False,
 ) -> int:
-    try:
-        proxy, proxy_url = await _start_proxy(creds, parent_env, keepalive_grace)
-    except LaunchError:
-        # Most often the bootstrap token was spent by an earlier run: this is a reconnect.
-        fresh = dataclasses.replace(creds, bootstrap_token=await _reconnect(creds))
-        proxy, proxy_url = await _start_proxy(fresh, parent_env, keepalive_grace)
+    disable_core_dumps()  # non-dumpable: no /proc reads of the launcher by the workload
+    run_as = workload_user(user, same_user=same_user)
+    if run_as is None:
+        log.warning(
+            "sandbox_workload_same_user",
+            note="the workload runs as the launcher's user: a development mode that protects "
+            "nothing from whoever runs it",
+        )
+    proxy, proxy_url = await _start_proxy(creds, parent_env, keepalive_grace)
     state = state_path(data_dir, creds.session_id)
     state.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     state.write_text(
@@ -148,8 +196,18 @@ async def run_sandbox(
             sandbox_token=creds.sandbox_token,
             home=prepare_home(home, creds.sandbox_token),
         )
-        log.info("sandbox_workload_starting", session_id=creds.session_id, proxy=proxy_url)
-        workload = await asyncio.create_subprocess_exec(*command, env=env)
+        drop: dict[str, Any] = {}
+        if run_as is not None:
+            uid, gid = run_as
+            _hand_over(home, uid, gid)
+            drop = {"user": uid, "group": gid, "extra_groups": []}
+        log.info(
+            "sandbox_workload_starting",
+            session_id=creds.session_id,
+            proxy=proxy_url,
+            uid=run_as[0] if run_as else os.getuid(),
+        )
+        workload = await asyncio.create_subprocess_exec(*command, env=env, **drop)
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, workload.send_signal, signum)
@@ -162,6 +220,7 @@ async def run_sandbox(
             await beats
         await _stop_proxy(proxy, proxy_url, creds.sandbox_token)
         state.unlink(missing_ok=True)
+        shutil.rmtree(home, ignore_errors=True)
 
 
 async def disconnect(creds: SessionCredentials, data_dir: Path) -> bool:

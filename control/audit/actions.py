@@ -21,7 +21,8 @@ class AuditAction(StrEnum):
     SESSION_REVOKE = "session:revoke"
     SESSION_EXPIRE = "session:expire"
     SESSION_SUBMIT = "session:submit"
-    SESSION_RECONNECT = "session:reconnect"
+    SESSION_RECONNECT = "session:reconnect"  # before 0.2: the candidate's reconnect
+    SESSION_BOOTSTRAP_TOKEN = "session:bootstrap_token"
     SESSION_GRADER_TOKEN = "session:grader_token"
     SESSION_SEAL = "session:seal"
     SESSION_REPORT_LINK = "session:report_link"

@@ -63,7 +63,6 @@ class AcceptedInvite(BaseModel):
     session_id: str
     control_url: str
     sandbox_token: str = Field(description="mxs_…: the candidate's credential, shown once")
-    bootstrap_token: str = Field(description="mxb_…: for the sandbox's proxy, single use")
     candidate_token: str = Field(
         description="mxc_…: the candidate's own token for /v1/auth/me (export, deletion)"
     )

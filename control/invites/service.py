@@ -187,7 +187,10 @@ async def accept_invite(
             allowed_models=row.allowed_models,
             allowed_betas=row.allowed_betas,
         )
-        created = await issue_session(conn, actor, tenant_id=row.tenant_id, terms=terms, now=now)
+        # No bootstrap token: the candidate must hold nothing that can attach a proxy.
+        created = await issue_session(
+            conn, actor, tenant_id=row.tenant_id, terms=terms, now=now, with_bootstrap=False
+        )
         result = await conn.execute(
             update(invites)
             .where(invites.c.id == row.id, invites.c.accepted_at.is_(None))

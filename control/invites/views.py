@@ -88,7 +88,6 @@ async def accept_invite(request: web.Request) -> web.Response:
         session_id=created.session.id,
         control_url=request.app[appkeys.settings].public_url,
         sandbox_token=created.sandbox_token,
-        bootstrap_token=created.bootstrap_token,
         candidate_token=accepted.candidate_token,
         deadline_at=created.session.deadline_at,
     )

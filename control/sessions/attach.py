@@ -1,11 +1,15 @@
-"""The attach step: a proxy trades its single-use bootstrap token for the wrapped key.
+"""The attach step: a proxy trades its single-use bootstrap token for its session's grant.
 
-In one transaction: check the token, the session's state and deadline and the key; mark
-the token used; issue the proxy's own credential (`mxp_`, stored hashed) under the next
-epoch, which fences out any earlier proxy of the session (it is told to stop, and may only
-deliver the records of calls it started before the fence); write the `key:unwrap` audit
-row; hand back the wrapped blob. A refused attach is audited too, in a transaction of its
-own.
+The proxy sends the public half of an ephemeral HPKE key pair. In one transaction: check
+the token, the session's state and deadline and the key; unwrap the key's data key through
+the KEK provider and seal it to the proxy's public key, bound to session, tenant and key
+(core/crypto/sealing.py); mark the token used; issue the proxy's own credential (`mxp_`,
+stored hashed) under the next epoch, which fences out any earlier proxy of the session (it
+is told to stop, and may only deliver records of calls it started before the fence); write
+the `key:unwrap` audit row. The grant carries the sealed data key and the AES-GCM
+ciphertext: only that proxy process can open it, and the control plane never holds the API
+key's plaintext. A refused attach is audited too, in a transaction of its own, and leaves
+the token unspent when the refusal is the key-encryption service's (KMS down: retry).
 """
 
 from __future__ import annotations
@@ -26,7 +30,9 @@ from control.sessions.signals import SignalPublisher
 from control.sessions.store import SessionRecord
 from control.usage import store as usage_store
 from control.web.errors import ApiError
-from core.crypto.envelope import WrappedKey
+from core.crypto.envelope import KeyContext, UnwrapError, WrappedKey, unwrap_data_key
+from core.crypto.kek import KekProvider
+from core.crypto.sealing import SealTarget, seal, seal_info
 from core.tokens import TokenKind, hash_token, new_token, tokens_match
 
 
@@ -35,6 +41,8 @@ class AttachGrant:
     session: SessionRecord
     key_id: str
     wrapped: WrappedKey
+    sealed_data_key: bytes
+    suite: str
     proxy_token: str = dataclasses.field(repr=False, default="")
     chain_head: tuple[int, str] | None = None  # where a previous proxy left the chain
 
@@ -63,9 +71,9 @@ class AttachGrant:
             "chain_head": (
                 {"seq": self.chain_head[0], "link": self.chain_head[1]} if self.chain_head else None
             ),
-            "wrapped_key": {
-                "kek_id": self.wrapped.kek_id,
-                "encrypted_data_key": b64(self.wrapped.encrypted_data_key),
+            "sealed_key": {
+                "suite": self.suite,
+                "sealed_data_key": b64(self.sealed_data_key),
                 "nonce": b64(self.wrapped.nonce),
                 "ciphertext": b64(self.wrapped.ciphertext),
                 "version": self.wrapped.version,
@@ -111,26 +119,67 @@ async def _audit_unwrap(
     )
 
 
+async def _seal_data_key(
+    kek: KekProvider, session: SessionRecord, wrapped: WrappedKey, target: SealTarget
+) -> bytes | ApiError:
+    """The blob's data key, unwrapped and sealed to the proxy; or why it cannot be."""
+    assert session.api_key_id is not None
+    context = KeyContext(session.tenant_id, session.api_key_id, version=wrapped.version)
+    try:
+        data_key = await unwrap_data_key(kek, wrapped, context)
+    except UnwrapError as exc:
+        if "unavailable" in str(exc):
+            return ApiError(
+                503,
+                "unavailable",
+                "the key-encryption service is unavailable; retry with the same token",
+                headers={"Retry-After": "5"},
+            )
+        return ApiError(409, "conflict_error", "the session's key does not unwrap; upload it again")
+    try:
+        info = seal_info(
+            session_id=session.id, tenant_id=session.tenant_id, key_id=session.api_key_id
+        )
+        return seal(data_key, target, info)
+    finally:
+        data_key[:] = bytes(len(data_key))
+
+
 async def attach(
     engine: AsyncEngine,
     signals: SignalPublisher,
+    kek: KekProvider,
     actor: Actor,
     *,
     session_id: str,
     bootstrap_token: str,
+    seal_to: SealTarget | ApiError,
     now: dt.datetime | None = None,
 ) -> AttachGrant:
+    """`seal_to` is the proxy's public key, or what was wrong with the request's body: that
+    is raised once the token has checked out (and spends nothing)."""
     now = now or dt.datetime.now(dt.UTC)
     async with engine.begin() as conn:
         session = await store.get_session(conn, session_id, for_update=True)
         if session is None:
             raise ApiError(401, "authentication_error", "invalid bootstrap token")
         refusal = _refusal(session, bootstrap_token, now)
+        if refusal is None and isinstance(seal_to, ApiError):
+            raise seal_to
         wrapped = None
         if refusal is None and session.api_key_id is not None:
             wrapped = await key_store.get_wrapped(conn, session.tenant_id, session.api_key_id)
         if refusal is None and wrapped is None:
             refusal = ApiError(403, "permission_error", "the session's key has been revoked")
+        sealed = b""
+        if refusal is None:
+            assert wrapped is not None
+            assert isinstance(seal_to, SealTarget)
+            outcome = await _seal_data_key(kek, session, wrapped, seal_to)
+            if isinstance(outcome, ApiError):
+                refusal = outcome
+            else:
+                sealed = outcome
         if refusal is None:
             assert wrapped is not None
             assert session.api_key_id is not None
@@ -151,6 +200,8 @@ async def attach(
                 session=session,
                 key_id=session.api_key_id,
                 wrapped=wrapped,
+                sealed_data_key=sealed,
+                suite=seal_to.suite.value,  # type: ignore[union-attr]
                 proxy_token=proxy_token,
                 chain_head=await usage_store.chain_head(conn, session.id),
             )
@@ -161,36 +212,3 @@ async def attach(
     async with engine.begin() as conn:
         await _audit_unwrap(conn, actor, session, "failure", {"reason": refusal.message}, now)
     raise refusal
-
-
-REARM_WINDOW = dt.timedelta(minutes=5)
-
-
-async def attach_failed(
-    engine: AsyncEngine,
-    actor: Actor,
-    *,
-    session_id: str,
-    bootstrap_token: str,
-    reason: str,
-    now: dt.datetime | None = None,
-) -> None:
-    """A proxy got its grant but could not unwrap the key (KMS down, say): audit the
-    failure and re-arm the bootstrap token, so the same proxy start can simply retry.
-    Only the token's holder can do this, and only shortly after its attach."""
-    now = now or dt.datetime.now(dt.UTC)
-    async with engine.begin() as conn:
-        session = await store.get_session(conn, session_id, for_update=True)
-        if (
-            session is None
-            or session.bootstrap_token_hash is None
-            or not tokens_match(bootstrap_token, session.bootstrap_token_hash)
-        ):
-            raise ApiError(401, "authentication_error", "invalid bootstrap token")
-        used = session.bootstrap_used_at
-        if used is None or now - used > REARM_WINDOW or not is_live(session.state):
-            raise ApiError(409, "conflict_error", "no recent attach of this token to undo")
-        await store.update_session(conn, session_id, now=now, bootstrap_used_at=None)
-        await _audit_unwrap(
-            conn, actor, session, "failure", {"reason": reason, "stage": "proxy"}, now
-        )

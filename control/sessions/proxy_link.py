@@ -1,6 +1,8 @@
-"""An attached proxy's only link to the service: its usage records and its signal stream.
+"""A proxy's only link to the service: its attach, its usage records and its signal stream.
 
-Both routes take the proxy's own credential (`mxp_`, from its attach grant). The session
+Attach takes the single-use bootstrap token and the proxy's HPKE public key
+(control/sessions/attach.py). The other two routes take the proxy's own credential
+(`mxp_`, from its attach grant). The session
 and tenant come from that credential, never from what the proxy sends. A later attach of
 the same session replaces the credential, so a fenced-out proxy gets 401 here and stops.
 
@@ -20,8 +22,11 @@ from typing import Any
 from aiohttp import web
 
 from control import appkeys
+from control.audit.actions import ActorType
+from control.sessions import attach as attach_service
 from control.sessions import service
 from control.sessions.lifecycle import is_live
+from control.sessions.schemas import AttachGrantOut, AttachRequest
 from control.sessions.signals import CLOSING, RESYNC
 from control.usage.intake import (
     MAX_BATCH_BYTES,
@@ -29,15 +34,60 @@ from control.usage.intake import (
     enqueue,
     sort_records,
 )
-from control.web.auth import bearer_token
+from control.web.auth import actor_for, bearer_token
+from control.web.context import parse_json
 from control.web.endpoint import PUBLIC, Auth, endpoint
 from control.web.errors import ApiError
+from core.crypto.sealing import SealError, SealTarget, load_target
 from core.signals import GRADING_STATES
 from core.tokens import TokenKind, token_kind
 
 routes = web.RouteTableDef()
 HEARTBEAT_S = 5.0
 STATE_REREAD_S = 30.0
+
+
+def _bootstrap_token(request: web.Request) -> str:
+    token = bearer_token(request)
+    if token is None or token_kind(token) is not TokenKind.BOOTSTRAP:
+        raise ApiError(
+            401, "authentication_error", "send the mxb_ bootstrap token as a Bearer token"
+        )
+    return token
+
+
+@routes.post("/internal/v1/sessions/{session_id}/attach")
+@endpoint(
+    "A proxy attaches with its single-use bootstrap token and its ephemeral HPKE public key, "
+    "and receives its grant: the data key sealed to that key, the ciphertext, its credential",
+    access=PUBLIC,
+    auth=Auth.BOOTSTRAP,
+    body=AttachRequest,
+    response=AttachGrantOut,
+    tag="internal",
+)
+async def attach(request: web.Request) -> web.Response:
+    token = _bootstrap_token(request)
+    # The token is checked before the body's faults are reported: a stranger learns nothing.
+    target: SealTarget | ApiError
+    try:
+        body = await parse_json(request, AttachRequest)
+        target = load_target(body.suite, body.public_key)
+    except ApiError as exc:
+        target = exc
+    except SealError as exc:
+        target = ApiError(422, "validation_error", f"{exc} (at body.public_key)")
+    session_id = request.match_info["session_id"]
+    grant = await attach_service.attach(
+        request.app[appkeys.engine],
+        request.app[appkeys.signals],
+        request.app[appkeys.kek],
+        actor_for(request, ActorType.PROXY, f"proxy:{session_id}"),
+        session_id=session_id,
+        bootstrap_token=token,
+        seal_to=target,
+    )
+    return web.json_response(grant.as_json())
 
 
 def _credential(request: web.Request) -> str:

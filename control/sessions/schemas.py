@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -83,12 +84,31 @@ class NewSessionOut(SessionOut):
     )
 
 
-class WrappedKeyOut(BaseModel):
-    kek_id: str
-    encrypted_data_key: str = Field(description="base64")
-    nonce: str = Field(description="base64")
-    ciphertext: str = Field(description="base64")
+class AttachRequest(BaseModel):
+    """The public half of the proxy's ephemeral HPKE key pair: the data key is sealed to it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    suite: Literal[
+        "mlkem768x25519-hkdfsha256-aes256gcm", "x25519-hkdfsha256-aes256gcm"
+    ] = Field(description="the HPKE suite; the hybrid post-quantum one where available")
+    public_key: str = Field(max_length=4096, description="base64 raw public key")
+
+
+class SealedKeyOut(BaseModel):
+    suite: str
+    sealed_data_key: str = Field(
+        description="base64 HPKE ciphertext of the data key, sealed to the attach's public key "
+        "with info binding session, tenant and key ids"
+    )
+    nonce: str = Field(description="base64, of the AES-256-GCM ciphertext")
+    ciphertext: str = Field(description="base64 AES-256-GCM ciphertext of the API key")
     version: int
+
+
+class BootstrapTokenOut(BaseModel):
+    session_id: str
+    bootstrap_token: str = Field(description="mxb_…: the next proxy's single-use attach token")
 
 
 class ChainHeadOut(BaseModel):
@@ -112,4 +132,4 @@ class AttachGrantOut(BaseModel):
     chain_head: ChainHeadOut | None = Field(
         None, description="where a previous proxy of this session left the transcript chain"
     )
-    wrapped_key: WrappedKeyOut
+    sealed_key: SealedKeyOut

@@ -45,7 +45,7 @@ _EVENT_ACTIONS = {
 class NewSession:
     session: SessionRecord
     sandbox_token: str
-    bootstrap_token: str
+    bootstrap_token: str | None  # None: issued to a candidate; the platform asks for one
     grader_token: str
 
     def __repr__(self) -> str:
@@ -126,10 +126,17 @@ async def _session_key(conn: AsyncConnection, tenant_id: str, key_id: str | None
 
 
 async def issue_session(
-    conn: AsyncConnection, actor: Actor, *, tenant_id: str, terms: SessionTerms, now: dt.datetime
+    conn: AsyncConnection,
+    actor: Actor,
+    *,
+    tenant_id: str,
+    terms: SessionTerms,
+    now: dt.datetime,
+    with_bootstrap: bool = True,
 ) -> NewSession:
     """Create a session and its tokens on `conn`, audited; the caller owns the transaction
-    and announces the new state after commit."""
+    and announces the new state after commit. `with_bootstrap=False` (a candidate accepting
+    an invite) issues no attach credential: whoever runs the sandbox asks for one."""
     key = await _session_key(conn, tenant_id, terms.api_key_id)
     sandbox, bootstrap, grader = (
         new_token(TokenKind.SESSION),
@@ -146,7 +153,7 @@ async def issue_session(
         state=SessionState.ISSUED.value,
         token_hash=hash_token(sandbox),
         grader_token_hash=hash_token(grader),
-        bootstrap_token_hash=hash_token(bootstrap),
+        bootstrap_token_hash=hash_token(bootstrap) if with_bootstrap else None,
         deadline_at=terms.deadline,
         max_requests=terms.max_requests,
         max_output_tokens=terms.max_output_tokens,
@@ -166,7 +173,7 @@ async def issue_session(
         now=now,
         details={"key_id": key.id, "deadline_at": terms.deadline.isoformat()},
     )
-    return NewSession(session, sandbox, bootstrap, grader)
+    return NewSession(session, sandbox, bootstrap if with_bootstrap else None, grader)
 
 
 async def create_session(
@@ -317,20 +324,29 @@ async def reread_proxy(engine: AsyncEngine, proxy: AttachedProxy) -> AttachedPro
     return AttachedProxy(session, credential or proxy.credential)
 
 
-async def reconnect(
-    engine: AsyncEngine, actor: Actor, *, session: SessionRecord, now: dt.datetime | None = None
+async def issue_bootstrap_token(
+    engine: AsyncEngine,
+    actor: Actor,
+    *,
+    tenant_id: str,
+    session_id: str,
+    now: dt.datetime | None = None,
 ) -> str:
-    """A fresh single-use bootstrap token for a live session (the next attach is audited
-    as another unwrap); refused once the session has ended."""
+    """A fresh single-use bootstrap token for a live session's next proxy, for whoever runs
+    the sandbox (never the candidate); any earlier unused one stops working. The attach it
+    allows is another audited unwrap, and fences the session's current proxy."""
     now = now or dt.datetime.now(dt.UTC)
-    if not is_live(session.state):
-        raise ApiError(
-            403, "permission_error", f"session is {session.state.value}; it cannot be resumed"
-        )
-    if now >= session.deadline_at:
-        raise ApiError(403, "permission_error", "session deadline has passed")
     bootstrap = new_token(TokenKind.BOOTSTRAP)
     async with engine.begin() as conn:
+        session = await store.get_session(conn, session_id, tenant_id=tenant_id, for_update=True)
+        if session is None:
+            raise not_found("session")
+        if not is_live(session.state):
+            raise ApiError(
+                409, "conflict_error", f"session is {session.state.value}; it cannot be resumed"
+            )
+        if now >= session.deadline_at:
+            raise ApiError(409, "conflict_error", "session deadline has passed")
         await store.update_session(
             conn,
             session.id,
@@ -341,7 +357,7 @@ async def reconnect(
         await audit_session(
             conn,
             actor,
-            AuditAction.SESSION_RECONNECT,
+            AuditAction.SESSION_BOOTSTRAP_TOKEN,
             tenant_id=session.tenant_id,
             session_id=session.id,
             candidate_id=session.candidate_id,

@@ -1,19 +1,15 @@
-"""/v1/sessions and the proxy's /internal/v1/sessions/{id}/attach."""
+"""/v1/sessions: issue, read, move through the lifecycle; the candidate's submit."""
 
 from __future__ import annotations
 
-from typing import Literal
-
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict
 
 from control import appkeys
 from control.audit.actions import ActorType
-from control.sessions import attach as attach_service
 from control.sessions import service, store
 from control.sessions.lifecycle import SessionEvent
 from control.sessions.schemas import (
-    AttachGrantOut,
+    BootstrapTokenOut,
     Limits,
     NewSessionOut,
     SessionCreate,
@@ -135,66 +131,6 @@ async def grader_token(request: web.Request) -> web.Response:
     )
 
 
-def _bootstrap_token(request: web.Request) -> str:
-    token = bearer_token(request)
-    if token is None or token_kind(token) is not TokenKind.BOOTSTRAP:
-        raise ApiError(
-            401, "authentication_error", "send the mxb_ bootstrap token as a Bearer token"
-        )
-    return token
-
-
-@routes.post("/internal/v1/sessions/{session_id}/attach")
-@endpoint(
-    "A proxy attaches with its single-use bootstrap token and receives the wrapped key",
-    access=PUBLIC,
-    auth=Auth.BOOTSTRAP,
-    response=AttachGrantOut,
-    tag="internal",
-)
-async def attach(request: web.Request) -> web.Response:
-    token = _bootstrap_token(request)
-    session_id = request.match_info["session_id"]
-    actor = actor_for(request, ActorType.PROXY, f"proxy:{session_id}")
-    grant = await attach_service.attach(
-        request.app[appkeys.engine],
-        request.app[appkeys.signals],
-        actor,
-        session_id=session_id,
-        bootstrap_token=token,
-    )
-    return web.json_response(grant.as_json())
-
-
-class AttachFailure(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    reason: Literal["kek_unavailable", "unwrap_failed"]
-
-
-@routes.post("/internal/v1/sessions/{session_id}/attach/failed")
-@endpoint(
-    "A proxy that could not unwrap its granted key reports it: audited, and its bootstrap "
-    "token re-armed for a retry",
-    access=PUBLIC,
-    auth=Auth.BOOTSTRAP,
-    body=AttachFailure,
-    tag="internal",
-)
-async def attach_failed(request: web.Request) -> web.Response:
-    token = _bootstrap_token(request)
-    body = await parse_json(request, AttachFailure)
-    session_id = request.match_info["session_id"]
-    await attach_service.attach_failed(
-        request.app[appkeys.engine],
-        actor_for(request, ActorType.PROXY, f"proxy:{session_id}"),
-        session_id=session_id,
-        bootstrap_token=token,
-        reason=body.reason,
-    )
-    return web.json_response({"status": "rearmed"})
-
-
 def _sandbox_token(request: web.Request) -> str:
     token = bearer_token(request)
     if token is None or token_kind(token) is not TokenKind.SESSION:
@@ -225,18 +161,20 @@ async def submit(request: web.Request) -> web.Response:
     return web.json_response(_out(updated).model_dump(mode="json"))
 
 
-@routes.post("/v1/sessions/{session_id}/reconnect")
+@routes.post("/v1/sessions/{session_id}/bootstrap-token")
 @endpoint(
-    "The candidate's sandbox reconnects: a fresh single-use bootstrap token for a new proxy",
-    access=PUBLIC,
-    auth=Auth.SANDBOX,
+    "A fresh single-use bootstrap token for the session's next proxy (shown once): for the "
+    "platform that runs the sandbox, to start it or to reconnect it; never for the candidate",
+    access=ADMINS,
+    response=BootstrapTokenOut,
 )
-async def reconnect(request: web.Request) -> web.Response:
-    engine = request.app[appkeys.engine]
-    session = await service.authenticate_sandbox(
-        engine, request.match_info["session_id"], _sandbox_token(request)
+async def bootstrap_token(request: web.Request) -> web.Response:
+    session_id = request.match_info["session_id"]
+    token = await service.issue_bootstrap_token(
+        request.app[appkeys.engine],
+        request_actor(request),
+        tenant_id=current_principal(request).tenant_id,
+        session_id=session_id,
     )
-    bootstrap = await service.reconnect(
-        engine, actor_for(request, ActorType.CANDIDATE, session.candidate_id), session=session
-    )
-    return web.json_response({"session_id": session.id, "bootstrap_token": bootstrap})
+    out = BootstrapTokenOut(session_id=session_id, bootstrap_token=token)
+    return web.json_response(out.model_dump(mode="json"))

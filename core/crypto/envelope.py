@@ -9,60 +9,37 @@ unwrapped secret live only in `bytearray`s that are zeroed as soon as they are d
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
 
-from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from core.crypto.blob import (
+    FORMAT_VERSION,
+    NONCE_BYTES,
+    PURPOSE,
+    TAG_BYTES,
+    KeyContext,
+    UnwrapError,
+    WrappedKey,
+    decrypt_secret,
+    plaintext_size,
+)
 from core.crypto.kek import KekError, KekProvider
 
-FORMAT_VERSION = 1
-PURPOSE = "anthropic_api_key"
-NONCE_BYTES = 12
-TAG_BYTES = 16
-
-
-class UnwrapError(Exception):
-    """The blob does not decrypt under its context: tampered, moved, or wrong KEK."""
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class KeyContext:
-    """What a wrapped secret is bound to. Not secret: it may appear in KMS audit trails."""
-
-    tenant_id: str
-    key_id: str
-    purpose: str = PURPOSE
-    version: int = FORMAT_VERSION
-
-    def as_dict(self) -> dict[str, str]:
-        return {
-            "key_id": self.key_id,
-            "purpose": self.purpose,
-            "tenant_id": self.tenant_id,
-            "v": str(self.version),
-        }
-
-    def aad(self) -> bytes:
-        """Canonical bytes: sorted-key compact JSON, so equal maps give equal bytes and
-        different maps (quotes and commas included) give different bytes."""
-        return json.dumps(self.as_dict(), sort_keys=True, separators=(",", ":")).encode()
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class WrappedKey:
-    """What is stored: no field is secret on its own."""
-
-    kek_id: str
-    encrypted_data_key: bytes
-    nonce: bytes
-    ciphertext: bytes  # includes the 16-byte GCM tag
-    version: int = FORMAT_VERSION
-
-    def __repr__(self) -> str:
-        return f"<WrappedKey v{self.version} kek={self.kek_id} {len(self.ciphertext)}B>"
+__all__ = [
+    "FORMAT_VERSION",
+    "NONCE_BYTES",
+    "PURPOSE",
+    "TAG_BYTES",
+    "KeyContext",
+    "UnwrapError",
+    "WrappedKey",
+    "decrypt_secret",
+    "plaintext_size",
+    "unwrap_data_key",
+    "unwrap_secret",
+    "wrap_secret",
+]
 
 
 async def wrap_secret(
@@ -84,8 +61,19 @@ async def wrap_secret(
     )
 
 
-def plaintext_size(wrapped: WrappedKey) -> int:
-    return len(wrapped.ciphertext) - TAG_BYTES
+async def unwrap_data_key(kek: KekProvider, wrapped: WrappedKey, context: KeyContext) -> bytearray:
+    """The blob's plaintext data key, through the KEK provider; the caller zeroes it. The
+    control plane does this at attach and seals the result to the proxy (core/crypto/sealing.py)."""
+    if wrapped.version != context.version:
+        raise UnwrapError(f"format version {wrapped.version} does not match the context")
+    if len(wrapped.nonce) != NONCE_BYTES or len(wrapped.ciphertext) < TAG_BYTES:
+        raise UnwrapError("malformed blob")
+    try:
+        return await kek.decrypt_data_key(
+            wrapped.encrypted_data_key, context.as_dict(), wrapped.kek_id
+        )
+    except KekError as exc:
+        raise UnwrapError(f"data key did not decrypt: {exc}") from exc
 
 
 async def unwrap_secret(
@@ -94,26 +82,6 @@ async def unwrap_secret(
     context: KeyContext,
     into: memoryview | None = None,
 ) -> bytearray | memoryview:
-    """Decrypt a wrapped secret into `into` (exactly `plaintext_size` writable bytes, such
-    as a locked page) or else a new `bytearray`; the caller zeroes it when done."""
-    if wrapped.version != context.version:
-        raise UnwrapError(f"format version {wrapped.version} does not match the context")
-    if len(wrapped.nonce) != NONCE_BYTES or len(wrapped.ciphertext) < TAG_BYTES:
-        raise UnwrapError("malformed blob")
-    try:
-        data_key = await kek.decrypt_data_key(
-            wrapped.encrypted_data_key, context.as_dict(), wrapped.kek_id
-        )
-    except KekError as exc:
-        raise UnwrapError(f"data key did not decrypt: {exc}") from exc
-    plaintext: bytearray | memoryview = bytearray(plaintext_size(wrapped)) if into is None else into
-    if len(plaintext) != plaintext_size(wrapped):
-        raise UnwrapError("output buffer does not fit the secret")
-    try:
-        AESGCM(data_key).decrypt_into(wrapped.nonce, wrapped.ciphertext, context.aad(), plaintext)
-    except InvalidTag:
-        plaintext[:] = bytes(len(plaintext))
-        raise UnwrapError("ciphertext does not authenticate under this context") from None
-    finally:
-        data_key[:] = bytes(len(data_key))
-    return plaintext
+    """Decrypt a wrapped secret through the KEK provider (see decrypt_secret)."""
+    data_key = await unwrap_data_key(kek, wrapped, context)
+    return decrypt_secret(data_key, wrapped, context, into)

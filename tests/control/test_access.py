@@ -46,14 +46,13 @@ def test_only_ops_and_invite_token_routes_are_open_and_only_attach_takes_a_boots
         "/v1/invites/{token}",
         "/v1/invites/{token}/accept",
     ]
-    assert by_auth[Auth.BOOTSTRAP] == [
-        "/internal/v1/sessions/{session_id}/attach",
-        "/internal/v1/sessions/{session_id}/attach/failed",
+    assert by_auth[Auth.BOOTSTRAP] == ["/internal/v1/sessions/{session_id}/attach"]
+    assert by_auth[Auth.PROXY] == [
+        "/internal/v1/sessions/{session_id}/signals",
+        "/internal/v1/sessions/{session_id}/usage",
     ]
-    assert by_auth[Auth.SANDBOX] == [
-        "/v1/sessions/{session_id}/reconnect",
-        "/v1/sessions/{session_id}/submit",
-    ]
+    # The candidate's session token can only submit: nothing it reaches attaches a proxy.
+    assert by_auth[Auth.SANDBOX] == ["/v1/sessions/{session_id}/submit"]
     assert by_auth[Auth.CANDIDATE] == [
         "/v1/auth/me",
         "/v1/auth/me/delete-request",

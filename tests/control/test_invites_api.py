@@ -52,7 +52,14 @@ async def test_invite_is_sent_looked_up_and_accepted_once(client: Any, engine: A
         accepted = await r.json()
         assert r.status == 201
     assert accepted["sandbox_token"].startswith("mxs_")
-    assert accepted["bootstrap_token"].startswith("mxb_")
+    # Nothing the candidate holds can attach a proxy: no bootstrap token, no proxy credential.
+    assert set(accepted) == {
+        "session_id",
+        "control_url",
+        "sandbox_token",
+        "candidate_token",
+        "deadline_at",
+    }
     async with client.get(f"/v1/sessions/{accepted['session_id']}", headers=tenant.auth) as r:
         session = await r.json()
     assert session["limits"]["max_requests"] == 40

@@ -1,13 +1,16 @@
 """Customer keys under AWS KMS (moto's server): upload, attach and unwrap end to end, a KMS
-outage at upload, and KEK rotation with `rewrap` while attaches go on."""
+outage at upload and at attach, and KEK rotation with `rewrap` while attaches go on. The
+control plane unwraps and seals; proxies never hold a KMS setting or AWS credential."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
 import os
+from pathlib import Path
 from typing import Any
 
+import anthropic
 import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -18,10 +21,11 @@ from control.keys.rewrap import rewrap_all
 from core.crypto.envelope import KeyContext, UnwrapError, WrappedKey, unwrap_secret
 from core.crypto.kek import KekRing, LocalKek, load_kek
 from core.settings import KekProviderName, Settings
-from proxy.attach import AttachError, arm_key, fetch_grant, report_unwrap_failure
-from proxy.cli import serve
+from proxy.attach import Unavailable, attach
 from tests.conftest import CLOSED_UPSTREAM
+from tests.e2e.processes import finish, start_proxy_process
 from tests.factories import OPERATOR, TenantFixture, fake_anthropic_key, make_tenant
+from tests.fakes.anthropic import MODEL
 
 
 def kms_settings(settings: Settings, endpoint: str, key: str) -> Settings:
@@ -48,11 +52,11 @@ async def new_session(client: Any, tenant: TenantFixture, key_id: str) -> dict[s
         return await r.json()  # type: ignore[no-any-return]
 
 
-async def attach_and_unwrap(client: Any, settings: Settings, session: dict[str, Any]) -> bytes:
-    grant = await fetch_grant(
+async def attach_and_unwrap(client: Any, session: dict[str, Any]) -> bytes:
+    """Attach as a proxy does (no KEK of its own) and read back the key it armed."""
+    _, key = await attach(
         str(client.make_url("")).rstrip("/"), session["id"], session["bootstrap_token"]
     )
-    _, key = await arm_key(grant, load_kek(settings))
     try:
         return key.header_value().encode()
     finally:
@@ -97,7 +101,33 @@ async def test_upload_attach_and_unwrap_through_kms(
         ).scalar_one()
     assert kek_id.startswith("aws-kms:arn:")
     session = await new_session(client, tenant, uploaded["id"])
-    assert await attach_and_unwrap(client, kms.settings, session) == api_key.encode()
+    assert await attach_and_unwrap(client, session) == api_key.encode()
+
+
+async def test_a_proxy_process_attaches_under_kms_holding_no_aws_credential(
+    aiohttp_server: Any,
+    settings: Settings,
+    engine: AsyncEngine,
+    kms_server: str,
+    kms_key: str,
+) -> None:
+    run = await start_proxy_process(
+        aiohttp_server, kms_settings(settings, kms_server, kms_key), engine
+    )
+    process = run["process"]
+    environ = Path(f"/proc/{process.pid}/environ").read_bytes()  # noqa: ASYNC240
+    names = {entry.split(b"=", 1)[0] for entry in environ.split(b"\0") if entry}
+    assert not {n for n in names if n.startswith((b"AWS_", b"METRUX_KMS", b"METRUX_KEK"))}
+    assert b"KEY_ENCRYPTION_KEY" not in names
+    client = anthropic.AsyncAnthropic(
+        base_url=run["ready"]["url"], api_key=run["created"]["sandbox_token"], max_retries=0
+    )
+    await client.messages.create(
+        model=MODEL, max_tokens=8, messages=[{"role": "user", "content": "hi"}]
+    )
+    assert run["fake"].requests[0].headers["x-api-key"] == run["api_key"]
+    process.terminate()
+    assert (await finish(process))[0] == 0
 
 
 async def test_kms_down_at_upload_stores_nothing_and_says_so(
@@ -142,9 +172,10 @@ async def test_rewrap_moves_every_key_to_kms_while_attaches_go_on(
     rotated = kms_settings(local_settings, kms_server, kms_key)
     ring = load_kek(rotated)
     assert isinstance(ring, KekRing)
+    rotated_client = await aiohttp_client(create_app(rotated))
     report, *unwrapped = await asyncio.gather(
         rewrap_all(engine, ring, OPERATOR, batch=2),
-        *(attach_and_unwrap(client, rotated, s) for s in sessions),
+        *(attach_and_unwrap(rotated_client, s) for s in sessions),
     )
     assert report.rewrapped == 4
     assert unwrapped == [keys[s["api_key_id"]].encode() for s in sessions]
@@ -174,7 +205,7 @@ async def test_rewrap_moves_every_key_to_kms_while_attaches_go_on(
     assert (again.rewrapped, again.already_current) == (0, 4)
 
 
-async def test_kms_down_at_attach_is_audited_and_the_token_rearmed(
+async def test_kms_down_at_attach_is_a_503_audited_and_the_token_stays_good(
     aiohttp_client: Any,
     settings: Settings,
     engine: AsyncEngine,
@@ -182,27 +213,27 @@ async def test_kms_down_at_attach_is_audited_and_the_token_rearmed(
     kms_key: str,
 ) -> None:
     kms = await kms_stack(aiohttp_client, settings, engine, kms_server, kms_key)
-    settings, client, tenant, api_key = kms.settings, kms.client, kms.tenant, kms.api_key
+    client, tenant, api_key = kms.client, kms.tenant, kms.api_key
     session = await new_session(client, tenant, kms.uploaded["id"])
-    control_url = str(client.make_url("")).rstrip("/")
-
-    down = dataclasses.replace(settings, kms_endpoint_url=CLOSED_UPSTREAM)
-    with pytest.raises(AttachError) as failed:
-        await serve(
-            down, session["id"], control_url, session["bootstrap_token"], CLOSED_UPSTREAM,
-            "127.0.0.1", 0,
-        )  # fmt: skip
-    message = str(failed.value)
-    assert "503: the key-encryption service is unavailable" in message
-    assert "re-armed" in message
+    # A control-plane replica whose KMS is unreachable.
+    down = await aiohttp_client(
+        create_app(dataclasses.replace(kms.settings, kms_endpoint_url=CLOSED_UPSTREAM))
+    )
+    with pytest.raises(Unavailable) as failed:
+        await attach(
+            str(down.make_url("")).rstrip("/"),
+            session["id"],
+            session["bootstrap_token"],
+            retry_for=0,
+        )
+    assert "key-encryption service is unavailable" in str(failed.value)
     async with client.get("/v1/audit?action=key:unwrap", headers=tenant.auth) as r:
         outcomes = [(e["outcome"], e["details"]) for e in (await r.json())["events"]]
-    assert outcomes[0] == ("failure", {"reason": "kek_unavailable", "stage": "proxy"})
-    assert outcomes[1][0] == "success"  # the grant itself, before the proxy tried KMS
-
-    # KMS is back: the same token attaches again and the key unwraps.
-    assert await attach_and_unwrap(client, settings, session) == api_key.encode()
-    # The token is spent again; only its holder could re-arm it, and only once.
-    assert not await report_unwrap_failure(
-        control_url, session["id"], "mxb_" + "x" * 43, "unwrap_failed"
-    )
+    assert outcomes == [
+        (
+            "failure",
+            {"reason": "the key-encryption service is unavailable; retry with the same token"},
+        )
+    ]
+    # KMS is back (another replica): the same token attaches, and the key unwraps.
+    assert await attach_and_unwrap(client, session) == api_key.encode()

@@ -23,6 +23,7 @@ from control.sessions.lifecycle import SessionEvent
 from control.tenants.operators import create_operator
 from control.tenants.service import close_tenant
 from control.usage import store as usage_store
+from core.crypto.sealing import Recipient
 from core.settings import Settings
 from tests.control.test_usage_ingest import record
 from tests.factories import OPERATOR, TenantFixture, bearer, fake_anthropic_key, make_tenant
@@ -61,9 +62,12 @@ async def invite_and_accept(
     async with client.post(f"/v1/invites/{token}/accept", headers={"User-Agent": user_agent}) as r:
         assert r.status == 201
         body = await r.json()
-    return Accepted(
-        body["session_id"], body["candidate_token"], body["bootstrap_token"], body["sandbox_token"]
-    )
+    # The platform, not the candidate, gets the proxy's attach credential.
+    async with client.post(
+        f"/v1/sessions/{body['session_id']}/bootstrap-token", headers=tenant.auth
+    ) as r:
+        bootstrap = (await r.json())["bootstrap_token"]
+    return Accepted(body["session_id"], body["candidate_token"], bootstrap, body["sandbox_token"])
 
 
 async def end_at(
@@ -202,6 +206,7 @@ async def test_export_holds_exactly_the_candidates_data(client: Any, engine: Asy
     theirs = await invite_and_accept(client, tenant, "them@example.com")
     async with client.post(
         f"/internal/v1/sessions/{mine.session_id}/attach",
+        json=Recipient().as_json(),
         headers=bearer(mine.bootstrap_token),
     ) as r:
         assert r.status == 200

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 from typing import Any
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from core.crypto.sealing import Recipient, SealError, seal_info
 from core.tokens import hash_token
 from tests.factories import TenantFixture, bearer, fake_anthropic_key, make_tenant
 
@@ -27,9 +29,12 @@ async def _setup(
         return tenant, key_id, await r.json()
 
 
-async def _attach(client: Any, session_id: str, token: str) -> tuple[int, dict[str, Any]]:
+async def _attach(
+    client: Any, session_id: str, token: str, recipient: Recipient | None = None
+) -> tuple[int, dict[str, Any]]:
+    body = (recipient or Recipient()).as_json()
     async with client.post(
-        f"/internal/v1/sessions/{session_id}/attach", headers=bearer(token)
+        f"/internal/v1/sessions/{session_id}/attach", json=body, headers=bearer(token)
     ) as r:
         return r.status, await r.json()
 
@@ -66,17 +71,21 @@ async def test_issue_returns_both_tokens_once_and_stores_only_hashes(
 
 async def test_attach_works_once_and_is_audited(client: Any, engine: AsyncEngine) -> None:
     tenant, key_id, created = await _setup(client, engine)
-    status, grant = await _attach(client, created["id"], created["bootstrap_token"])
+    recipient = Recipient()
+    status, grant = await _attach(client, created["id"], created["bootstrap_token"], recipient)
     assert status == 200
     assert grant["session_token_sha256"] == hash_token(created["sandbox_token"])
     assert grant["key_id"] == key_id
-    assert set(grant["wrapped_key"]) == {
-        "kek_id",
-        "encrypted_data_key",
+    assert set(grant["sealed_key"]) == {
+        "suite",
+        "sealed_data_key",
         "nonce",
         "ciphertext",
         "version",
     }
+    assert grant["sealed_key"]["suite"] == recipient.suite.value
+    assert grant["proxy_token"].startswith("mxp_")
+    assert grant["epoch"] == 1
     assert grant["state"] == "active"
     status, refused = await _attach(client, created["id"], created["bootstrap_token"])
     assert status == 401
@@ -175,3 +184,66 @@ async def test_other_tenants_sessions_are_not_found(client: Any, engine: AsyncEn
     ]:
         async with client.request(method, path, headers=other.auth) as r:
             assert r.status == 404, path
+
+
+async def test_the_sealed_key_opens_only_with_the_attaching_proxy_and_its_session(
+    client: Any, engine: AsyncEngine
+) -> None:
+    """What the grant carries is useless without the attaching process's private key, and
+    a seal replayed for another session does not open."""
+    _, key_id, created = await _setup(client, engine)
+    recipient = Recipient()
+    _, grant = await _attach(client, created["id"], created["bootstrap_token"], recipient)
+    sealed = base64.b64decode(grant["sealed_key"]["sealed_data_key"])
+    info = seal_info(session_id=created["id"], tenant_id=grant["tenant_id"], key_id=key_id)
+    assert len(recipient.open(sealed, info)) == 32
+    with pytest.raises(SealError):
+        Recipient().open(sealed, info)  # another process's key pair
+    other = seal_info(session_id="another-session", tenant_id=grant["tenant_id"], key_id=key_id)
+    with pytest.raises(SealError):
+        recipient.open(sealed, other)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"suite": "x25519-hkdfsha256-aes256gcm", "public_key": "not base64!"},
+        {"suite": "x25519-hkdfsha256-aes256gcm", "public_key": base64.b64encode(b"short").decode()},
+        {"suite": "rsa", "public_key": base64.b64encode(b"x" * 32).decode()},
+    ],
+)
+async def test_attach_without_a_usable_public_key_is_refused_and_spends_nothing(
+    client: Any, engine: AsyncEngine, body: dict[str, Any]
+) -> None:
+    _, _, created = await _setup(client, engine)
+    async with client.post(
+        f"/internal/v1/sessions/{created['id']}/attach",
+        json=body,
+        headers=bearer(created["bootstrap_token"]),
+    ) as r:
+        assert r.status == 422
+        assert (await r.json())["error"]["type"] == "validation_error"
+    status, _ = await _attach(client, created["id"], created["bootstrap_token"])
+    assert status == 200
+
+
+async def test_a_fresh_bootstrap_token_is_for_admins_and_the_old_one_stops_working(
+    client: Any, engine: AsyncEngine
+) -> None:
+    tenant, _, created = await _setup(client, engine)
+    async with client.post(
+        f"/v1/sessions/{created['id']}/bootstrap-token", headers=bearer(created["sandbox_token"])
+    ) as r:
+        assert r.status == 401  # the candidate's token can never get one
+    async with client.post(
+        f"/v1/sessions/{created['id']}/bootstrap-token", headers=tenant.auth
+    ) as r:
+        assert r.status == 200
+        fresh = (await r.json())["bootstrap_token"]
+    status, _ = await _attach(client, created["id"], created["bootstrap_token"])
+    assert status == 401
+    status, _ = await _attach(client, created["id"], fresh)
+    assert status == 200
+    [event] = await _audit(client, tenant, "session:bootstrap_token")
+    assert event["session_id"] == created["id"]

@@ -125,6 +125,23 @@ def test_sandbox_pods_accept_nothing_and_reach_only_what_the_proxy_needs() -> No
     assert ports == [53, 53, 443, 8700]  # no Redis: the control plane is the proxy's peer
 
 
+def test_a_sandbox_pod_holds_no_shared_or_cloud_credential() -> None:
+    """The sandbox pod's containers get only their own session's Secret: no Redis, database,
+    KMS or AWS setting, and no Secret but the session's."""
+    [(_, pod)] = [(name, spec) for name, spec in pod_specs() if name.startswith("sandbox")]
+    for container in [*pod.get("initContainers", []), *pod["containers"]]:
+        for env in container.get("env", []):
+            name = env["name"]
+            assert not name.startswith(("REDIS", "DATABASE", "AWS_", "METRUX_KMS", "METRUX_KEK"))
+            assert name != "KEY_ENCRYPTION_KEY"
+            ref = env.get("valueFrom", {}).get("secretKeyRef")
+            assert ref is None or ref["name"].startswith("metrux-session-")
+    for volume in pod["volumes"]:
+        if "secret" in volume:
+            assert volume["secret"]["secretName"].startswith("metrux-session-")
+    assert pod["automountServiceAccountToken"] is False
+
+
 def test_the_dockerfile_runs_metrux_as_a_non_root_user_without_build_tools() -> None:
     text = (ROOT / "Dockerfile").read_text()
     stages = re.split(r"(?m)^FROM ", text)[1:]

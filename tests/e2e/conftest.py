@@ -22,7 +22,6 @@ from control import appkeys
 from control.app import create_app as create_control_app
 from control.usage import store as usage_store
 from control.workers import usage_ingester
-from core.crypto.kek import load_kek
 from core.redis_names import RedisNames
 from core.settings import Settings
 from proxy import appkeys as proxy_keys
@@ -99,7 +98,7 @@ async def start_proxy_for(
 ) -> Any:
     """Attach a proxy and serve it as `metrux proxy run` does (the same factory and
     resources); returns its test server, whose app holds the session and publisher."""
-    grant, key = await attach(control_url, session_id, bootstrap, load_kek(settings))
+    grant, key = await attach(control_url, session_id, bootstrap)
     app = create_proxy_app(settings, grant, key, control_url=control_url, upstream_url=upstream)
     server = await aiohttp_server(app)
     # Connected: a signal sent from here on reaches the proxy.

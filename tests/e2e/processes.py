@@ -40,10 +40,12 @@ def metrux_env(settings: Settings, **extra: str) -> dict[str, str]:
 
 
 def proxy_env(settings: Settings, bootstrap_token: str, **extra: str) -> dict[str, str]:
-    """What a proxy process is given: its bootstrap token and the key-encryption settings,
-    never a Redis or database setting (its only peer is the control plane)."""
+    """What a proxy process is given: its bootstrap token, never a Redis, database or
+    key-encryption setting (its only peer is the control plane, which seals its key)."""
     env = metrux_env(settings, METRUX_BOOTSTRAP_TOKEN=bootstrap_token, **extra)
-    for name in ("DATABASE_URL", "REDIS_URL", "METRUX_REDIS_PREFIX", "METRUX_DATA_DIR"):
+    for name in (
+        "DATABASE_URL", "REDIS_URL", "METRUX_REDIS_PREFIX", "METRUX_DATA_DIR", "KEY_ENCRYPTION_KEY"
+    ):  # fmt: skip
         del env[name]
     return env
 

@@ -27,7 +27,7 @@ async def test_claude_code_runs_headless_through_the_proxy(
 ) -> None:
     run = await _prepare(aiohttp_server, settings, engine, tmp_path)
     launcher = await asyncio.create_subprocess_exec(
-        METRUX, "sandbox", "run", "--session-credentials", str(run["credentials"]),
+        METRUX, "sandbox", "run", "--session-credentials", str(run["credentials"]), "--same-user",
         "--", str(CLAUDE), "-p", "say hi", "--output-format", "json",
         env=run["env"], stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip

@@ -23,6 +23,7 @@ from control.sessions import store as session_store
 from control.sessions.lifecycle import SessionState
 from control.usage import store as usage_store
 from control.usage.ingest import UsageIngester
+from core.crypto.sealing import Recipient
 from core.redis_names import RedisNames
 from core.settings import Settings
 from proxy import appkeys as proxy_keys
@@ -120,8 +121,8 @@ async def test_a_proxy_process_holds_no_redis_or_database_setting_and_talks_only
     await calls(run, 2)
     environ = Path(f"/proc/{process.pid}/environ").read_bytes().split(b"\0")  # noqa: ASYNC240
     names = {entry.split(b"=", 1)[0].decode() for entry in environ if entry}
-    assert not names & {"REDIS_URL", "DATABASE_URL", "METRUX_REDIS_PREFIX"}
-    assert not {n for n in names if n.startswith("AWS_")}
+    assert not names & {"REDIS_URL", "DATABASE_URL", "METRUX_REDIS_PREFIX", "KEY_ENCRYPTION_KEY"}
+    assert not {n for n in names if n.startswith(("AWS_", "METRUX_KMS", "METRUX_KEK"))}
     assert (settings.redis_url or "").encode() not in b"\0".join(environ)
     peers = outbound_tcp_peers(process.pid, port_of(run["ready"]["url"]))
     assert peers <= {control.port, port_of(run["fake_url"])}
@@ -218,6 +219,7 @@ async def _attach(stack: Stack, session: dict[str, Any]) -> str:
     """Attach `session` through the real endpoint; its proxy credential."""
     async with stack.control.post(
         f"/internal/v1/sessions/{session['id']}/attach",
+        json=Recipient().as_json(),
         headers={"Authorization": f"Bearer {session['bootstrap_token']}"},
     ) as r:
         assert r.status == 200
@@ -273,8 +275,7 @@ async def test_a_new_attach_fences_the_earlier_proxy(stack: Stack, aiohttp_serve
     await stack.sdk().messages.create(model=MODEL, max_tokens=8, messages=PROMPT)
     assert len(await stack.records()) == 1  # delivered before the new attach
     async with stack.control.post(
-        f"/v1/sessions/{stack.session_id}/reconnect",
-        headers={"Authorization": f"Bearer {stack.sandbox_token}"},
+        f"/v1/sessions/{stack.session_id}/bootstrap-token", headers=stack.tenant.auth
     ) as r:
         bootstrap = (await r.json())["bootstrap_token"]
     second = await start_proxy_for(
@@ -306,8 +307,7 @@ async def test_a_fenced_proxy_may_deliver_only_records_of_calls_it_started_befor
     first = await _attach(stack, session)
     before_fence = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
     async with stack.control.post(
-        f"/v1/sessions/{session['id']}/reconnect",
-        headers={"Authorization": f"Bearer {session['sandbox_token']}"},
+        f"/v1/sessions/{session['id']}/bootstrap-token", headers=stack.tenant.auth
     ) as r:
         session["bootstrap_token"] = (await r.json())["bootstrap_token"]
     await _attach(stack, session)

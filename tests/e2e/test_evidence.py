@@ -11,6 +11,7 @@ import aiohttp
 import pytest
 
 from core.cli import main
+from core.crypto.sealing import Recipient
 from tests.e2e.conftest import Stack
 from tests.factories import bearer, make_tenant
 from tests.fakes.anthropic import (
@@ -99,11 +100,13 @@ async def test_a_new_proxy_continues_the_chain_where_the_last_left_it(stack: Sta
     await call(stack, body(1))
     [first] = await stack.records()
     async with stack.control.post(
-        f"/v1/sessions/{stack.session_id}/reconnect", headers=bearer(stack.sandbox_token)
+        f"/v1/sessions/{stack.session_id}/bootstrap-token", headers=stack.tenant.auth
     ) as r:
         bootstrap = (await r.json())["bootstrap_token"]
     async with stack.control.post(
-        f"/internal/v1/sessions/{stack.session_id}/attach", headers=bearer(bootstrap)
+        f"/internal/v1/sessions/{stack.session_id}/attach",
+        json=Recipient().as_json(),
+        headers=bearer(bootstrap),
     ) as r:
         grant = await r.json()
     assert grant["chain_head"] == {"seq": 1, "link": first["chain_link"]}

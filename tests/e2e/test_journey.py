@@ -69,6 +69,15 @@ async def test_candidate_journey(
         async with http.post(f"{control}/v1/invites/{invite['invite_token']}/accept") as r:
             accepted = await r.json()
     session_id = accepted["session_id"]
+    assert "bootstrap_token" not in accepted  # the candidate holds nothing that can attach
+    # The platform that runs the sandbox asks for the proxy's attach credential.
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            f"{control}/v1/sessions/{session_id}/bootstrap-token", headers=customer.auth
+        ) as r,
+    ):
+        bootstrap = (await r.json())["bootstrap_token"]
     async with (
         aiohttp.ClientSession() as http,
         http.post(
@@ -82,7 +91,8 @@ async def test_candidate_journey(
     credentials.write_text(
         json.dumps(
             {
-                **{k: accepted[k] for k in ("session_id", "sandbox_token", "bootstrap_token")},
+                **{k: accepted[k] for k in ("session_id", "sandbox_token")},
+                "bootstrap_token": bootstrap,
                 "control_url": control,
             }
         )
@@ -99,7 +109,7 @@ async def test_candidate_journey(
     }
     log = (tmp_path / "sandbox.log").open("wb")
     launcher = await asyncio.create_subprocess_exec(
-        METRUX, "sandbox", "run", "--session-credentials", str(credentials),
+        METRUX, "sandbox", "run", "--session-credentials", str(credentials), "--same-user",
         "--", sys.executable, str(script), control, str(done), str(credentials),
         env=env, stdout=log, stderr=log,
     )  # fmt: skip
@@ -180,6 +190,7 @@ async def test_candidate_journey(
     assert list(reversed(actions)) == [
         "session:create",
         "invite:accept",
+        "session:bootstrap_token",  # the platform, not the candidate, gets the attach token
         "key:unwrap",
         "session:submit",
         "session:grader_token",

@@ -78,6 +78,8 @@ async def _prepare(
     )
     script = tmp_path / "workload.py"
     script.write_text(WORKLOAD)
+    # The launcher's environment as a careless operator might leave it: control-plane
+    # secrets in it must reach neither the proxy nor the workload.
     env = {
         "PATH": os.environ.get("PATH", ""),
         "METRUX_DATA_DIR": str(settings.data_dir),
@@ -97,9 +99,11 @@ async def _launch(
     # With `log`, output goes to a file: children that outlive a killed launcher would
     # otherwise hold its pipes open.
     sink: Any = asyncio.subprocess.PIPE if log is None else log.open("wb")
+    # --same-user: the workload needs this test's virtualenv, which only root may reach here;
+    # test_custody.py runs a workload under the default separate user.
     return await asyncio.create_subprocess_exec(
         METRUX, "sandbox", "run", "--session-credentials", str(run["credentials"]), *extra,
-        "--", sys.executable, str(run["script"]), str(out), action,
+        "--same-user", "--", sys.executable, str(run["script"]), str(out), action,
         env=run["env"], stdout=sink, stderr=sink,
     )  # fmt: skip
 
@@ -233,32 +237,40 @@ async def test_disconnect_command_clears_a_running_sandbox(
     assert launcher.returncode == 128 + 15
 
 
-async def test_a_second_run_reconnects_with_a_new_audited_unwrap(
+async def test_a_spent_token_stops_a_second_run_until_the_platform_asks_for_a_fresh_one(
     aiohttp_server: Any, settings: Settings, engine: AsyncEngine, tmp_path: Path
 ) -> None:
     run = await _prepare(aiohttp_server, settings, engine, tmp_path)
-    for attempt in range(2):
-        launcher = await _launch(run, tmp_path / f"out{attempt}.json", "exit")
-        _, stderr = await asyncio.wait_for(launcher.communicate(), 60)
-        assert launcher.returncode == 7, stderr.decode()[-1500:]
-    async with aiohttp.ClientSession() as http:
-        async with http.get(
-            f"{run['base']}/v1/audit?action=key:unwrap,session:reconnect",
-            headers=run["tenant"].auth,
-        ) as r:
-            events = (await r.json())["events"]
-        # after the end, a third run is refused with a clear message
-        async with http.post(
-            f"{run['base']}/v1/sessions/{run['created']['id']}/end", headers=run["tenant"].auth
-        ):
-            pass
-    assert [(e["action"], e["outcome"]) for e in events] == [
-        ("key:unwrap", "success"),
-        ("session:reconnect", "success"),
-        ("key:unwrap", "failure"),
-        ("key:unwrap", "success"),
-    ]
-    launcher = await _launch(run, tmp_path / "out3.json", "exit")
+    launcher = await _launch(run, tmp_path / "out0.json", "exit")
+    _, stderr = await asyncio.wait_for(launcher.communicate(), 60)
+    assert launcher.returncode == 7, stderr.decode()[-1500:]
+    # Nothing the sandbox holds renews the token: the second run stops with a hint.
+    launcher = await _launch(run, tmp_path / "out1.json", "exit")
     _, stderr = await asyncio.wait_for(launcher.communicate(), 60)
     assert launcher.returncode == 70
-    assert b"cannot resume the session: session is ended" in stderr
+    assert b"bootstrap token already used" in stderr
+    assert b"/bootstrap-token" in stderr
+    base, session_id, auth = run["base"], run["created"]["id"], run["tenant"].auth
+    async with aiohttp.ClientSession() as http:
+        # The platform (a member's credential) gets a fresh one for the sandbox.
+        async with http.post(f"{base}/v1/sessions/{session_id}/bootstrap-token", headers=auth) as r:
+            fresh = (await r.json())["bootstrap_token"]
+        creds = json.loads(run["credentials"].read_text())
+        run["credentials"].write_text(json.dumps({**creds, "bootstrap_token": fresh}))
+        launcher = await _launch(run, tmp_path / "out2.json", "exit")
+        _, stderr = await asyncio.wait_for(launcher.communicate(), 60)
+        assert launcher.returncode == 7, stderr.decode()[-1500:]
+        async with http.get(
+            f"{base}/v1/audit?action=key:unwrap,session:bootstrap_token", headers=auth
+        ) as r:
+            events = (await r.json())["events"]
+        async with http.post(f"{base}/v1/sessions/{session_id}/end", headers=auth):
+            pass
+        async with http.post(f"{base}/v1/sessions/{session_id}/bootstrap-token", headers=auth) as r:
+            assert r.status == 409  # an ended session cannot be resumed
+    assert [(e["action"], e["outcome"]) for e in reversed(events)] == [
+        ("key:unwrap", "success"),
+        ("key:unwrap", "failure"),
+        ("session:bootstrap_token", "success"),
+        ("key:unwrap", "success"),
+    ]

@@ -268,12 +268,14 @@ async def test_replayed_credentials_stay_dead(world: World) -> None:
     session_id = accepted["session_id"]
     async with client.post(f"/v1/sessions/{session_id}/end", headers=alice.auth) as r:
         assert r.status == 200
+    assert "bootstrap_token" not in accepted  # the candidate never holds one
+    async with client.post(f"/v1/sessions/{session_id}/bootstrap-token", headers=alice.auth) as r:
+        assert r.status == 409  # the session is over: nobody gets an attach credential
     async with client.post(
-        f"/internal/v1/sessions/{session_id}/attach",
-        headers={"Authorization": f"Bearer {accepted['bootstrap_token']}"},
+        f"/v1/sessions/{session_id}/reconnect",
+        headers={"Authorization": f"Bearer {accepted['sandbox_token']}"},
     ) as r:
-        assert r.status == 403  # the session is over: its key is never handed out
-        assert "wrapped_key" not in await r.text()
+        assert r.status == 404  # the candidate's reconnect route is gone
     async with client.get(
         "/v1/auth/me", headers={"Authorization": f"Bearer {accepted['candidate_token']}"}
     ) as r:

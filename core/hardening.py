@@ -1,4 +1,10 @@
-"""Process hardening for the one process that holds a plaintext key."""
+"""Process hardening: no core file, no same-uid ptrace, no /proc reads of this process.
+
+For the proxy, which holds a plaintext key, and the sandbox launcher, which holds the
+proxy's bootstrap token until the proxy has attached. A non-dumpable process's
+/proc/PID/{environ,mem,maps,…} belong to root, so a workload under the same uid cannot
+read them.
+"""
 
 from __future__ import annotations
 
