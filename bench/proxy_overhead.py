@@ -1,10 +1,14 @@
-"""What the proxy costs: the same load through the proxy and straight to the upstream.
+"""What the proxy costs: the same load straight to the upstream, through a bare aiohttp
+pass-through, and through the proxy, in one run.
 
 Starts, on loopback: the fake Anthropic upstream, a control plane (SQLite and an embedded
-Redis in a temporary data directory, or REDIS_URL), a session, and `metrux proxy run`
-attached to it, armed, metering, hashing and publishing to Redis. The proxy is pinned to
-CPU 1; the upstream, the control plane and this load generator share CPU 0. Every figure is
-measured direct and through the proxy in the same run, interleaved, and printed side by side.
+Redis in a temporary data directory, or REDIS_URL), a session, `metrux proxy run` attached
+to it (armed, metering, hashing, posting its records to the control plane), and a bare
+aiohttp pass-through (bench/bare_passthrough.py: no auth, no metering). The proxy and the
+pass-through are pinned to CPU 1; the upstream, the control plane and this load generator
+share CPU 0. Every figure is measured for each target in the same run, interleaved.
+Absolute times on shared machines swing 2x from day to day, so the figures that matter are
+the ratios to the bare pass-through, printed last.
 
 Run from the repository root: .venv/bin/python -m bench.proxy_overhead [--calls N]
 """
@@ -53,8 +57,8 @@ TARGETS = {
     "added latency p50, c=1 (ms)": 0.7,
     "added latency p99, c=1 (ms)": 2.0,
     "added stream TTFB p50 (ms)": 0.7,
-    "proxy CPU per call (ms)": 0.3,
-    "proxy peak RSS (MB)": 45.0,
+    "CPU per call (ms)": 0.3,
+    "peak RSS (MB)": 45.0,
 }
 
 
@@ -174,64 +178,82 @@ async def throughput(
 
 
 async def measure(
-    direct: Target, proxied: Target, proxy_pid: int, args: argparse.Namespace
+    direct: Target,
+    relays: list[tuple[Target, int]],
+    args: argparse.Namespace,
+    control_pid: int | None = None,
 ) -> dict[str, float]:
+    """`relays`: the targets in front of the upstream (the bare pass-through, the proxy),
+    each with the pid whose CPU and memory it costs. `control_pid`: the control plane, whose
+    CPU per proxied call (taking the proxy's records) is reported too."""
     results: dict[str, float] = {}
+    targets = [direct, *(target for target, _ in relays)]
     connector = aiohttp.TCPConnector(limit=args.concurrency * 2)
     async with aiohttp.ClientSession(connector=connector) as http:
-        for target in (direct, proxied):  # warm up connections and code paths
+        for target in targets:  # warm up connections and code paths
             for _ in range(200):
                 await one_call(http, target, BODY)
                 await one_stream_ttfb(http, target)
 
-        cpu_before = cpu_seconds(proxy_pid)
-        latency = await interleaved(
-            [direct, proxied], args.calls, lambda t: one_call(http, t, BODY)
-        )
-        cpu_c1 = cpu_seconds(proxy_pid) - cpu_before
+        latency = await interleaved(targets, args.calls, lambda t: one_call(http, t, BODY))
         for name, values in latency.items():
             results[f"{name} latency p50, c=1 (ms)"] = statistics.median(values)
             results[f"{name} latency p99, c=1 (ms)"] = percentile(values, 99)
-        results["proxy CPU per call, c=1 (ms)"] = cpu_c1 / args.calls * 1000
 
-        tput = {}
-        for target in (direct, proxied):
-            before = cpu_seconds(proxy_pid)
-            tput[target.name] = await throughput(http, target, args.calls * 2, args.concurrency)
-            if target is proxied:
-                cpu_c32 = cpu_seconds(proxy_pid) - before
-        results[f"direct throughput, c={args.concurrency} (calls/s)"] = tput["direct"]
-        results[f"proxy throughput, c={args.concurrency} (calls/s)"] = tput["proxy"]
-        results["proxy CPU per call (ms)"] = cpu_c32 / (args.calls * 2) * 1000
+        for target in targets:
+            pid = dict((t.name, p) for t, p in relays).get(target.name)
+            before = cpu_seconds(pid) if pid else 0.0
+            control_before = cpu_seconds(control_pid) if control_pid else 0.0
+            calls = args.calls * 2
+            rate = await throughput(http, target, calls, args.concurrency)
+            results[f"{target.name} throughput, c={args.concurrency} (calls/s)"] = rate
+            if pid:
+                results[f"{target.name} CPU per call (ms)"] = (
+                    (cpu_seconds(pid) - before) / calls * 1000
+                )
+            if control_pid and target.name == "proxy":
+                results["control plane CPU per proxied call (ms)"] = (
+                    (cpu_seconds(control_pid) - control_before) / calls * 1000
+                )
 
-        ttfb = await interleaved(
-            [direct, proxied], args.stream_calls, lambda t: one_stream_ttfb(http, t)
-        )
+        ttfb = await interleaved(targets, args.stream_calls, lambda t: one_stream_ttfb(http, t))
         for name, values in ttfb.items():
             results[f"{name} stream TTFB p50 (ms)"] = statistics.median(values)
             results[f"{name} stream TTFB p99 (ms)"] = percentile(values, 99)
-    results["proxy peak RSS (MB)"] = peak_rss_mb(proxy_pid)
-    for kind in ("latency p50, c=1", "latency p99, c=1"):
-        results[f"added {kind} (ms)"] = (
-            results[f"proxy {kind} (ms)"] - results[f"direct {kind} (ms)"]
-        )
-    for kind in ("stream TTFB p50", "stream TTFB p99"):
-        results[f"added {kind} (ms)"] = (
-            results[f"proxy {kind} (ms)"] - results[f"direct {kind} (ms)"]
-        )
+    for target, pid in relays:
+        name = target.name
+        results[f"{name} peak RSS (MB)"] = peak_rss_mb(pid)
+        for kind in ("latency p50, c=1", "latency p99, c=1", "stream TTFB p50", "stream TTFB p99"):
+            results[f"{name} added {kind} (ms)"] = (
+                results[f"{name} {kind} (ms)"] - results[f"direct {kind} (ms)"]
+            )
     return results
 
 
+RATIOS = (
+    ("CPU per call, c=32", "CPU per call (ms)"),
+    ("added latency p50, c=1", "added latency p50, c=1 (ms)"),
+    ("added stream TTFB p50", "added stream TTFB p50 (ms)"),
+    ("peak RSS", "peak RSS (MB)"),
+)
+
+
 def report(results: dict[str, float]) -> None:
-    width = max(len(k) for k in results)
+    width = max(len(k) for k in results) + 4
     for name, value in results.items():
-        target = TARGETS.get(name)
+        target = TARGETS.get(name.removeprefix("proxy "))
         verdict = ""
-        if target is not None:
+        if target is not None and name.startswith("proxy "):
             verdict = f"  target ≤ {target:g}: {'met' if value <= target else 'NOT met'}"
         print(f"{name:<{width}}  {value:10.3f}{verdict}")
-    ratio = results["proxy latency p50, c=1 (ms)"] / results["direct latency p50, c=1 (ms)"]
-    print(f"{'latency ratio p50, proxy / direct':<{width}}  {ratio:10.3f}")
+    print("\nratios, proxy / bare aiohttp pass-through (same run; lower is better):")
+    for label, key in RATIOS:
+        bare = results[f"bare {key}"]
+        ratio = results[f"proxy {key}"] / bare if bare > 0 else float("nan")
+        print(f"  {label:<{width - 2}}  {ratio:10.2f}")
+    rates = [v for k, v in results.items() if "throughput" in k and k.startswith(("proxy", "bare"))]
+    if len(rates) == 2:
+        print(f"  {'throughput, c=32 (proxy / bare)':<{width - 2}}  {rates[1] / rates[0]:10.2f}")
 
 
 def main() -> int:
@@ -270,13 +292,19 @@ def main() -> int:
     processes: list[subprocess.Popen[bytes]] = []
     logs = open(data_dir / "processes.log", "wb")  # noqa: SIM115 - closed in finally
     try:
-        fake_port, control_port = free_port(), free_port()
+        fake_port, control_port, bare_port = free_port(), free_port(), free_port()
         fake_argv = [sys.executable, "-m", "bench.fake_upstream", str(fake_port), api_key]
         fake = subprocess.Popen(
             [*fake_argv, str(args.stream_events), str(args.stream_pace_ms)],
             preexec_fn=pin(0), stdout=logs, stderr=logs, env=env,
         )  # fmt: skip
         processes.append(fake)
+        bare = subprocess.Popen(
+            [sys.executable, "-m", "bench.bare_passthrough", str(bare_port),
+             f"http://127.0.0.1:{fake_port}", api_key],
+            preexec_fn=pin(1), stdout=logs, stderr=logs, env=env,
+        )  # fmt: skip
+        processes.append(bare)
         subprocess.run(
             [args.metrux, "control", "migrate"], env=env, check=True, capture_output=True
         )
@@ -303,6 +331,7 @@ def main() -> int:
         control_url = f"http://127.0.0.1:{control_port}"
         wait_http(control_url + "/healthz")
         wait_http(f"http://127.0.0.1:{fake_port}/v1/models")
+        wait_http(f"http://127.0.0.1:{bare_port}/v1/models")
         owner = created["owner_token"]
         http_json("POST", control_url + "/v1/keys", owner, {"api_key": api_key})
         session = http_json(
@@ -319,14 +348,16 @@ def main() -> int:
         ready = json.loads(proxy.stdout.readline())
         os.sched_setaffinity(0, {0} if 0 in os.sched_getaffinity(0) else os.sched_getaffinity(0))
         direct = Target("direct", f"http://127.0.0.1:{fake_port}", {"x-api-key": api_key})
+        passthrough = Target("bare", f"http://127.0.0.1:{bare_port}", {"x-api-key": "unused"})
         proxied = Target("proxy", ready["url"], {"x-api-key": session["sandbox_token"]})
         print(
             f"metrux proxy overhead: {args.calls} calls per c=1 point, {args.calls * 2} at "
             f"c={args.concurrency}, {args.stream_calls} streams of {args.stream_events} events "
             f"{args.stream_pace_ms} ms apart; "
-            f"proxy pid {proxy.pid} on CPU 1\n"
+            f"proxy pid {proxy.pid} and bare pass-through pid {bare.pid} on CPU 1\n"
         )
-        report(asyncio.run(measure(direct, proxied, proxy.pid, args)))
+        relays = [(passthrough, bare.pid), (proxied, proxy.pid)]
+        report(asyncio.run(measure(direct, relays, args, control_pid=control.pid)))
         return 0
     finally:
         for process in reversed(processes):

@@ -21,7 +21,7 @@ from control.identity.views import install_verifier
 from control.identity.views import routes as identity_routes
 from control.invites.views import routes as invite_routes
 from control.keys.monitor import KeyMonitor
-from control.keys.validation import AnthropicKeyChecker
+from control.keys.validation import ProcessKeyChecker
 from control.keys.views import routes as key_routes
 from control.members.views import routes as member_routes
 from control.ops.metrics import ControlMetrics, metrics_middleware
@@ -32,6 +32,7 @@ from control.sessions.signals import SignalHub, SignalPublisher
 from control.sessions.views import routes as session_routes
 from control.usage.prices import PriceTable
 from control.usage.views import routes as usage_routes
+from control.web import received
 from control.web.auth import auth_middleware
 from control.web.context import request_context_middleware
 from control.web.errors import error_middleware
@@ -111,7 +112,7 @@ def block_policy(settings: Settings) -> BlockPolicy:
 async def keys_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[appkeys.settings]
     app[appkeys.kek] = load_kek(settings)
-    app[appkeys.key_checker] = AnthropicKeyChecker(settings.upstream_url)
+    app[appkeys.key_checker] = ProcessKeyChecker(settings.upstream_url)
     app[appkeys.key_monitor] = KeyMonitor(
         app[appkeys.engine], app[appkeys.kek], app[appkeys.key_checker], app[appkeys.email]
     )
@@ -133,6 +134,7 @@ async def workers_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(settings: Settings, *, workers: bool = False) -> web.Application:
+    received.install()  # raw reads zeroed after parsing: no key upload outlives its request
     app = web.Application(
         middlewares=[
             request_context_middleware,

@@ -183,7 +183,7 @@ def run_worker(args: argparse.Namespace, settings: Settings) -> int:
     from control.db.engine import create_engine
     from control.email.sender import make_sender
     from control.keys.monitor import KeyMonitor
-    from control.keys.validation import AnthropicKeyChecker
+    from control.keys.validation import ProcessKeyChecker
     from control.retention.worker import RetentionWorker
     from control.workers import run_workers
     from core.crypto.kek import load_kek
@@ -200,7 +200,7 @@ def run_worker(args: argparse.Namespace, settings: Settings) -> int:
         monitor = KeyMonitor(
             engine,
             load_kek(settings),
-            AnthropicKeyChecker(settings.upstream_url),
+            ProcessKeyChecker(settings.upstream_url),
             make_sender(settings, engine),
         )
         try:

@@ -13,6 +13,7 @@ import json
 from typing import Any
 
 STREAM_FIELD = "record"
+GENERATION_ENDPOINT = "/v1/messages"  # the calls that count against a session's budget
 SCHEMA_VERSION = 1
 
 
@@ -36,6 +37,8 @@ class UsageRecord:
     output_tokens: int | None = None
     cache_creation_input_tokens: int | None = None
     cache_read_input_tokens: int | None = None
+    # The output tokens the proxy reserved for this call (its max_tokens), if a generation.
+    reserved_output_tokens: int | None = None
     # Anthropic's usage object(s) exactly as received: the body's `usage`, or for a stream
     # {"message_start": …, "message_delta": …} (the last delta).
     usage: dict[str, Any] | None = None
@@ -74,3 +77,23 @@ class UsageRecord:
 
 
 _FIELD_NAMES = tuple(f.name for f in dataclasses.fields(UsageRecord))
+
+
+def charged_output_tokens(
+    *, complete: bool, http_status: int | None, output_tokens: int | None, reserved: int | None
+) -> int:
+    """What a generation call counts against the session's output budget. Pure.
+
+    A complete answer counts what Anthropic reported (an error answer with no usage, none).
+    A call that did not complete (the client aborted, the stream was cut or timed out)
+    counts its whole reservation, or what was seen if that is more: the tokens generated
+    before the cut are unknown, and Anthropic bills them.
+    """
+    observed = output_tokens or 0
+    if not complete:
+        return max(observed, reserved or 0)
+    if output_tokens is not None:
+        return output_tokens
+    if http_status is not None and http_status >= 400:
+        return 0
+    return reserved or 0

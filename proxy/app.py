@@ -22,12 +22,11 @@ from proxy.keyring import SessionKey
 from proxy.metrics import ProxyMetrics
 from proxy.publisher import UsagePublisher
 from proxy.routes import fallback, routes
-from proxy.secret_memory import install_header_block_wiping
 from proxy.session import ProxySession
 from proxy.signals import ControlGrace, SignalWatcher
 
 log = structlog.get_logger(__name__)
-FLUSH_TIMEOUT_S = 10.0
+FLUSH_TIMEOUT_S = 15.0  # longer than one batch's request timeout
 
 _HTTP_ERRORS = {
     400: "invalid_request_error",
@@ -139,7 +138,6 @@ def create_app(
     """The proxy for one attached session. Each resource it runs (upstream client, control
     link, publisher, signal stream, watchdogs) is a cleanup context: started with the app,
     stopped in reverse order when it stops, records flushed before the link closes."""
-    install_header_block_wiping()
     info = grant.info
     session = ProxySession(
         info, key, rate_per_s=settings.proxy_rate_per_s, burst=settings.proxy_burst

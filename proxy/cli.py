@@ -70,9 +70,14 @@ def _fail(message: str) -> int:
 
 
 def run_proxy(args: argparse.Namespace, settings: Settings) -> int:
-    from proxy.attach import AttachError
     from core.hardening import disable_core_dumps
+    from proxy import aiohttp_patch
+    from proxy.attach import AttachError
 
+    try:
+        aiohttp_patch.install()  # before any connection exists; without it, no start
+    except aiohttp_patch.PatchUnavailable as exc:
+        return _fail(str(exc))
     disable_core_dumps()
     if settings.sentry_dsn:
         from core.sentry import init_sentry

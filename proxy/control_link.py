@@ -19,7 +19,9 @@ from core.usage import UsageRecord
 from proxy.meter.sse import SseParser
 
 CONNECT_TIMEOUT_S = 10.0
-POST_TIMEOUT_S = 30.0
+# A batch is small and the control plane answers at once; a request caught in a restart
+# must give up soon, so the publisher retries on a fresh connection.
+POST_TIMEOUT_S = 10.0
 # The control plane sends a heartbeat every few seconds; silence this long is a dead link.
 STREAM_IDLE_TIMEOUT_S = 30.0
 
@@ -101,7 +103,7 @@ class ControlLink:
             ) as response:
                 self._check(response.status)
                 answer = await response.json()
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        except (aiohttp.ClientError, TimeoutError, ValueError, OSError) as exc:
             raise LinkDown(type(exc).__name__) from None
         self._touch()
         return Delivery(int(answer.get("accepted", 0)), list(answer.get("refused") or []))
@@ -123,5 +125,5 @@ class ControlLink:
                     for event in parser.feed(chunk):
                         if event.name == "state":
                             yield json.loads(event.data)
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        except (aiohttp.ClientError, TimeoutError, ValueError, OSError) as exc:
             raise LinkDown(type(exc).__name__) from None

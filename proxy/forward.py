@@ -16,10 +16,10 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
+from proxy.aiohttp_patch import wiping_header_blocks
 from proxy.errors import ProxyError
 from proxy.headers import downstream_headers, upstream_headers
 from proxy.meter.recorder import CallRecorder
-from proxy.secret_memory import wiping_header_blocks
 
 CONNECT_TIMEOUT_S = 10.0
 STREAM_IDLE_TIMEOUT_S = 120.0  # Anthropic streams send ping events well within this

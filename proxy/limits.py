@@ -17,6 +17,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from core.usage import UsageRecord, charged_output_tokens
 from proxy.errors import ProxyError
 
 Clock = Callable[[], float]
@@ -59,7 +60,9 @@ class Reservation:
 
 
 class SessionBudget:
-    """Request count and output-token budget for one session (None: unlimited)."""
+    """Request count and output-token budget for one session (None: unlimited). It starts
+    from what the control plane's records say the session already spent (the attach grant),
+    so a reconnect does not bring a fresh budget."""
 
     def __init__(
         self,
@@ -67,12 +70,14 @@ class SessionBudget:
         max_requests: int | None,
         max_output_tokens: int | None,
         allowed_models: list[str] | None,
+        spent_requests: int = 0,
+        spent_output_tokens: int = 0,
     ) -> None:
         self.max_requests = max_requests
         self.max_output_tokens = max_output_tokens
         self.allowed_models = frozenset(allowed_models) if allowed_models else None
-        self.requests = 0
-        self.output_used = 0
+        self.requests = spent_requests
+        self.output_used = spent_output_tokens
         self.output_reserved = 0
 
     def check_model(self, model: str | None) -> None:
@@ -104,11 +109,18 @@ class SessionBudget:
         self.output_reserved += reserve
         return Reservation(reserve)
 
-    def settle(self, reservation: Reservation, output_tokens: int | None) -> None:
-        """Release the reservation and charge what was really produced."""
+    def settle(self, reservation: Reservation, record: UsageRecord | None) -> None:
+        """Release the reservation and charge what the call counts: what was produced, or
+        the whole reservation for a call that did not complete (core.usage)."""
         self.output_reserved -= reservation.output_tokens
-        self.output_used += (
-            output_tokens if output_tokens is not None else reservation.output_tokens
+        if record is None:  # no record: the call never got as far as the meter
+            self.output_used += reservation.output_tokens
+            return
+        self.output_used += charged_output_tokens(
+            complete=record.complete,
+            http_status=record.http_status,
+            output_tokens=record.output_tokens,
+            reserved=reservation.output_tokens,
         )
 
 

@@ -95,6 +95,12 @@ class UsagePublisher:
                     if self._on_refused is not None:
                         self._on_refused("credential_refused")
                     break
+                except Exception:
+                    # Whatever went wrong, the records stay queued: this loop must not die.
+                    log.exception("usage_publish_failed", pending=len(self._queue))
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, MAX_DELAY_S)
+                    continue
                 delay = 0.1
                 if delivery.refused:
                     # Never accepted, however often sent: a bug to look into, not to retry.

@@ -93,6 +93,7 @@ async def _relay(request: web.Request, *, endpoint: str, generation: bool) -> we
         facts=facts,
         bytes_in=len(body),
         publish=lambda record: _publish(app, session.link(record)),
+        reserved_output_tokens=reservation.output_tokens if reservation else None,
     )
     try:
         return await forward(
@@ -107,8 +108,7 @@ async def _relay(request: web.Request, *, endpoint: str, generation: bool) -> we
         )
     finally:
         if reservation is not None:
-            record = recorder.record
-            session.budget.settle(reservation, record.output_tokens if record else None)
+            session.budget.settle(reservation, recorder.record)
 
 
 @routes.post("/v1/messages")

@@ -31,6 +31,8 @@ class SessionInfo:
     allowed_betas: frozenset[str] | None = None  # None: every anthropic-beta passes
     chain_head: ChainHead | None = None  # None: the session's first proxy
     epoch: int = 0  # this attach's number: a later attach of the session fences this proxy
+    spent_requests: int = 0  # what the session's records already count against its budget
+    spent_output_tokens: int = 0
 
     @classmethod
     def from_grant(cls, grant: dict[str, Any]) -> SessionInfo:
@@ -42,6 +44,8 @@ class SessionInfo:
             key_id=grant["key_id"],
             deadline_at=dt.datetime.fromisoformat(grant["deadline_at"]),
             epoch=int(grant.get("epoch") or 0),
+            spent_requests=int((grant.get("spent") or {}).get("requests") or 0),
+            spent_output_tokens=int((grant.get("spent") or {}).get("output_tokens") or 0),
             token_sha256=grant["session_token_sha256"],
             grader_sha256=grant.get("grader_token_sha256"),
             max_requests=limits.get("max_requests"),
@@ -71,6 +75,8 @@ class ProxySession:
             max_requests=info.max_requests,
             max_output_tokens=info.max_output_tokens,
             allowed_models=info.allowed_models,
+            spent_requests=info.spent_requests,
+            spent_output_tokens=info.spent_output_tokens,
         )
         # The proxy is its session's only server (a new attach fences the previous one),
         # so an in-process bucket is the whole limit.

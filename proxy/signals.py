@@ -66,6 +66,9 @@ class SignalWatcher:
                 return
             except (LinkDown, RecordsRefused) as exc:
                 log.warning("signal_stream_lost", error=str(exc), delay_s=delay)
+            except Exception:
+                # The stream is re-opened whatever broke it: this loop must not die.
+                log.exception("signal_stream_failed", delay_s=delay)
             finally:
                 self.connected.clear()
             await asyncio.sleep(delay)

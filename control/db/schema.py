@@ -266,6 +266,7 @@ usage_records = Table(
     Column("output_tokens", Integer),
     Column("cache_creation_input_tokens", Integer),
     Column("cache_read_input_tokens", Integer),
+    Column("reserved_output_tokens", Integer),  # the proxy's reservation (max_tokens)
     Column("usage", JSON),
     Column("ttfb_ms", Float),
     Column("latency_ms", Float),

@@ -1,8 +1,10 @@
 """Key health in the background: scheduled checks, refusals seen in live traffic, owners told.
 
 `KeyMonitor.check_due` re-checks keys whose check is due: unverified keys with backoff,
-valid keys daily. Each check unwraps the key here, in the control plane, for one
-`models.list` call; the unwrap is audited like a proxy's. Replicas share the work safely:
+valid keys daily. Each check unwraps the key's data key here and seals it to a short-lived
+check process, which opens the key, makes one `models.list` call and exits
+(control/keys/validation.py): the key is never in this process. The unwrap is audited like
+a proxy's. Replicas share the work safely:
 a check is claimed by moving the key's next check to the end of a lease in one UPDATE.
 
 `KeyMonitor.on_records` reads the proxies' usage records as they are ingested: a call
@@ -39,7 +41,7 @@ from control.keys.store import KeyRecord
 from control.keys.validation import KeyChecker
 from control.members import store as member_store
 from control.web.errors import ApiError, not_found
-from core.crypto.envelope import KeyContext, UnwrapError, unwrap_secret
+from core.crypto.envelope import KeyContext, UnwrapError, WrappedKey, unwrap_data_key
 from core.crypto.kek import KekError, KekProvider
 from core.usage import UsageRecord
 
@@ -125,13 +127,15 @@ class KeyMonitor:
     async def _check(
         self, key: KeyRecord, attempts: int, actor: Actor, now: dt.datetime
     ) -> KeyRecord:
-        secret = await self._unwrap(key, actor, now)
-        if secret is None:  # revoked meanwhile
+        unwrapped = await self._unwrap(key, actor, now)
+        if unwrapped is None:  # revoked meanwhile
             return key
+        wrapped, context, data_key = unwrapped
         try:
-            result = await self._checker.check(secret.decode("ascii"))
+            # The key itself is opened only in the check's own short-lived process.
+            result = await self._checker.check(wrapped, context, data_key)
         finally:
-            secret[:] = bytes(len(secret))
+            data_key[:] = bytes(len(data_key))
         health = after_check(
             key.status, attempts, result, now, self._schedule, reason=key.status_reason
         )
@@ -146,7 +150,10 @@ class KeyMonitor:
             await self._tell_owners(updated)
         return updated
 
-    async def _unwrap(self, key: KeyRecord, actor: Actor, now: dt.datetime) -> bytearray | None:
+    async def _unwrap(
+        self, key: KeyRecord, actor: Actor, now: dt.datetime
+    ) -> tuple[WrappedKey, KeyContext, bytearray] | None:
+        """The key's blob and its data key (never the key), audited as an unwrap."""
         async with self._engine.begin() as conn:
             wrapped = await store.get_wrapped(conn, key.tenant_id, key.id)
             if wrapped is None:
@@ -161,12 +168,9 @@ class KeyMonitor:
                 details={"purpose": "health_check", "kek_id": wrapped.kek_id},
                 now=now,
             )
+        context = KeyContext(tenant_id=key.tenant_id, key_id=key.id, version=wrapped.version)
         try:
-            return await unwrap_secret(
-                self._kek,
-                wrapped,
-                KeyContext(tenant_id=key.tenant_id, key_id=key.id, version=wrapped.version),
-            )
+            return wrapped, context, await unwrap_data_key(self._kek, wrapped, context)
         except (UnwrapError, KekError) as exc:
             log.error("key_check_unwrap_failed", key_id=key.id, error=type(exc).__name__)
             raise KeyUnavailable(key.id) from None

@@ -27,7 +27,7 @@ from control.sessions.lifecycle import SessionState
 from control.sessions.service import audit_session
 from control.sessions.signals import SignalPublisher
 from control.web.errors import ApiError, not_found
-from core.crypto.envelope import KeyContext, wrap_secret
+from core.crypto.envelope import KeyContext, encrypt_with
 from core.crypto.kek import KekError, KekProvider
 from core.signals import Signal
 
@@ -49,15 +49,18 @@ async def upload_key(
     make_default: bool = False,
     now: dt.datetime | None = None,
 ) -> KeyRecord:
-    """Ask Anthropic about the key, then store it wrapped with the status that earned.
+    """Wrap the key, ask Anthropic about it, then store it with the status that earned.
 
-    A key Anthropic refuses is not stored (422, audited as a failed upload); a key that
-    could not be checked is stored `unverified` and re-checked in the background. The
-    tenant's first live key becomes its default.
+    The check runs in a short-lived process that gets the data key sealed to it
+    (control/keys/validation.py): no client library of this process ever holds the key. A
+    key Anthropic refuses is not stored (422, audited as a failed upload); a key that could
+    not be checked is stored `unverified` and re-checked in the background. The tenant's
+    first live key becomes its default.
     """
     now = now or dt.datetime.now(dt.UTC)
     key_id = str(uuid.uuid4())
     secret = bytearray(api_key, "ascii")
+    context = KeyContext(tenant_id=tenant_id, key_id=key_id)
     try:
         key_print = fingerprint(secret)
         last_four = secret[-4:].decode("ascii")
@@ -65,7 +68,21 @@ async def upload_key(
             existing = await store.find_live_by_fingerprint(conn, tenant_id, key_print)
         if existing is not None:
             raise ApiError(409, "conflict_error", f"this key is already uploaded as {existing.id}")
-        result = await checker.check(api_key)
+        try:
+            data_key = await kek.generate_data_key(context.as_dict())
+        except KekError as exc:
+            # KMS down or refusing: nothing is stored, and the refusal is on record.
+            await _audit_refused_upload(engine, actor, tenant_id, last_four, str(exc), now)
+            raise ApiError(
+                503,
+                "api_error",
+                "the key-encryption service is unavailable; nothing was stored, try again",
+            ) from None
+        try:
+            wrapped = encrypt_with(data_key, secret, context)
+            result = await checker.check(wrapped, context, data_key.plaintext)
+        finally:
+            data_key.wipe()
         if result.verdict is Verdict.REJECTED:
             await _audit_refused_upload(
                 engine, actor, tenant_id, last_four, f"anthropic: {result.reason}", now
@@ -77,16 +94,6 @@ async def upload_key(
                 "Check that it is an active API key of your organisation.",
             )
         health = after_check(KeyStatus.UNVERIFIED, 0, result, now)
-        try:
-            wrapped = await wrap_secret(kek, secret, KeyContext(tenant_id=tenant_id, key_id=key_id))
-        except KekError as exc:
-            # KMS down or refusing: nothing is stored, and the refusal is on record.
-            await _audit_refused_upload(engine, actor, tenant_id, last_four, str(exc), now)
-            raise ApiError(
-                503,
-                "api_error",
-                "the key-encryption service is unavailable; nothing was stored, try again",
-            ) from None
     finally:
         secret[:] = bytes(len(secret))
 

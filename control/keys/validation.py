@@ -1,61 +1,103 @@
-"""Asking Anthropic whether a key works: one `models.list` call through the official SDK.
+"""Asking Anthropic whether a key works, without the key ever entering this process's
+client libraries: the check runs in a short-lived process (`python -m proxy.check_key`).
 
-The call goes to the configured upstream (METRUX_UPSTREAM_URL), costs no tokens and is
-answered for any working key. Only the verdict and Anthropic's error type leave this
-module: never the key, and never an exception message (which could quote a response).
+The caller has the key's data key in hand (just generated at upload, or unwrapped through
+the KEK provider for a health check). This module seals it to the child's ephemeral public
+key, hands the child the sealed data key and the ciphertext over a pipe, and reads back the
+verdict. The child asks `GET /v1/models?limit=1` (no tokens spent, answered for any working
+key), zeroes the key and exits. Only the verdict and Anthropic's error kind come back:
+never the key, and never a response body.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
+import sys
+import uuid
 from typing import Protocol
 
 import structlog
 
 from control.keys.health import CheckResult, Verdict
+from core.crypto.blob import KeyContext, WrappedKey
+from core.crypto.sealing import SealError, load_target, seal, seal_info
 
 log = structlog.get_logger(__name__)
 CHECK_TIMEOUT_S = 5.0
+# The child's own start-up (imports) comes on top of the call's timeout.
+PROCESS_TIMEOUT_S = CHECK_TIMEOUT_S + 25.0
+_VERDICTS = {v.value: v for v in Verdict}
 
 
 class KeyChecker(Protocol):
-    async def check(self, api_key: str) -> CheckResult: ...
+    async def check(
+        self, wrapped: WrappedKey, context: KeyContext, data_key: bytearray
+    ) -> CheckResult: ...
 
 
-class AnthropicKeyChecker:
-    def __init__(self, upstream_url: str, *, timeout_s: float = CHECK_TIMEOUT_S) -> None:
+class ProcessKeyChecker:
+    def __init__(self, upstream_url: str) -> None:
         self._upstream_url = upstream_url
-        self._timeout_s = timeout_s
 
     def __repr__(self) -> str:
-        return f"<AnthropicKeyChecker {self._upstream_url}>"
+        return f"<ProcessKeyChecker {self._upstream_url}>"
 
-    async def check(self, api_key: str) -> CheckResult:
-        # Imported here: the SDK is large and only this path of the control plane needs it.
-        import anthropic
-
-        client = anthropic.AsyncAnthropic(
-            # Explicit, so the SDK consults no ANTHROPIC_* credential in the environment;
-            # sent as x-api-key, the form the proxy uses, and not as this SDK's Bearer.
-            api_key=api_key,
-            default_headers={"x-api-key": api_key, "Authorization": anthropic.omit},
-            base_url=self._upstream_url,
-            timeout=self._timeout_s,
-            max_retries=0,  # the caller owns retries (backoff in the checker)
-        )
+    async def check(
+        self, wrapped: WrappedKey, context: KeyContext, data_key: bytearray
+    ) -> CheckResult:
+        """The verdict of one check; the caller keeps (and zeroes) `data_key`."""
+        child = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "proxy.check_key",
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            # Nothing of this process's environment: the child needs none of it.
+            env={"PATH": os.environ.get("PATH", "")},
+        )  # fmt: skip
         try:
-            await client.models.list(limit=1)
-        except anthropic.AuthenticationError:
-            return CheckResult(Verdict.REJECTED, "authentication_error")
-        except anthropic.PermissionDeniedError:
-            return CheckResult(Verdict.REJECTED, "permission_error")
-        except anthropic.APITimeoutError:
-            return CheckResult(Verdict.UNREACHABLE, "timeout")
-        except anthropic.APIConnectionError:
-            return CheckResult(Verdict.UNREACHABLE, "connection_error")
-        except anthropic.APIStatusError as exc:
-            # 429, 5xx, 529 overloaded, or anything else that is no verdict on the key.
-            log.warning("key_check_unanswered", status=exc.status_code)
-            return CheckResult(Verdict.UNREACHABLE, f"http_{exc.status_code}")
+            async with asyncio.timeout(PROCESS_TIMEOUT_S):
+                return await self._converse(child, wrapped, context, data_key)
+        except (TimeoutError, OSError, ValueError, KeyError, SealError) as exc:
+            log.warning("key_check_process_failed", error=type(exc).__name__)
+            return CheckResult(Verdict.UNREACHABLE, "check_process_failed")
         finally:
-            await client.close()
-        return CheckResult(Verdict.ACCEPTED, "ok")
+            if child.returncode is None:
+                child.kill()
+            await child.wait()
+
+    async def _converse(
+        self,
+        child: asyncio.subprocess.Process,
+        wrapped: WrappedKey,
+        context: KeyContext,
+        data_key: bytearray,
+    ) -> CheckResult:
+        assert child.stdin is not None
+        assert child.stdout is not None
+        offer = json.loads(await child.stdout.readline())
+        target = load_target(str(offer["suite"]), str(offer["public_key"]))
+        check_id = uuid.uuid4().hex
+        info = seal_info(
+            session_id=f"key-check:{check_id}", tenant_id=context.tenant_id, key_id=context.key_id
+        )
+        grant = {
+            "check_id": check_id,
+            "tenant_id": context.tenant_id,
+            "key_id": context.key_id,
+            "upstream_url": self._upstream_url,
+            "sealed_key": {
+                "sealed_data_key": seal(data_key, target, info).hex(),
+                "nonce": wrapped.nonce.hex(),
+                "ciphertext": wrapped.ciphertext.hex(),
+                "version": wrapped.version,
+            },
+        }
+        child.stdin.write(json.dumps(grant).encode() + b"\n")
+        await child.stdin.drain()
+        child.stdin.close()
+        answer = json.loads(await child.stdout.readline())
+        verdict = _VERDICTS[str(answer["verdict"])]
+        if verdict is Verdict.UNREACHABLE and str(answer["reason"]).startswith("http_"):
+            log.warning("key_check_unanswered", status=answer["reason"])
+        return CheckResult(verdict, str(answer["reason"])[:64])

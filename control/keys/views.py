@@ -9,11 +9,13 @@ from control.keys import service, store
 from control.keys.schemas import KeyList, KeyOut, KeyUpload
 from control.keys.store import KeyUsage
 from control.web.auth import current_principal, request_actor
-from control.web.context import parse_json
+from control.web.context import decode_body, parse_json_text, read_body_wiping_chunks
 from control.web.endpoint import ADMINS, ANY_MEMBER, endpoint
 from control.web.errors import not_found
+from core.wipe import wipe_ascii_str
 
 routes = web.RouteTableDef()
+MAX_UPLOAD_BYTES = 4096  # an API key, a name and a flag
 
 
 def _out(record: store.KeyRecord, usage: KeyUsage | None = None) -> dict[str, object]:
@@ -44,17 +46,30 @@ async def _with_usage(request: web.Request, record: store.KeyRecord) -> web.Resp
     status=201,
 )
 async def upload_key(request: web.Request) -> web.Response:
-    body = await parse_json(request, KeyUpload)
-    record = await service.upload_key(
-        request.app[appkeys.engine],
-        request.app[appkeys.kek],
-        request.app[appkeys.key_checker],
-        request_actor(request),
-        tenant_id=current_principal(request).tenant_id,
-        api_key=body.api_key,
-        name=body.name,
-        make_default=body.make_default,
-    )
+    # The body holds the key: every copy this handler makes is zeroed when it is done
+    # (control/web/received.py zeroes the raw socket reads).
+    raw = await read_body_wiping_chunks(request, MAX_UPLOAD_BYTES)
+    text, parsed = "", None
+    body: KeyUpload | None = None
+    try:
+        text = decode_body(raw)
+        parsed, body = parse_json_text(text, KeyUpload)
+        record = await service.upload_key(
+            request.app[appkeys.engine],
+            request.app[appkeys.kek],
+            request.app[appkeys.key_checker],
+            request_actor(request),
+            tenant_id=current_principal(request).tenant_id,
+            api_key=body.api_key,
+            name=body.name,
+            make_default=body.make_default,
+        )
+    finally:
+        found = parsed.get("api_key") if isinstance(parsed, dict) else None
+        for value in (text, found, body.api_key if body is not None else None):
+            if isinstance(value, str):
+                wipe_ascii_str(value)
+        raw[:] = bytes(len(raw))
     return web.json_response(_out(record), status=201)
 
 

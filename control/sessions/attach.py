@@ -45,6 +45,7 @@ class AttachGrant:
     suite: str
     proxy_token: str = dataclasses.field(repr=False, default="")
     chain_head: tuple[int, str] | None = None  # where a previous proxy left the chain
+    spent: tuple[int, int] = (0, 0)  # generation calls and output tokens already counted
 
     def as_json(self) -> dict[str, object]:
         s = self.session
@@ -68,6 +69,7 @@ class AttachGrant:
                 "allowed_models": s.allowed_models,
                 "allowed_betas": s.allowed_betas,
             },
+            "spent": {"requests": self.spent[0], "output_tokens": self.spent[1]},
             "chain_head": (
                 {"seq": self.chain_head[0], "link": self.chain_head[1]} if self.chain_head else None
             ),
@@ -204,6 +206,7 @@ async def attach(
                 suite=seal_to.suite.value,  # type: ignore[union-attr]
                 proxy_token=proxy_token,
                 chain_head=await usage_store.chain_head(conn, session.id),
+                spent=await usage_store.budget_spent(conn, session.id),
             )
     if refusal is None:
         # Wakes the previous proxy's signal stream, if any: it finds itself fenced and stops.

@@ -19,6 +19,7 @@ import datetime as dt
 import json
 from typing import Any
 
+import structlog
 from aiohttp import web
 
 from control import appkeys
@@ -44,16 +45,20 @@ from core.tokens import TokenKind, token_kind
 
 routes = web.RouteTableDef()
 HEARTBEAT_S = 5.0
+FENCE_WAIT_S = 5.0
+log = structlog.get_logger(__name__)
 STATE_REREAD_S = 30.0
 
 
-def _bootstrap_token(request: web.Request) -> str:
+def _bearer_of(request: web.Request, kind: TokenKind, what: str) -> str:
     token = bearer_token(request)
-    if token is None or token_kind(token) is not TokenKind.BOOTSTRAP:
-        raise ApiError(
-            401, "authentication_error", "send the mxb_ bootstrap token as a Bearer token"
-        )
+    if token is None or token_kind(token) is not kind:
+        raise ApiError(401, "authentication_error", f"send {what} as a Bearer token")
     return token
+
+
+def _bootstrap_token(request: web.Request) -> str:
+    return _bearer_of(request, TokenKind.BOOTSTRAP, "the mxb_ bootstrap token")
 
 
 @routes.post("/internal/v1/sessions/{session_id}/attach")
@@ -87,16 +92,19 @@ async def attach(request: web.Request) -> web.Response:
         bootstrap_token=token,
         seal_to=target,
     )
+    # The previous proxy was fenced in that transaction and told so: give it a moment to
+    # clear its key and drop its stream, so that one session never has two proxies serving.
+    # A proxy cut off from the control plane clears on its own grace instead.
+    epoch = grant.session.proxy_epoch
+    if epoch > 1 and not await request.app[appkeys.signals].wait_offline(
+        session_id, epoch - 1, FENCE_WAIT_S
+    ):
+        log.warning("fenced_proxy_still_online", session_id=session_id, epoch=epoch - 1)
     return web.json_response(grant.as_json())
 
 
 def _credential(request: web.Request) -> str:
-    token = bearer_token(request)
-    if token is None or token_kind(token) is not TokenKind.PROXY:
-        raise ApiError(
-            401, "authentication_error", "send the proxy's mxp_ credential as a Bearer token"
-        )
-    return token
+    return _bearer_of(request, TokenKind.PROXY, "the proxy's mxp_ credential")
 
 
 async def _read_capped(request: web.Request, limit: int) -> bytes:
@@ -219,7 +227,7 @@ async def signals(request: web.Request) -> web.StreamResponse:
                 await response.write(_event("state", view))
                 if view["final"]:
                     break
-                await publisher.mark_online(session.id)
+                await publisher.mark_online(session.id, proxy.credential.epoch)
                 signal = None
                 reread_at = loop.time() + STATE_REREAD_S
                 while signal is None and loop.time() < reread_at and not hub.closing:
@@ -228,9 +236,9 @@ async def signals(request: web.Request) -> web.StreamResponse:
                         signal = await asyncio.wait_for(queue.get(), wait)
                     except TimeoutError:
                         await response.write(b": ping\n\n")
-                        await publisher.mark_online(session.id)
+                        await publisher.mark_online(session.id, proxy.credential.epoch)
         except (ConnectionResetError, ConnectionError):
             pass  # the proxy went away; it reconnects if it still runs
         finally:
-            await publisher.mark_offline(session.id)
+            await publisher.mark_offline(session.id, proxy.credential.epoch)
     return response

@@ -89,9 +89,9 @@ class AttachRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    suite: Literal[
-        "mlkem768x25519-hkdfsha256-aes256gcm", "x25519-hkdfsha256-aes256gcm"
-    ] = Field(description="the HPKE suite; the hybrid post-quantum one where available")
+    suite: Literal["mlkem768x25519-hkdfsha256-aes256gcm", "x25519-hkdfsha256-aes256gcm"] = Field(
+        description="the HPKE suite; the hybrid post-quantum one where available"
+    )
     public_key: str = Field(max_length=4096, description="base64 raw public key")
 
 
@@ -109,6 +109,13 @@ class SealedKeyOut(BaseModel):
 class BootstrapTokenOut(BaseModel):
     session_id: str
     bootstrap_token: str = Field(description="mxb_…: the next proxy's single-use attach token")
+
+
+class SpentOut(BaseModel):
+    requests: int = Field(description="generation calls (POST /v1/messages)")
+    output_tokens: int = Field(
+        description="output tokens, a call that did not complete counting its whole reservation"
+    )
 
 
 class ChainHeadOut(BaseModel):
@@ -129,6 +136,10 @@ class AttachGrantOut(BaseModel):
     deadline_at: dt.datetime
     session_token_sha256: str
     limits: Limits
+    spent: SpentOut = Field(
+        description="what the session's stored records already count against its budget: "
+        "the proxy starts from here, so a reconnect brings no fresh budget"
+    )
     chain_head: ChainHeadOut | None = Field(
         None, description="where a previous proxy of this session left the transcript chain"
     )

@@ -302,26 +302,18 @@ class AttachedProxy:
 async def authenticate_proxy(engine: AsyncEngine, session_id: str, token: str) -> AttachedProxy:
     """The attached proxy that holds this credential, current or fenced; 401 otherwise."""
     async with engine.connect() as conn:
-        session = await store.get_session(conn, session_id)
-        credential = (
-            await store.get_proxy_credential(conn, session_id, hash_token(token))
-            if session is not None
-            else None
-        )
-    if session is None or credential is None:
+        found = await store.get_attached_proxy(conn, session_id, hash_token(token))
+    if found is None:
         raise ApiError(401, "authentication_error", "invalid proxy credential")
-    return AttachedProxy(session, credential)
+    return AttachedProxy(*found)
 
 
 async def reread_proxy(engine: AsyncEngine, proxy: AttachedProxy) -> AttachedProxy | None:
     """The same proxy with its session and credential as they are now; None once the
     session is gone (deleted by retention)."""
     async with engine.connect() as conn:
-        session = await store.get_session(conn, proxy.session.id)
-        if session is None:
-            return None
-        credential = await store.get_proxy_credential(conn, session.id, proxy.credential.token_hash)
-    return AttachedProxy(session, credential or proxy.credential)
+        found = await store.get_attached_proxy(conn, proxy.session.id, proxy.credential.token_hash)
+    return AttachedProxy(*found) if found is not None else None
 
 
 async def issue_bootstrap_token(

@@ -24,6 +24,11 @@ from core.signals import Signal
 
 log = structlog.get_logger(__name__)
 LIVENESS_TTL_S = 15
+FENCE_POLL_S = 0.05
+_DELETE_IF_EQUAL = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
 # Not a signal: tells a stream to re-read its session (the hub lost and regained Redis,
 # so a message may have been missed), or that this process is shutting down.
 RESYNC = "resync"
@@ -59,13 +64,36 @@ class SignalPublisher:
                 error=type(exc).__name__,
             )
 
-    async def mark_online(self, session_id: str) -> None:
+    async def mark_online(self, session_id: str, epoch: int) -> None:
+        """The proxy of attach number `epoch` holds its signal stream here."""
         with contextlib.suppress(RedisError, OSError):
-            await self._redis.set(self._names.liveness_key(session_id), "1", ex=LIVENESS_TTL_S)
+            await self._redis.set(
+                self._names.liveness_key(session_id), str(epoch), ex=LIVENESS_TTL_S
+            )
 
-    async def mark_offline(self, session_id: str) -> None:
+    async def mark_offline(self, session_id: str, epoch: int) -> None:
+        """Its stream ended (unless a later epoch's proxy has marked itself since)."""
         with contextlib.suppress(RedisError, OSError):
-            await self._redis.delete(self._names.liveness_key(session_id))
+            await self._redis.eval(  # type: ignore[misc]
+                _DELETE_IF_EQUAL, 1, self._names.liveness_key(session_id), str(epoch)
+            )
+
+    async def wait_offline(self, session_id: str, epoch: int, within: float) -> bool:
+        """Wait up to `within` seconds until the proxy of attach `epoch` is no longer
+        online (a fenced proxy clears its key and drops its stream); False if it still is."""
+        key = self._names.liveness_key(session_id)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while True:
+            try:
+                value = await self._redis.get(key)
+            except (RedisError, OSError):
+                return False
+            if value is None or int(value) != epoch:
+                return True
+            if loop.time() >= deadline:
+                return False
+            await asyncio.sleep(FENCE_POLL_S)
 
     async def proxy_online(self, session_id: str) -> bool | None:
         try:

@@ -128,17 +128,39 @@ async def issue_proxy_credential(
     )
 
 
-async def get_proxy_credential(
+async def get_attached_proxy(
     conn: AsyncConnection, session_id: str, token_hash: str
-) -> ProxyCredential | None:
+) -> tuple[SessionRecord, ProxyCredential] | None:
+    """The session and the proxy credential with this hash, in one query (a proxy posts
+    often); None if either is missing or the session is soft-deleted."""
+    credential = proxy_credentials.alias("credential")
     row = (
         await conn.execute(
-            select(proxy_credentials).where(
-                proxy_credentials.c.token_hash == token_hash,
-                proxy_credentials.c.session_id == session_id,
+            select(
+                sessions,
+                credential.c.token_hash.label("credential_hash"),
+                credential.c.epoch.label("credential_epoch"),
+                credential.c.issued_at.label("credential_issued_at"),
+                credential.c.fenced_at.label("credential_fenced_at"),
+            )
+            .join(credential, credential.c.session_id == sessions.c.id)
+            .where(
+                sessions.c.id == session_id,
+                sessions.c.soft_deleted_at.is_(None),
+                credential.c.token_hash == token_hash,
             )
         )
     ).first()
     if row is None:
         return None
-    return ProxyCredential(row.token_hash, row.session_id, row.epoch, row.issued_at, row.fenced_at)
+    data = dict(row._mapping)
+    proxy = ProxyCredential(
+        data.pop("credential_hash"),
+        session_id,
+        data.pop("credential_epoch"),
+        data.pop("credential_issued_at"),
+        data.pop("credential_fenced_at"),
+    )
+    data.pop("created_by", None)
+    data["state"] = SessionState(data["state"])
+    return SessionRecord(**data), proxy

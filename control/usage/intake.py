@@ -65,6 +65,7 @@ class RecordIn(BaseModel):
     output_tokens: Count | None = None
     cache_creation_input_tokens: Count | None = None
     cache_read_input_tokens: Count | None = None
+    reserved_output_tokens: Count | None = None
     usage: dict[str, Any] | None = None
     ttfb_ms: Annotated[float, Field(ge=0)] | None = None
     latency_ms: Annotated[float, Field(ge=0)] | None = None

@@ -11,7 +11,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from control.db.schema import sessions, usage_records
-from core.usage import UsageRecord
+from core.usage import GENERATION_ENDPOINT, UsageRecord, charged_output_tokens
 
 
 def _row(record: UsageRecord, tenant_id: str, now: dt.datetime) -> dict[str, Any]:
@@ -34,6 +34,7 @@ def _row(record: UsageRecord, tenant_id: str, now: dt.datetime) -> dict[str, Any
         "output_tokens": record.output_tokens,
         "cache_creation_input_tokens": record.cache_creation_input_tokens,
         "cache_read_input_tokens": record.cache_read_input_tokens,
+        "reserved_output_tokens": record.reserved_output_tokens,
         "usage": record.usage,
         "ttfb_ms": record.ttfb_ms,
         "latency_ms": record.latency_ms,
@@ -116,3 +117,29 @@ async def chain_entries(conn: AsyncConnection, session_id: str) -> list[dict[str
         .order_by(usage_records.c.chain_seq)
     )
     return [dict(row._mapping) for row in rows]
+
+
+async def budget_spent(conn: AsyncConnection, session_id: str) -> tuple[int, int]:
+    """The generation calls the session's stored records show, and the output tokens they
+    count against its budget (core.usage.charged_output_tokens)."""
+    rows = await conn.execute(
+        select(
+            usage_records.c.complete,
+            usage_records.c.http_status,
+            usage_records.c.output_tokens,
+            usage_records.c.reserved_output_tokens,
+        ).where(
+            usage_records.c.session_id == session_id,
+            usage_records.c.endpoint == GENERATION_ENDPOINT,
+        )
+    )
+    calls = tokens = 0
+    for row in rows:
+        calls += 1
+        tokens += charged_output_tokens(
+            complete=row.complete,
+            http_status=row.http_status,
+            output_tokens=row.output_tokens,
+            reserved=row.reserved_output_tokens,
+        )
+    return calls, tokens

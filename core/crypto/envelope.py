@@ -24,7 +24,7 @@ from core.crypto.blob import (
     decrypt_secret,
     plaintext_size,
 )
-from core.crypto.kek import KekError, KekProvider
+from core.crypto.kek import DataKey, KekError, KekProvider
 
 __all__ = [
     "FORMAT_VERSION",
@@ -35,11 +35,26 @@ __all__ = [
     "UnwrapError",
     "WrappedKey",
     "decrypt_secret",
+    "encrypt_with",
     "plaintext_size",
     "unwrap_data_key",
     "unwrap_secret",
     "wrap_secret",
 ]
+
+
+def encrypt_with(data_key: DataKey, secret: bytes | bytearray, context: KeyContext) -> WrappedKey:
+    """Encrypt `secret` under `data_key` (fresh from the KEK provider), bound to `context`;
+    the caller wipes the data key."""
+    nonce = os.urandom(NONCE_BYTES)
+    ciphertext = AESGCM(data_key.plaintext).encrypt(nonce, secret, context.aad())
+    return WrappedKey(
+        kek_id=data_key.kek_id,
+        encrypted_data_key=data_key.encrypted,
+        nonce=nonce,
+        ciphertext=ciphertext,
+        version=context.version,
+    )
 
 
 async def wrap_secret(
@@ -48,17 +63,9 @@ async def wrap_secret(
     """Encrypt `secret` under a fresh data key bound to `context`."""
     data_key = await kek.generate_data_key(context.as_dict())
     try:
-        nonce = os.urandom(NONCE_BYTES)
-        ciphertext = AESGCM(data_key.plaintext).encrypt(nonce, secret, context.aad())
+        return encrypt_with(data_key, secret, context)
     finally:
         data_key.wipe()
-    return WrappedKey(
-        kek_id=data_key.kek_id,
-        encrypted_data_key=data_key.encrypted,
-        nonce=nonce,
-        ciphertext=ciphertext,
-        version=context.version,
-    )
 
 
 async def unwrap_data_key(kek: KekProvider, wrapped: WrappedKey, context: KeyContext) -> bytearray:

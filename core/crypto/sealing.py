@@ -16,10 +16,8 @@ the public key, and the control plane accepts only these two.
 from __future__ import annotations
 
 import base64
-import ctypes
 import dataclasses
 import json
-import sys
 from enum import StrEnum
 
 from cryptography.exceptions import InvalidTag, UnsupportedAlgorithm
@@ -27,7 +25,8 @@ from cryptography.hazmat.primitives import hpke
 from cryptography.hazmat.primitives.asymmetric import mlkem, x25519
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-_BYTES_DATA_OFFSET = sys.getsizeof(b"") - 1
+from core.wipe import wipe_bytes
+
 _MLKEM768_PUBLIC = 1184
 _X25519_PUBLIC = 32
 
@@ -58,13 +57,6 @@ def seal_info(*, session_id: str, tenant_id: str, key_id: str) -> bytes:
 
 def _raw(key: x25519.X25519PublicKey | mlkem.MLKEM768PublicKey) -> bytes:
     return key.public_bytes(Encoding.Raw, PublicFormat.Raw)
-
-
-def wipe_bytes(data: bytes) -> None:
-    """Overwrite an immutable `bytes` in place (CPython). Only for a buffer nothing else
-    shares, such as what a decrypt just returned."""
-    if len(data) > 1:  # the empty and one-byte objects are shared singletons
-        ctypes.memset(id(data) + _BYTES_DATA_OFFSET, 0, len(data))
 
 
 class Recipient:

@@ -34,6 +34,7 @@ class CallRecorder:
         "_parser",
         "_publish",
         "_request_id",
+        "_reserved",
         "_response_sha",
         "_session_id",
         "_started_at",
@@ -57,6 +58,7 @@ class CallRecorder:
         facts: RequestFacts,
         bytes_in: int,
         publish: Callable[[UsageRecord], None],
+        reserved_output_tokens: int | None = None,
     ) -> None:
         self._t0 = time.perf_counter()
         self._started_at = dt.datetime.now(dt.UTC)
@@ -67,6 +69,7 @@ class CallRecorder:
         self._endpoint = endpoint
         self._facts = facts
         self._publish = publish
+        self._reserved = reserved_output_tokens
         self._status: int | None = None
         self._request_id: str | None = None
         self._ttfb: float | None = None
@@ -148,6 +151,7 @@ class CallRecorder:
             latency_ms=round((time.perf_counter() - self._t0) * 1000, 3),
             bytes_in=self.bytes_in,
             bytes_out=self.bytes_out,
+            reserved_output_tokens=self._reserved,
             request_sha256=self._facts.request_sha256,
             system_sha256=self._facts.system_sha256,
             message_sha256s=list(self._facts.message_sha256s),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import json
 import os
 import socket
@@ -19,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from control.app import create_app
 from core.settings import Settings
-from tests.factories import fake_anthropic_key, make_tenant
+from tests.factories import TenantFixture, fake_anthropic_key, make_tenant
 from tests.fakes.anthropic import FakeAnthropic
 
 METRUX = str(Path(sys.executable).with_name("metrux"))
@@ -68,6 +69,36 @@ class RestartableControl:
         if self._server is not None:
             await self._server.close()
             self._server = None
+
+
+@dataclasses.dataclass
+class ControlWithKey:
+    """A control plane (in-test server) with a tenant whose key is uploaded, and the fake
+    Anthropic upstream that key works against."""
+
+    base: str
+    tenant: TenantFixture
+    api_key: str
+    fake: FakeAnthropic
+    fake_url: str
+
+
+async def control_with_key(
+    aiohttp_server: Any, settings: Settings, engine: AsyncEngine
+) -> ControlWithKey:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    api_key = fake_anthropic_key()
+    fake = FakeAnthropic(api_key)
+    fake_server = await aiohttp_server(fake.app)
+    control = await aiohttp_server(create_app(settings))
+    base = str(control.make_url("")).rstrip("/")
+    tenant = await make_tenant(engine)
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(f"{base}/v1/keys", json={"api_key": api_key}, headers=tenant.auth) as r,
+    ):
+        assert r.status == 201
+    return ControlWithKey(base, tenant, api_key, fake, str(fake_server.make_url("")).rstrip("/"))
 
 
 def free_port() -> int:

@@ -30,7 +30,7 @@ from proxy import appkeys as proxy_keys
 from tests.control.test_usage_ingest import record
 from tests.e2e.conftest import Stack, start_proxy_for
 from tests.e2e.processes import RestartableControl, finish, start_proxy_process
-from tests.fakes.anthropic import MODEL
+from tests.fakes.anthropic import MODEL, StreamReply
 
 PROMPT = [{"role": "user", "content": "hi"}]
 TCP_ESTABLISHED = "01"
@@ -144,13 +144,13 @@ async def test_records_survive_a_control_plane_restart_none_lost_none_doubled(
     await calls(run, 5)  # the upstream still answers; the records wait in the proxy
     await control.start()
     # Delivered once the proxy's retry reaches the new control plane; then a clean stop.
-    for _ in range(200):
+    for _ in range(600):
         if len(await stored_records(settings, engine, session_id)) >= 8:
             break
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.1)  # the proxy's own retry schedule: polled through the database
     run["process"].terminate()
-    code, stderr = await finish(run["process"])
-    assert (code, exit_event(stderr)["unsent_records"]) == (0, 0)
+    code, stderr = await finish(run["process"], within=60)
+    assert (code, exit_event(stderr)["unsent_records"]) == (0, 0), stderr[-3000:]
     records = await stored_records(settings, engine, session_id)
     assert len(records) == 8
     assert len({r["record_id"] for r in records}) == 8
@@ -269,11 +269,16 @@ async def test_a_record_naming_another_session_is_refused_and_changes_nothing(
     assert 'metrux_usage_records_refused_total{reason="wrong_session"} 1.0' in text
 
 
-async def test_a_new_attach_fences_the_earlier_proxy(stack: Stack, aiohttp_server: Any) -> None:
+@pytest.mark.parametrize("stack", [{"max_requests": 5, "max_output_tokens": 100}], indirect=True)
+async def test_a_new_attach_stops_the_earlier_proxy_before_it_serves_and_the_budget_carries_over(
+    stack: Stack, aiohttp_server: Any
+) -> None:
     """A reconnect's proxy attaches: the earlier one finds its credential superseded and
-    clears its key, so one session never has two proxies serving."""
-    await stack.sdk().messages.create(model=MODEL, max_tokens=8, messages=PROMPT)
-    assert len(await stack.records()) == 1  # delivered before the new attach
+    clears its key before the new grant is handed out, so one session never has two
+    proxies serving; the new one starts from the budget the records show as spent."""
+    for _ in range(2):  # 12 output tokens each
+        await stack.sdk().messages.create(model=MODEL, max_tokens=8, messages=PROMPT)
+    assert len(await stack.records()) == 2  # delivered before the new attach
     async with stack.control.post(
         f"/v1/sessions/{stack.session_id}/bootstrap-token", headers=stack.tenant.auth
     ) as r:
@@ -286,18 +291,50 @@ async def test_a_new_attach_fences_the_earlier_proxy(stack: Stack, aiohttp_serve
         stack.fake_url,
         aiohttp_server,
     )
-    await asyncio.wait_for(stack.proxy.stopped.wait(), 10)
+    assert stack.proxy.stopped.is_set()  # cleared before the new grant came back
     assert stack.proxy.stop_reason == "superseded"
     assert stack.proxy.key.buffer_is_zeroed()
-    assert second.app[proxy_keys.session].info.epoch == stack.proxy.info.epoch + 1
+    new_session = second.app[proxy_keys.session]
+    assert new_session.info.epoch == stack.proxy.info.epoch + 1
+    assert (new_session.budget.requests, new_session.budget.output_used) == (2, 24)
     new = anthropic.AsyncAnthropic(
         base_url=str(second.make_url("")).rstrip("/"), api_key=stack.sandbox_token, max_retries=0
     )
     await new.messages.create(model=MODEL, max_tokens=8, messages=PROMPT)
+    with pytest.raises(anthropic.PermissionDeniedError, match="output-token budget"):
+        await new.messages.create(model=MODEL, max_tokens=80, messages=PROMPT)  # 64 left
     await second.close()
     records = await stack.records()
-    assert len(records) == 2
-    assert sorted(r["chain_seq"] for r in records) == [1, 2]
+    assert len(records) == 3
+    assert sorted(r["chain_seq"] for r in records) == [1, 2, 3]
+
+
+@pytest.mark.parametrize("stack", [{"max_output_tokens": 5000}], indirect=True)
+async def test_aborted_streams_cannot_exceed_the_output_budget(stack: Stack) -> None:
+    """Four 4,000-token streams the client aborts after their first event: the first keeps
+    its whole reservation charged, so the next ones are refused; its record says incomplete."""
+    stream_body = json.dumps(
+        {"model": MODEL, "max_tokens": 4000, "stream": True, "messages": PROMPT}
+    ).encode()
+    statuses = []
+    async with aiohttp.ClientSession() as http:
+        for _ in range(4):
+            stack.fake.enqueue(StreamReply(hang_after=2))
+            response = await http.post(
+                stack.proxy_url + "/v1/messages",
+                data=stream_body,
+                headers={"x-api-key": stack.sandbox_token, "content-type": "application/json"},
+            )
+            statuses.append(response.status)
+            if response.status == 200:
+                await response.content.readuntil(b"\n\n")
+            response.close()  # the client goes away before message_delta
+            await asyncio.wait_for(stack.proxy.idle.wait(), 10)
+    assert statuses == [200, 403, 403, 403]
+    assert stack.proxy.budget.output_used == 4000
+    [record] = await stack.records()
+    assert (record["complete"], record["error_type"]) == (False, "client_aborted")
+    assert (record["output_tokens"], record["reserved_output_tokens"]) == (1, 4000)
 
 
 async def test_a_fenced_proxy_may_deliver_only_records_of_calls_it_started_before_the_fence(

@@ -17,13 +17,11 @@ import aiohttp
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from control.app import create_app
 from control.usage import store as usage_store
 from control.usage.ingest import UsageIngester
 from core.redis_names import RedisNames
 from core.settings import Settings
-from tests.factories import fake_anthropic_key, make_tenant
-from tests.fakes.anthropic import FakeAnthropic
+from tests.e2e.processes import control_with_key
 
 METRUX = str(Path(sys.executable).with_name("metrux"))
 
@@ -51,20 +49,15 @@ sys.exit(7)
 async def _prepare(
     aiohttp_server: Any, settings: Settings, engine: AsyncEngine, tmp_path: Path
 ) -> dict[str, Any]:
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    api_key = fake_anthropic_key()
-    fake = FakeAnthropic(api_key)
-    fake_server = await aiohttp_server(fake.app)
-    control = await aiohttp_server(create_app(settings))
-    base = str(control.make_url("")).rstrip("/")
-    tenant = await make_tenant(engine)
-    async with aiohttp.ClientSession() as http:
-        async with http.post(f"{base}/v1/keys", json={"api_key": api_key}, headers=tenant.auth):
-            pass
-        async with http.post(
+    setup = await control_with_key(aiohttp_server, settings, engine)
+    base, tenant = setup.base, setup.tenant
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
             f"{base}/v1/sessions", json={"candidate_email": "c@example.com"}, headers=tenant.auth
-        ) as r:
-            created = await r.json()
+        ) as r,
+    ):
+        created = await r.json()
     credentials = tmp_path / "session.json"
     credentials.write_text(
         json.dumps(
@@ -86,11 +79,12 @@ async def _prepare(
         "REDIS_URL": settings.redis_url or "",
         "METRUX_REDIS_PREFIX": settings.redis_prefix,
         "KEY_ENCRYPTION_KEY": base64.b64encode(settings.key_encryption_key or b"").decode(),
-        "METRUX_UPSTREAM_URL": str(fake_server.make_url("")).rstrip("/"),
+        "METRUX_UPSTREAM_URL": setup.fake_url,
         "METRUX_LOG_FORMAT": "json",
     }
     return {"credentials": credentials, "script": script, "env": env, "created": created,
-            "api_key": api_key, "fake": fake, "base": base, "tenant": tenant}  # fmt: skip
+            "api_key": setup.api_key, "fake": setup.fake, "base": base,
+            "tenant": tenant}  # fmt: skip
 
 
 async def _launch(

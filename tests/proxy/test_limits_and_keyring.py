@@ -6,9 +6,25 @@ import pickle
 
 import pytest
 
+from core.usage import UsageRecord
 from proxy.errors import ProxyError
 from proxy.keyring import KeyCleared, KeyState, SessionKey
 from proxy.limits import BadTokenLockout, SessionBudget, TokenBucket
+
+
+def call(
+    *,
+    complete: bool = True,
+    http_status: int = 200,
+    output_tokens: int | None = 10,
+    error_type: str | None = None,
+) -> UsageRecord:
+    return UsageRecord(
+        record_id="r", session_id="s", tenant_id="t", actor="candidate", method="POST",
+        endpoint="/v1/messages", started_at="2026-11-29T10:00:00+00:00", stream=True,
+        http_status=http_status, complete=complete, output_tokens=output_tokens,
+        error_type=error_type,
+    )  # fmt: skip
 
 
 class Clock:
@@ -34,7 +50,7 @@ def test_budget_reserves_and_settles() -> None:
     with pytest.raises(ProxyError) as caught:
         budget.admit(41)
     assert caught.value.status == 403
-    budget.settle(first, 10)
+    budget.settle(first, call(output_tokens=10))
     assert (budget.output_used, budget.output_reserved) == (10, 0)
     budget.admit(90)
 
@@ -43,6 +59,37 @@ def test_unknown_output_charges_the_whole_reservation() -> None:
     budget = SessionBudget(max_requests=None, max_output_tokens=100, allowed_models=None)
     budget.settle(budget.admit(70), None)
     assert budget.output_used == 70
+
+
+@pytest.mark.parametrize("error_type", ["client_aborted", "upstream_cut", "upstream_timeout"])
+def test_a_call_that_did_not_complete_keeps_its_whole_reservation(error_type: str) -> None:
+    """message_start says output_tokens 1; what was generated before the cut is unknown."""
+    budget = SessionBudget(max_requests=None, max_output_tokens=5000, allowed_models=None)
+    budget.settle(budget.admit(4000), call(complete=False, output_tokens=1, error_type=error_type))
+    assert budget.output_used == 4000
+    with pytest.raises(ProxyError):
+        budget.admit(4000)  # a second aborted 4000-token stream cannot pass a 5000 budget
+
+
+def test_an_error_answer_with_no_usage_charges_nothing() -> None:
+    budget = SessionBudget(max_requests=None, max_output_tokens=100, allowed_models=None)
+    budget.settle(budget.admit(70), call(http_status=429, output_tokens=None))
+    assert budget.output_used == 0
+
+
+def test_the_budget_starts_from_what_the_session_already_spent() -> None:
+    budget = SessionBudget(
+        max_requests=3,
+        max_output_tokens=100,
+        allowed_models=None,
+        spent_requests=2,
+        spent_output_tokens=90,
+    )
+    with pytest.raises(ProxyError):
+        budget.admit(11)
+    budget.admit(10)
+    with pytest.raises(ProxyError, match="request limit"):
+        budget.admit(0)
 
 
 def test_lockout_doubles_and_expires() -> None:

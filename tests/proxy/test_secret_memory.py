@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import secrets
 
+from core.wipe import wipe_bytes
 from proxy.keyring import SessionKey
-from proxy.secret_memory import LockedBuffer, wipe_bytes, wipe_str
+from proxy.secret_memory import LockedBuffer, wipe_str
 
 
 def _key() -> bytes:

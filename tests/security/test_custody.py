@@ -25,12 +25,10 @@ import aiohttp
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from control.app import create_app
 from core.crypto.sealing import Recipient
 from core.settings import Settings
 from tests.conftest import CI
-from tests.factories import fake_anthropic_key, make_tenant
-from tests.fakes.anthropic import FakeAnthropic
+from tests.e2e.processes import control_with_key
 
 METRUX = str(Path(sys.executable).with_name("metrux"))
 SYSTEM_PYTHON = Path("/usr/bin/python3")  # reachable by an unprivileged user, unlike the venv
@@ -111,23 +109,16 @@ def world_readable_dir() -> Iterator[Path]:
 
 
 async def _world(aiohttp_server: Any, settings: Settings, engine: AsyncEngine) -> dict[str, Any]:
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    api_key = fake_anthropic_key()
-    fake = FakeAnthropic(api_key)
-    fake_server = await aiohttp_server(fake.app)
-    control = await aiohttp_server(create_app(settings))
-    base = str(control.make_url("")).rstrip("/")
-    tenant = await make_tenant(engine)
+    """A tenant with a key, and a candidate who accepted an invite."""
+    setup = await control_with_key(aiohttp_server, settings, engine)
+    body = {"candidate_email": "mallory@example.com", "assessment_name": "Backend"}
     async with aiohttp.ClientSession() as http:
-        async with http.post(f"{base}/v1/keys", json={"api_key": api_key}, headers=tenant.auth):
-            pass
-        body = {"candidate_email": "mallory@example.com", "assessment_name": "Backend"}
-        async with http.post(f"{base}/v1/invites", json=body, headers=tenant.auth) as r:
+        async with http.post(f"{setup.base}/v1/invites", json=body, headers=setup.tenant.auth) as r:
             invite = await r.json()
-        async with http.post(f"{base}/v1/invites/{invite['invite_token']}/accept") as r:
+        async with http.post(f"{setup.base}/v1/invites/{invite['invite_token']}/accept") as r:
             accepted = await r.json()
-    return {"base": base, "tenant": tenant, "accepted": accepted, "api_key": api_key,
-            "fake_url": str(fake_server.make_url("")).rstrip("/")}  # fmt: skip
+    return {"base": setup.base, "tenant": setup.tenant, "accepted": accepted,
+            "api_key": setup.api_key, "fake_url": setup.fake_url}  # fmt: skip
 
 
 async def test_everything_invite_acceptance_returns_attaches_nothing(

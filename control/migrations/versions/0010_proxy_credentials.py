@@ -1,4 +1,4 @@
-"""Attached proxies' credentials, and the session's proxy epoch.
+"""Attached proxies' credentials, the session's proxy epoch, and each call's reservation.
 
 Each attach issues a new `mxp_` credential (only its hash is stored) under the next epoch
 and fences the previous one: a fenced proxy is told to stop, and may only deliver the
@@ -23,6 +23,7 @@ def upgrade() -> None:
     op.add_column(
         "sessions", sa.Column("proxy_epoch", sa.Integer, nullable=False, server_default="0")
     )
+    op.add_column("usage_records", sa.Column("reserved_output_tokens", sa.Integer))
     op.create_table(
         "proxy_credentials",
         sa.Column("token_hash", sa.String(64), primary_key=True),
@@ -41,4 +42,5 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("proxy_credentials")
+    op.drop_column("usage_records", "reserved_output_tokens")
     op.drop_column("sessions", "proxy_epoch")

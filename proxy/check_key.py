@@ -1,0 +1,133 @@
+"""A key check in a short-lived process: `python -m proxy.check_key`.
+
+The control plane never hands a customer key to a client library of its own: to ask
+Anthropic whether a key works, it starts this process, which attaches the way a proxy does,
+over its stdin and stdout instead of HTTP:
+
+1. it makes an ephemeral HPKE key pair and prints the public half (one JSON line);
+2. it reads one grant (one JSON line): the data key sealed to that public key, bound to the
+   check, the tenant and the key, the AES-GCM ciphertext and the upstream URL;
+3. it opens the key into a locked page, asks `GET /v1/models?limit=1` with it, prints the
+   verdict (one JSON line: accepted, rejected or unreachable, and why), zeroes the key and
+   exits. The grant is single use by construction: the pipe carries exactly one.
+
+Only the verdict and Anthropic's error kind leave the process; never the key, and never a
+response body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from typing import Any
+
+import aiohttp
+
+from core.crypto.blob import KeyContext, UnwrapError, WrappedKey, decrypt_secret, plaintext_size
+from core.crypto.sealing import Recipient, SealError, seal_info
+from core.hardening import disable_core_dumps
+from proxy.keyring import SessionKey
+from proxy.secret_memory import LockedBuffer
+
+TIMEOUT_S = 5.0
+ANTHROPIC_VERSION = "2023-06-01"
+
+
+def check_info(check_id: str, tenant_id: str, key_id: str) -> bytes:
+    """The HPKE info of a check's grant: a check is no session, and cannot pass for one."""
+    return seal_info(session_id=f"key-check:{check_id}", tenant_id=tenant_id, key_id=key_id)
+
+
+def verdict_for(status: int) -> tuple[str, str]:
+    """Anthropic's answer to models.list as a verdict on the key. Pure."""
+    if status == 200:
+        return "accepted", "ok"
+    if status == 401:
+        return "rejected", "authentication_error"
+    if status == 403:
+        return "rejected", "permission_error"
+    return "unreachable", f"http_{status}"  # 429, 5xx, 529: no verdict on the key
+
+
+def open_grant(grant: dict[str, Any], recipient: Recipient) -> SessionKey:
+    sealed = grant["sealed_key"]
+    wrapped = WrappedKey(
+        kek_id="",
+        encrypted_data_key=b"",
+        nonce=bytes.fromhex(sealed["nonce"]),
+        ciphertext=bytes.fromhex(sealed["ciphertext"]),
+        version=int(sealed["version"]),
+    )
+    tenant_id, key_id = str(grant["tenant_id"]), str(grant["key_id"])
+    data_key = recipient.open(
+        bytes.fromhex(sealed["sealed_data_key"]),
+        check_info(str(grant["check_id"]), tenant_id, key_id),
+    )
+    memory = LockedBuffer(plaintext_size(wrapped))
+    try:
+        secret = decrypt_secret(
+            data_key,
+            wrapped,
+            KeyContext(tenant_id=tenant_id, key_id=key_id, version=wrapped.version),
+            into=memory.view(),
+        )
+    except BaseException:
+        memory.close()
+        raise
+    key = SessionKey()
+    key.arm(secret, memory)
+    return key
+
+
+async def ask_anthropic(upstream_url: str, key: SessionKey) -> tuple[str, str]:
+    headers = {
+        "x-api-key": key.header_value(),
+        "anthropic-version": ANTHROPIC_VERSION,
+        "accept-encoding": "identity",
+    }
+    try:
+        async with (
+            aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=TIMEOUT_S), trust_env=False
+            ) as http,
+            http.get(
+                f"{upstream_url.rstrip('/')}/v1/models",
+                params={"limit": "1"},
+                headers=headers,
+                allow_redirects=False,
+            ) as response,
+        ):
+            return verdict_for(response.status)
+    except TimeoutError:
+        return "unreachable", "timeout"
+    except aiohttp.ClientError:
+        return "unreachable", "connection_error"
+
+
+def _say(message: dict[str, str]) -> None:
+    sys.stdout.write(json.dumps(message) + "\n")
+    sys.stdout.flush()
+
+
+def main() -> int:
+    disable_core_dumps()
+    recipient = Recipient()
+    _say(recipient.as_json())
+    line = sys.stdin.readline()
+    try:
+        grant = json.loads(line)
+        key = open_grant(grant, recipient)
+    except (ValueError, KeyError, TypeError, SealError, UnwrapError) as exc:
+        print(f"metrux key check: unusable grant ({type(exc).__name__})", file=sys.stderr)
+        return 2
+    try:
+        verdict, reason = asyncio.run(ask_anthropic(str(grant["upstream_url"]), key))
+    finally:
+        key.clear()
+    _say({"verdict": verdict, "reason": reason})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
