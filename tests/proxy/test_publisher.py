@@ -128,3 +128,14 @@ async def test_a_full_buffer_drops_the_oldest_and_counts_it(capacity: int) -> No
     async with running(publisher):
         assert await publisher.flush(5)
     assert control.delivered == [r.record_id for r in records[2:]]
+
+
+async def test_records_linger_to_travel_together_and_a_flush_cuts_the_wait() -> None:
+    control = FakeControl()
+    publisher = UsagePublisher(control.send, linger=30)  # longer than any test may wait
+    async with running(publisher):
+        records = [record("s1") for _ in range(3)]
+        for r in records:
+            publisher.publish(r)
+        assert await publisher.flush(5)  # at once: the flush does not wait out the linger
+    assert control.batches == [[r.record_id for r in records]]  # one request for all three
