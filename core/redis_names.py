@@ -1,4 +1,4 @@
-"""Redis key, channel and stream names shared by the control plane and the proxies.
+"""Redis key, channel and stream names of the control plane (proxies never use Redis).
 
 Every name starts with a prefix (default "metrux:") so several installations, or parallel
 test runs, can share one Redis server without seeing each other's data.
@@ -25,19 +25,12 @@ class RedisNames:
         return f"{self.prefix}ingest"
 
     def session_channel(self, session_id: str) -> str:
-        """Pub/sub channel carrying core.signals.Signal values for one session."""
+        """Pub/sub channel waking the signal streams of one session's proxy, on every
+        control-plane replica (control/sessions/signals.py)."""
         return f"{self.prefix}session:{session_id}:signals"
 
-    def session_state_key(self, session_id: str) -> str:
-        """The session's lifecycle state, re-read by the proxy so a missed signal is obeyed."""
-        return f"{self.prefix}session:{session_id}:state"
-
-    def grader_key(self, session_id: str) -> str:
-        """SHA-256 of the session's current grader token, for proxies already running."""
-        return f"{self.prefix}session:{session_id}:grader"
-
     def liveness_key(self, session_id: str) -> str:
-        """Refreshed with a TTL while the session's proxy runs."""
+        """The epoch of the session's proxy whose signal stream is open, with a TTL."""
         return f"{self.prefix}session:{session_id}:proxy"
 
     def block_key(self, ip: str) -> str:

@@ -18,12 +18,3 @@ class Signal(StrEnum):
 LIVE_STATES = frozenset({"issued", "active", "submitted", "grading"})
 # Live states in which only the grader's token is accepted.
 GRADING_STATES = frozenset({"submitted", "grading"})
-
-
-def decode_signal(raw: bytes | str) -> Signal | None:
-    """The signal in a pub/sub payload, or None for anything unrecognised."""
-    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
-    try:
-        return Signal(text.strip())
-    except ValueError:
-        return None
