@@ -28,7 +28,6 @@ log = structlog.get_logger(__name__)
 CHECK_TIMEOUT_S = 5.0
 # The child's own start-up (imports) comes on top of the call's timeout.
 PROCESS_TIMEOUT_S = CHECK_TIMEOUT_S + 25.0
-_VERDICTS = {v.value: v for v in Verdict}
 
 
 class KeyChecker(Protocol):
@@ -97,7 +96,7 @@ class ProcessKeyChecker:
         await child.stdin.drain()
         child.stdin.close()
         answer = json.loads(await child.stdout.readline())
-        verdict = _VERDICTS[str(answer["verdict"])]
+        verdict = Verdict(str(answer["verdict"]))  # anything else: ValueError, no verdict
         if verdict is Verdict.UNREACHABLE and str(answer["reason"]).startswith("http_"):
             log.warning("key_check_unanswered", status=answer["reason"])
         return CheckResult(verdict, str(answer["reason"])[:64])

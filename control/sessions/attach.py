@@ -176,8 +176,9 @@ async def attach(
         sealed = b""
         if refusal is None:
             assert wrapped is not None
-            assert isinstance(seal_to, SealTarget)
-            outcome = await _seal_data_key(kek, session, wrapped, seal_to)
+            target = seal_to
+            assert isinstance(target, SealTarget)
+            outcome = await _seal_data_key(kek, session, wrapped, target)
             if isinstance(outcome, ApiError):
                 refusal = outcome
             else:
@@ -203,7 +204,7 @@ async def attach(
                 key_id=session.api_key_id,
                 wrapped=wrapped,
                 sealed_data_key=sealed,
-                suite=seal_to.suite.value,  # type: ignore[union-attr]
+                suite=target.suite.value,
                 proxy_token=proxy_token,
                 chain_head=await usage_store.chain_head(conn, session.id),
                 spent=await usage_store.budget_spent(conn, session.id),
