@@ -1,165 +1,136 @@
-"""The proxy application factory: one attached session, and every resource it runs."""
+"""The proxy for one attached session: its listener, and every resource it runs.
+
+`Proxy.start` binds the sandbox-facing listener and starts the background work (record
+publisher, signal stream, watchdogs); `Proxy.stop` stops the listener, flushes the records
+while the control link is still up, then stops the rest, in reverse order of start.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 import structlog
-from aiohttp import web
 
 from core.settings import Settings
 from core.tasks import spawn
-from proxy import appkeys
+from proxy import transport
 from proxy.attach import Grant
+from proxy.calls import Calls
 from proxy.control_link import ControlLink
-from proxy.errors import ProxyError
 from proxy.keepalive import KeepaliveWatchdog
 from proxy.keyring import SessionKey
 from proxy.metrics import ProxyMetrics
 from proxy.publisher import UsagePublisher
-from proxy.routes import fallback, routes
 from proxy.session import ProxySession
 from proxy.signals import ControlGrace, SignalWatcher
 
 log = structlog.get_logger(__name__)
 FLUSH_TIMEOUT_S = 15.0  # longer than one batch's request timeout
-
-_HTTP_ERRORS = {
-    400: "invalid_request_error",
-    404: "not_found_error",
-    405: "not_found_error",
-    413: "request_too_large",
-}
+STOP_CALLS_S = 5.0  # calls still running at stop get this long to finish
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler: object) -> web.StreamResponse:
-    session = request.app[appkeys.session]
-    session.call_started()
-    try:
-        return await handler(request)  # type: ignore[operator]
-    except ProxyError as exc:
-        return exc.response()
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        message = (
-            "request body is too large"
-            if exc.status == 413
-            else f"{request.method} {request.path}: {exc.reason}"
+class Proxy:
+    def __init__(
+        self,
+        settings: Settings,
+        grant: Grant,
+        key: SessionKey,
+        *,
+        control_url: str,
+        upstream_url: str | None = None,
+        keepalive_grace: float = 0.0,
+        upstream: transport.Upstream | None = None,
+    ) -> None:
+        info = grant.info
+        self.settings = settings
+        self.session = ProxySession(
+            info, key, rate_per_s=settings.proxy_rate_per_s, burst=settings.proxy_burst
         )
-        return ProxyError(
-            exc.status, _HTTP_ERRORS.get(exc.status, "invalid_request_error"), message
-        ).response()
-    except Exception:
-        log.exception("proxy_unhandled_error", path=request.path)
-        return ProxyError(500, "api_error", "internal proxy error").response()
-    finally:
-        session.call_finished()
+        self.link = ControlLink(control_url, info.session_id, grant.credential)
+        self.publisher = UsagePublisher(self.link.post_records, on_refused=self.session.clear)
+        self.signals = SignalWatcher(self.link, self.session)
+        self.metrics = ProxyMetrics()
+        self.metrics.unsent.set_function(lambda: self.publisher.pending)
+        self.metrics.key_armed.set_function(lambda: 1 if self.session.key.armed else 0)
+        self.metrics.in_flight.set_function(lambda: self.session.in_flight)
+        self.watchdog = (
+            KeepaliveWatchdog(keepalive_grace, self.session.clear) if keepalive_grace > 0 else None
+        )
+        self.upstream = upstream or transport.Upstream(upstream_url or settings.upstream_url)
+        self.calls = Calls(self.session, self.upstream, self.publisher, self.metrics, self.watchdog)
+        self._listener: transport.Listener | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._deadline: asyncio.TimerHandle | None = None
+        self.address: tuple[str, int] = ("", 0)
+
+    @property
+    def url(self) -> str:
+        host, port = self.address
+        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        session = self.session
+        loop = asyncio.get_running_loop()
+        await self.link.open()
+        self._tasks.append(spawn(self.publisher.run(), name="usage-publisher"))
+        self._tasks.append(spawn(self.signals.run(), name="signal-stream"))
+        # The deadline, the control plane's grace period and the launcher's keepalive:
+        # each clears the key when it runs out.
+        seconds_left = (session.info.deadline_at - dt.datetime.now(dt.UTC)).total_seconds()
+        self._deadline = loop.call_later(max(seconds_left, 0), session.clear, "deadline")
+        grace = ControlGrace(
+            self.link, self.settings.proxy_control_grace_s, session.clear, loop.time
+        )
+        self._tasks.append(spawn(grace.watch(), name="control-grace"))
+        if self.watchdog is not None:
+            self._tasks.append(spawn(self.watchdog.watch(), name="keepalive-watchdog"))
+        self._listener = await transport.serve(
+            self.calls, host, port, max_body=self.settings.proxy_max_body_bytes
+        )
+        self.address = self._listener.address
+
+    async def stop(self) -> None:
+        """Stop listening, give running calls a moment, flush records, stop the rest."""
+        listener, self._listener = self._listener, None
+        if listener is not None and listener.server is not None:
+            listener.server.close()
+        if self.session.in_flight:
+            try:
+                await asyncio.wait_for(self.session.idle.wait(), STOP_CALLS_S)
+            except TimeoutError:
+                log.warning("proxy_stopped_with_calls_in_flight", calls=self.session.in_flight)
+        if listener is not None:
+            listener.close()
+        if not await self.publisher.flush(FLUSH_TIMEOUT_S):
+            log.error("usage_records_unsent", unsent=self.publisher.pending)
+        if self._deadline is not None:
+            self._deadline.cancel()
+        for task in reversed(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        await self.link.close()
+        self.upstream.close()
 
 
-async def http_ctx(app: web.Application) -> AsyncIterator[None]:
-    """One upstream client for the process. auto_decompress off and no automatic headers:
-    bytes and headers go through as the upstream and the client sent them."""
-    async with aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
-        auto_decompress=False,
-        skip_auto_headers=("User-Agent", "Content-Type", "Accept"),
-        trust_env=False,
-    ) as client:
-        app[appkeys.http] = client
-        yield
+async def serve_metrics(metrics: ProxyMetrics, host: str, port: int) -> transport.Listener:
+    """A second listener with only GET /metrics, for Prometheus on the pod's address; the
+    sandbox-facing port stays on loopback."""
+    from proxy.errors import not_found
 
+    async def scrape(call: transport.Downstream) -> None:
+        request = call.request
+        if request.method != b"GET" or request.path != b"/metrics":
+            error = not_found(request.method.decode("latin-1"), request.path.decode("latin-1"))
+            call.write(error.render(keep_alive=call.will_keep_alive()))
+            return
+        body = metrics.render()
+        call.write(
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4; charset=utf-8\r\n"
+            b"content-length: %d\r\n%s\r\n%s"
+            % (len(body), b"" if call.will_keep_alive() else b"connection: close\r\n", body)
+        )
 
-async def control_link_ctx(app: web.Application) -> AsyncIterator[None]:
-    link = app[appkeys.link]
-    await link.open()
-    yield
-    await link.close()
-
-
-async def publisher_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Records go out in the background; at shutdown, what is left is flushed first."""
-    publisher = app[appkeys.publisher]
-    task = spawn(publisher.run(), name="usage-publisher")
-    yield
-    if not await publisher.flush(FLUSH_TIMEOUT_S):
-        log.error("usage_records_unsent", unsent=publisher.pending)
-    await _stop(task)
-
-
-async def signals_ctx(app: web.Application) -> AsyncIterator[None]:
-    watcher = SignalWatcher(app[appkeys.link], app[appkeys.session])
-    app[appkeys.signals] = watcher
-    task = spawn(watcher.run(), name="signal-stream")
-    yield
-    await _stop(task)
-
-
-async def watchdogs_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The deadline, the control plane's grace period and the launcher's keepalive: each
-    clears the key when it runs out."""
-    session = app[appkeys.session]
-    loop = asyncio.get_running_loop()
-    seconds_left = (session.info.deadline_at - dt.datetime.now(dt.UTC)).total_seconds()
-    deadline = loop.call_later(max(seconds_left, 0), session.clear, "deadline")
-    settings = app[appkeys.settings]
-    grace = ControlGrace(
-        app[appkeys.link], settings.proxy_control_grace_s, session.clear, loop.time
-    )
-    tasks = [spawn(grace.watch(), name="control-grace")]
-    watchdog = app.get(appkeys.watchdog)
-    if watchdog is not None:
-        tasks.append(spawn(watchdog.watch(), name="keepalive-watchdog"))
-    yield
-    deadline.cancel()
-    for task in tasks:
-        await _stop(task)
-
-
-async def _stop(task: asyncio.Task[Any]) -> None:
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-
-
-def create_app(
-    settings: Settings,
-    grant: Grant,
-    key: SessionKey,
-    *,
-    control_url: str,
-    upstream_url: str | None = None,
-    keepalive_grace: float = 0.0,
-) -> web.Application:
-    """The proxy for one attached session. Each resource it runs (upstream client, control
-    link, publisher, signal stream, watchdogs) is a cleanup context: started with the app,
-    stopped in reverse order when it stops, records flushed before the link closes."""
-    info = grant.info
-    session = ProxySession(
-        info, key, rate_per_s=settings.proxy_rate_per_s, burst=settings.proxy_burst
-    )
-    link = ControlLink(control_url, info.session_id, grant.credential)
-    publisher = UsagePublisher(link.post_records, on_refused=session.clear)
-    app = web.Application(
-        middlewares=[error_middleware], client_max_size=settings.proxy_max_body_bytes
-    )
-    app[appkeys.settings] = settings
-    app[appkeys.session] = session
-    app[appkeys.link] = link
-    app[appkeys.publisher] = publisher
-    app[appkeys.upstream_url] = (upstream_url or settings.upstream_url).rstrip("/")
-    metrics = ProxyMetrics()
-    metrics.unsent.set_function(lambda: publisher.pending)
-    metrics.key_armed.set_function(lambda: 1 if session.key.armed else 0)
-    metrics.in_flight.set_function(lambda: session.in_flight)
-    app[appkeys.metrics] = metrics
-    if keepalive_grace > 0:
-        app[appkeys.watchdog] = KeepaliveWatchdog(keepalive_grace, session.clear)
-    app.cleanup_ctx.extend([http_ctx, control_link_ctx, publisher_ctx, signals_ctx, watchdogs_ctx])
-    app.add_routes(routes)
-    app.router.add_route("*", "/{tail:.*}", fallback)
-    return app
+    return await transport.serve(scrape, host, port, max_body=0)

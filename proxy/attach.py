@@ -13,22 +13,25 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
+import json
 import time
 from typing import Any
 
-import aiohttp
 import structlog
 
 from core.crypto.blob import KeyContext, UnwrapError, WrappedKey, decrypt_secret, plaintext_size
 from core.crypto.sealing import Recipient, SealError, seal_info
+from proxy.http.response import ResponseCut
 from proxy.keyring import SessionKey
 from proxy.secret_memory import LockedBuffer
 from proxy.session import SessionInfo
+from proxy.transport import HttpClient, UpstreamError
 
 log = structlog.get_logger(__name__)
 # The control plane answers 503 while its key-encryption service is down, and leaves the
 # token unspent: the proxy retries for this long before it gives up.
 UNAVAILABLE_RETRY_S = 60.0
+ATTACH_TIMEOUT_S = 30.0
 
 
 class AttachError(Exception):
@@ -50,29 +53,32 @@ class Grant:
 async def fetch_grant(
     control_url: str, session_id: str, bootstrap_token: str, recipient: Recipient
 ) -> dict[str, Any]:
-    url = f"{control_url.rstrip('/')}/internal/v1/sessions/{session_id}/attach"
-    timeout = aiohttp.ClientTimeout(total=30)
+    http = HttpClient(control_url)
     try:
-        async with (
-            aiohttp.ClientSession(timeout=timeout, trust_env=False) as client,
-            client.post(
-                url,
-                json=recipient.as_json(),
-                headers={"Authorization": f"Bearer {bootstrap_token}"},
-            ) as response,
-        ):
-            body = await response.json(content_type=None)
-            if response.status != 200:
-                error = (body or {}).get("error", {}) if isinstance(body, dict) else {}
-                kind = Unavailable if response.status == 503 else AttachError
-                raise kind(
-                    f"attach refused ({response.status}): {error.get('message', 'no message')}"
-                )
-            return body  # type: ignore[no-any-return]
-    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        async with asyncio.timeout(ATTACH_TIMEOUT_S):
+            response = await http.request(
+                "POST",
+                f"/internal/v1/sessions/{session_id}/attach",
+                headers={
+                    "Authorization": f"Bearer {bootstrap_token}",
+                    "Content-Type": "application/json",
+                },
+                body=json.dumps(recipient.as_json()).encode(),
+                read_timeout=ATTACH_TIMEOUT_S,
+            )
+            async with response:
+                body = await response.json()
+    except (UpstreamError, ResponseCut, TimeoutError, ValueError, OSError) as exc:
         raise AttachError(
             f"control plane unreachable at {control_url} ({type(exc).__name__})"
         ) from None
+    finally:
+        await http.close()
+    if response.status != 200:
+        error = (body or {}).get("error", {}) if isinstance(body, dict) else {}
+        kind = Unavailable if response.status == 503 else AttachError
+        raise kind(f"attach refused ({response.status}): {error.get('message', 'no message')}")
+    return body  # type: ignore[no-any-return]
 
 
 def arm_key(grant: dict[str, Any], recipient: Recipient) -> tuple[Grant, SessionKey]:

@@ -22,13 +22,13 @@ import json
 import sys
 from typing import Any
 
-import aiohttp
-
 from core.crypto.blob import KeyContext, UnwrapError, WrappedKey, decrypt_secret, plaintext_size
 from core.crypto.sealing import Recipient, SealError, seal_info
 from core.hardening import disable_core_dumps
+from proxy.http.response import ResponseCut
 from proxy.keyring import SessionKey
 from proxy.secret_memory import LockedBuffer
+from proxy.transport import HttpClient, UpstreamError
 
 TIMEOUT_S = 5.0
 ANTHROPIC_VERSION = "2023-06-01"
@@ -81,28 +81,22 @@ def open_grant(grant: dict[str, Any], recipient: Recipient) -> SessionKey:
 
 
 async def ask_anthropic(upstream_url: str, key: SessionKey) -> tuple[str, str]:
-    headers = {
-        "x-api-key": key.header_value(),
-        "anthropic-version": ANTHROPIC_VERSION,
-        "accept-encoding": "identity",
-    }
+    http = HttpClient(upstream_url)
+    headers = {"anthropic-version": ANTHROPIC_VERSION, "accept-encoding": "identity"}
+    # The key goes into a head this process owns and zeroes once sent.
+    head = http.head("GET", "/v1/models?limit=1", headers, 0, write_key=key.write_into)
     try:
-        async with (
-            aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=TIMEOUT_S), trust_env=False
-            ) as http,
-            http.get(
-                f"{upstream_url.rstrip('/')}/v1/models",
-                params={"limit": "1"},
-                headers=headers,
-                allow_redirects=False,
-            ) as response,
-        ):
+        async with asyncio.timeout(TIMEOUT_S):
+            response = await http.send(head, read_timeout=TIMEOUT_S)
+            response.release()
             return verdict_for(response.status)
     except TimeoutError:
         return "unreachable", "timeout"
-    except aiohttp.ClientError:
+    except (UpstreamError, ResponseCut, OSError):
         return "unreachable", "connection_error"
+    finally:
+        head[:] = bytes(len(head))
+        await http.close()
 
 
 def _say(message: dict[str, str]) -> None:

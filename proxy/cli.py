@@ -71,13 +71,8 @@ def _fail(message: str) -> int:
 
 def run_proxy(args: argparse.Namespace, settings: Settings) -> int:
     from core.hardening import disable_core_dumps
-    from proxy import aiohttp_patch
     from proxy.attach import AttachError
 
-    try:
-        aiohttp_patch.install()  # before any connection exists; without it, no start
-    except aiohttp_patch.PatchUnavailable as exc:
-        return _fail(str(exc))
     disable_core_dumps()
     if settings.sentry_dsn:
         from core.sentry import init_sentry
@@ -118,27 +113,6 @@ def run_proxy(args: argparse.Namespace, settings: Settings) -> int:
         return _fail(str(exc))
 
 
-async def _serve_metrics(proxy_app: Any, host: str, port: int) -> Any:
-    """A second listener with only GET /metrics, for Prometheus on the pod's address; the
-    sandbox-facing port stays on loopback."""
-    from aiohttp import web
-
-    from proxy import appkeys
-
-    metrics = proxy_app[appkeys.metrics]
-
-    async def scrape(request: web.Request) -> web.Response:
-        return web.Response(body=metrics.render(), content_type="text/plain", charset="utf-8")
-
-    app = web.Application()
-    app.router.add_get("/metrics", scrape)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, host, port).start()
-    log.info("proxy_metrics_listening", port=runner.addresses[0][1])
-    return runner
-
-
 async def serve(
     settings: Settings,
     session_id: str,
@@ -151,15 +125,12 @@ async def serve(
     metrics_at: tuple[str, int] | None = None,
 ) -> int:
     """Attach, run until the session's key is cleared, drain, and stop."""
-    from aiohttp import web
-
-    from proxy import appkeys
-    from proxy.app import create_app
+    from proxy.app import Proxy, serve_metrics
     from proxy.attach import attach
 
     structlog.contextvars.bind_contextvars(session_id=session_id)
     grant, key = await attach(control_url, session_id, bootstrap_token)
-    app = create_app(
+    proxy = Proxy(
         settings,
         grant,
         key,
@@ -167,33 +138,31 @@ async def serve(
         upstream_url=upstream,
         keepalive_grace=keepalive_grace,
     )
-    session = app[appkeys.session]
-    # No access log: every call already leaves a usage record, and formatting plus
-    # redacting a log line per call was a fifth of the proxy's CPU.
-    runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=5, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, host, port).start()
-    bound_host, bound_port = runner.addresses[0][:2]
-    metrics_runner = await _serve_metrics(app, *metrics_at) if metrics_at is not None else None
+    session = proxy.session
+    # No access log: every call already leaves a usage record.
+    await proxy.start(host, port)
+    bound_port = proxy.address[1]
+    metrics_server = None
+    if metrics_at is not None:
+        metrics_server = await serve_metrics(proxy.metrics, *metrics_at)
+        log.info("proxy_metrics_listening", port=metrics_server.address[1])
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, session.clear, signal.Signals(signum).name.lower())
-    url_host = f"[{bound_host}]" if ":" in bound_host else bound_host
-    ready = {"event": "ready", "url": f"http://{url_host}:{bound_port}", "session_id": session_id}
+    ready = {"event": "ready", "url": proxy.url, "session_id": session_id}
     print(json.dumps(ready), flush=True)
     log.info("proxy_ready", session_id=session_id, port=bound_port, epoch=grant.info.epoch)
 
     await session.stopped.wait()
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(session.idle.wait(), DRAIN_TIMEOUT_S)
-    publisher = app[appkeys.publisher]
-    await runner.cleanup()  # stops the listener, then each resource: records flushed first
-    if metrics_runner is not None:
-        await metrics_runner.cleanup()
+    await proxy.stop()  # stops the listener, then each resource: records flushed first
+    if metrics_server is not None:
+        metrics_server.close()
     log.info(
         "proxy_exiting",
         session_id=session_id,
         reason=session.stop_reason,
-        unsent_records=publisher.pending,
+        unsent_records=proxy.publisher.pending,
     )
     return 0

@@ -7,23 +7,26 @@ plane last answered anything: the grace watchdog clears the key when it gets too
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
-import aiohttp
-
 from core.usage import UsageRecord
+from proxy.http.response import ResponseCut
 from proxy.meter.sse import SseParser
+from proxy.transport import HttpClient, UpstreamError
 
-CONNECT_TIMEOUT_S = 10.0
 # A batch is small and the control plane answers at once; a request caught in a restart
 # must give up soon, so the publisher retries on a fresh connection.
 POST_TIMEOUT_S = 10.0
 # The control plane sends a heartbeat every few seconds; silence this long is a dead link.
 STREAM_IDLE_TIMEOUT_S = 30.0
+
+
+_FAILURES = (UpstreamError, ResponseCut, TimeoutError, ValueError, OSError)
 
 
 class LinkDown(Exception):
@@ -54,21 +57,20 @@ class ControlLink:
         *,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        base = f"{control_url.rstrip('/')}/internal/v1/sessions/{session_id}"
-        self._usage_url = f"{base}/usage"
-        self._signals_url = f"{base}/signals"
+        self._control_url = control_url.rstrip("/")
+        base = f"/internal/v1/sessions/{session_id}"
+        self._usage_path = f"{base}/usage"
+        self._signals_path = f"{base}/signals"
         self._headers = {"Authorization": f"Bearer {credential}"}
-        self._client: aiohttp.ClientSession | None = None
+        self._client: HttpClient | None = None
         self._clock = clock
         self.last_contact = clock()
 
     def __repr__(self) -> str:
-        return f"<ControlLink {self._usage_url.rsplit('/', 1)[0]}>"
+        return f"<ControlLink {self._control_url}{self._usage_path.rsplit('/', 1)[0]}>"
 
     async def open(self) -> None:
-        self._client = aiohttp.ClientSession(
-            trust_env=False, timeout=aiohttp.ClientTimeout(sock_connect=CONNECT_TIMEOUT_S)
-        )
+        self._client = HttpClient(self._control_url)
 
     async def close(self) -> None:
         if self._client is not None:
@@ -78,7 +80,7 @@ class ControlLink:
     def _touch(self) -> None:
         self.last_contact = self._clock()
 
-    def _session(self) -> aiohttp.ClientSession:
+    def _http(self) -> HttpClient:
         if self._client is None:
             raise LinkDown("the link is closed")
         return self._client
@@ -95,15 +97,18 @@ class ControlLink:
     async def post_records(self, records: Sequence[UsageRecord]) -> Delivery:
         body = json.dumps({"records": [record.as_dict() for record in records]}).encode()
         try:
-            async with self._session().post(
-                self._usage_url,
-                data=body,
-                headers={**self._headers, "Content-Type": "application/json"},
-                timeout=aiohttp.ClientTimeout(total=POST_TIMEOUT_S),
-            ) as response:
-                self._check(response.status)
-                answer = await response.json()
-        except (aiohttp.ClientError, TimeoutError, ValueError, OSError) as exc:
+            async with asyncio.timeout(POST_TIMEOUT_S):
+                response = await self._http().request(
+                    "POST",
+                    self._usage_path,
+                    headers={**self._headers, "Content-Type": "application/json"},
+                    body=body,
+                    read_timeout=POST_TIMEOUT_S,
+                )
+                async with response:
+                    self._check(response.status)
+                    answer = await response.json()
+        except _FAILURES as exc:
             raise LinkDown(type(exc).__name__) from None
         self._touch()
         return Delivery(int(answer.get("accepted", 0)), list(answer.get("refused") or []))
@@ -113,17 +118,19 @@ class ControlLink:
         Raises LinkDown when it cannot be opened or breaks, CredentialRefused on 401."""
         parser = SseParser()
         try:
-            async with self._session().get(
-                self._signals_url,
+            response = await self._http().request(
+                "GET",
+                self._signals_path,
                 headers={**self._headers, "Accept": "text/event-stream"},
-                timeout=aiohttp.ClientTimeout(sock_read=STREAM_IDLE_TIMEOUT_S),
-            ) as response:
+                read_timeout=STREAM_IDLE_TIMEOUT_S,
+            )
+            async with response:
                 self._check(response.status)
                 self._touch()
-                async for chunk in response.content.iter_any():
+                async for chunk in response.chunks():
                     self._touch()  # heartbeats count: the control plane is there
                     for event in parser.feed(chunk):
                         if event.name == "state":
                             yield json.loads(event.data)
-        except (aiohttp.ClientError, TimeoutError, ValueError, OSError) as exc:
+        except _FAILURES as exc:
             raise LinkDown(type(exc).__name__) from None

@@ -7,9 +7,7 @@ limits, never a token or a key.
 
 from __future__ import annotations
 
-import json
-
-from aiohttp import web
+from proxy.http.connection import error_response
 
 
 class ProxyError(Exception):
@@ -22,16 +20,9 @@ class ProxyError(Exception):
         self.message = message
         self.headers = headers or {}
 
-    def response(self) -> web.Response:
-        body = json.dumps({"type": "error", "error": {"type": self.type, "message": self.message}})
-        # Our own 4xx are final: tell the SDKs and Claude Code not to retry them (a bare 401
-        # makes Claude Code retry for minutes). 429 says when to come back; 5xx may be retried.
-        headers = {"x-metrux-proxy-error": "1"}
-        if 400 <= self.status < 500 and self.status != 429:
-            headers["x-should-retry"] = "false"
-        headers.update(self.headers)
-        return web.Response(
-            status=self.status, body=body, content_type="application/json", headers=headers
+    def render(self, *, keep_alive: bool = True) -> bytes:
+        return error_response(
+            self.status, self.type, self.message, headers=self.headers, keep_alive=keep_alive
         )
 
 

@@ -2,123 +2,120 @@
 
 No redirects are followed (a 3xx becomes a 502, so the sandbox never carries anything to
 another origin); nothing is retried once bytes have left (the SDKs retry by themselves);
-timeouts are per read, not per call, because generations stream for many minutes. SSE
-chunks are written to the client as they arrive. An upstream cut mid-stream cuts the client
-too: it must see a failure, never a synthesised end. Header values never go into an error
-or a log line.
+timeouts are per read, not per call, because generations stream for many minutes. Every
+chunk is written to the client as it arrives, and only then shown to the meter, which
+observes the call and never stands between the upstream and the client. An upstream cut
+mid-response cuts the client too: it must see a failure, never a synthesised end. Header
+values never go into an error or a log line.
 """
 
 from __future__ import annotations
 
 import asyncio
 
-import aiohttp
-from aiohttp import web
-from multidict import CIMultiDict
-
-from proxy.aiohttp_patch import wiping_header_blocks
 from proxy.errors import ProxyError
-from proxy.headers import downstream_headers, upstream_headers
+from proxy.headers import downstream_headers
+from proxy.http.messages import BodyFraming, response_head
+from proxy.http.response import ResponseCut
 from proxy.meter.recorder import CallRecorder
+from proxy.transport import ClientGone, Downstream, Upstream, UpstreamConnection, UpstreamError
 
-CONNECT_TIMEOUT_S = 10.0
 STREAM_IDLE_TIMEOUT_S = 120.0  # Anthropic streams send ping events well within this
 RESPONSE_TIMEOUT_S = 600.0  # a non-streamed reply may take as long as the SDKs wait
+_EVENT_STREAM = b"text/event-stream"
 
 
-def _timeout(stream: bool) -> aiohttp.ClientTimeout:
-    return aiohttp.ClientTimeout(
-        total=None,
-        sock_connect=CONNECT_TIMEOUT_S,
-        sock_read=STREAM_IDLE_TIMEOUT_S if stream else RESPONSE_TIMEOUT_S,
-    )
+def _zero(head: bytearray) -> None:
+    head[:] = bytes(len(head))
 
 
 async def forward(
-    request: web.Request,
-    *,
-    client: aiohttp.ClientSession,
-    upstream_url: str,
-    api_key: str,
+    call: Downstream,
+    upstream: Upstream,
+    head: bytearray,
     body: bytes,
+    *,
     stream: bool,
     recorder: CallRecorder,
-    allowed_betas: frozenset[str] | None = None,
-) -> web.StreamResponse:
-    headers = upstream_headers(request.headers.items(), api_key, allowed_betas)
+) -> None:
+    """Send `head` (which holds the key; zeroed here once sent) and `body` upstream and
+    relay the answer to `call`. Raises ProxyError when the client can still be answered."""
     try:
-        with wiping_header_blocks():
-            return await _exchange(request, client, upstream_url, headers, body, stream, recorder)
+        conn = await upstream.connect()
+    except (UpstreamError, TimeoutError) as exc:
+        _zero(head)
+        recorder.on_end(error_type="upstream_unavailable", status=502)
+        raise ProxyError(502, "api_error", f"upstream unavailable ({exc})") from None
+    reusable = False
+    try:
+        conn.send(head, body)
+        reusable = await _relay(call, conn, head, stream, recorder)
     except asyncio.CancelledError:
-        # The client went away (aiohttp cancels the handler): leaving the `async with`
-        # closes the upstream connection, which cancels the generation there.
+        # The client went away: dropping the upstream connection cancels the generation.
         recorder.on_end(error_type="client_aborted", status=499)
         raise
+    except ClientGone:
+        recorder.on_end(error_type="client_aborted", status=499)
     except TimeoutError:
         recorder.on_end(error_type="upstream_timeout", status=504)
-        raise ProxyError(504, "api_error", "upstream did not answer in time") from None
-    except aiohttp.ClientError as exc:
-        recorder.on_end(error_type="upstream_unavailable", status=502)
-        raise ProxyError(502, "api_error", f"upstream unavailable ({type(exc).__name__})") from None
+        if call.started:
+            call.abort()
+        else:
+            raise ProxyError(504, "api_error", "upstream did not answer in time") from None
+    except (ResponseCut, UpstreamError, OSError) as exc:
+        if call.started:
+            recorder.on_end(error_type="client_aborted" if call.closed else "upstream_cut")
+            call.abort()
+        else:
+            recorder.on_end(error_type="upstream_unavailable", status=502)
+            raise ProxyError(502, "api_error", f"upstream unavailable ({exc})") from None
+    finally:
+        _zero(head)
+        upstream.release(conn, reusable)
 
 
-async def _exchange(
-    request: web.Request,
-    client: aiohttp.ClientSession,
-    upstream_url: str,
-    headers: CIMultiDict[str],
-    body: bytes,
+async def _relay(
+    call: Downstream,
+    conn: UpstreamConnection,
+    head: bytearray,
     stream: bool,
     recorder: CallRecorder,
-) -> web.StreamResponse:
-    async with client.request(
-        request.method,
-        upstream_url + request.path_qs,
-        data=body or None,
-        headers=headers,
-        allow_redirects=False,
-        timeout=_timeout(stream),
-    ) as upstream:
-        if 300 <= upstream.status < 400:
-            recorder.on_end(error_type="upstream_redirect", status=502)
-            raise ProxyError(502, "api_error", "upstream answered with a redirect; not followed")
-        recorder.on_response_start(upstream.status, upstream.headers)
-        out_headers = downstream_headers(upstream.headers.items())
-        if not upstream.headers.get("content-type", "").startswith("text/event-stream"):
-            payload = await upstream.read()
-            response = web.Response(
-                status=upstream.status,
-                reason=upstream.reason,
-                body=payload,
-                headers=out_headers,
-            )
-            # Answer first, meter after: the record costs the client no latency.
-            await response.prepare(request)
-            await response.write_eof()
-            recorder.on_chunk(payload)
-            recorder.on_end()
-            return response
-        response = web.StreamResponse(
-            status=upstream.status, reason=upstream.reason, headers=out_headers
+) -> bool:
+    """Relay one response; True when the upstream connection can carry another call."""
+    timeout = STREAM_IDLE_TIMEOUT_S if stream else RESPONSE_TIMEOUT_S
+    answer = await conn.read_head(timeout)
+    if conn.flushed:
+        _zero(head)  # the upstream has answered: the key's bytes are with the kernel
+    if 300 <= answer.status < 400:
+        recorder.on_end(error_type="upstream_redirect", status=502)
+        raise ProxyError(502, "api_error", "upstream answered with a redirect; not followed")
+    headers = downstream_headers(answer.headers)
+    content_type = answer.header(b"content-type") or b""
+    request_id = answer.header(b"request-id")
+    recorder.on_response_start(
+        answer.status,
+        request_id.decode("latin-1") if request_id is not None else None,
+        event_stream=content_type.startswith(_EVENT_STREAM),
+    )
+    if answer.status in (204, 304):
+        length: int | None = 0
+    else:
+        length = None if answer.chunked else answer.content_length
+    framing = BodyFraming(length)
+    call.write(
+        response_head(
+            answer.status,
+            answer.reason,
+            headers,
+            content_length=length,
+            keep_alive=call.will_keep_alive(),
         )
-        await response.prepare(request)
-        try:
-            async for chunk in upstream.content.iter_any():
-                await response.write(chunk)
-                recorder.on_chunk(chunk)
-        except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError) as exc:
-            # The upstream broke mid-stream (or the client vanished, which aiohttp reports
-            # as a connection error on write). Either way the client must not see a clean
-            # end of stream: drop its connection.
-            client_gone = request.transport is None or request.transport.is_closing()
-            recorder.on_end(error_type="client_aborted" if client_gone else _cut_kind(exc))
-            if request.transport is not None:
-                request.transport.abort()
-            return response
-        recorder.on_end()
-        await response.write_eof()
-        return response
-
-
-def _cut_kind(exc: BaseException) -> str:
-    return "upstream_timeout" if isinstance(exc, TimeoutError) else "upstream_cut"
+    )
+    while (chunk := await conn.read_chunk(timeout)) is not None:
+        if chunk:
+            call.write(framing.chunk(chunk))
+            await call.drain()
+            recorder.on_chunk(chunk)
+    call.write(framing.end())
+    recorder.on_end()
+    return True

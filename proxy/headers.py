@@ -1,90 +1,111 @@
-"""Header rewriting between the sandbox and Anthropic. Pure functions.
+"""Header rewriting between the sandbox and Anthropic, and the heads it writes. Pure.
 
 Upstream: end-to-end headers pass as they are (anthropic-version, anthropic-beta, user-agent,
-x-stainless-*, x-app, custom headers); hop-by-hop headers, Host, Content-Length, forwarding
-headers (x-forwarded-*, forwarded) and every client credential are dropped; a session may
-restrict anthropic-beta to an allowlist; the real key goes in x-api-key; the response is asked for
-uncompressed so the meter can read it. Downstream: hop-by-hop headers and lengths are dropped
-(aiohttp frames the response itself); everything else passes, request-id and rate-limit
-headers included.
+x-stainless-*, x-app, custom headers); hop-by-hop headers, Host, Content-Length, Expect,
+forwarding headers (x-forwarded-*, forwarded) and every client credential are dropped; a
+session may restrict anthropic-beta to an allowlist; the response is asked for uncompressed
+so the meter can read it, and the real key goes in x-api-key. The head is built in a
+`bytearray` the caller zeroes once it is sent: the key is never in an immutable object.
+
+Downstream: hop-by-hop headers and lengths are dropped (the proxy frames the response
+itself); everything else passes, request-id and rate-limit headers included.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
-from multidict import CIMultiDict
+Headers = list[tuple[bytes, bytes]]
 
 HOP_BY_HOP = frozenset(
     {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "trailers",
-        "transfer-encoding",
-        "upgrade",
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"trailers",
+        b"transfer-encoding",
+        b"upgrade",
     }
 )
 _REQUEST_DROP = HOP_BY_HOP | {
-    "host",
-    "content-length",
-    "x-api-key",
-    "authorization",
-    "accept-encoding",
-    "expect",
+    b"host",
+    b"content-length",
+    b"x-api-key",
+    b"authorization",
+    b"accept-encoding",
+    b"expect",
     # The sandbox does not get to say where or for whom the call goes.
-    "forwarded",
-    "x-forwarded-for",
-    "x-forwarded-host",
-    "x-forwarded-proto",
-    "x-forwarded-port",
-    "x-real-ip",
+    b"forwarded",
+    b"x-forwarded-for",
+    b"x-forwarded-host",
+    b"x-forwarded-proto",
+    b"x-forwarded-port",
+    b"x-real-ip",
 }
-_RESPONSE_DROP = HOP_BY_HOP | {"content-length"}
+_RESPONSE_DROP = HOP_BY_HOP | {b"content-length"}
 
 
-def _connection_tokens(headers: Iterable[tuple[str, str]]) -> set[str]:
+def _connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes]:
     # Headers named in Connection are hop-by-hop too (RFC 9110 §7.6.1).
-    return {
+    return frozenset(
         token.strip().lower()
         for name, value in headers
-        if name.lower() == "connection"
-        for token in value.split(",")
-    }
+        if name.lower() == b"connection"
+        for token in value.split(b",")
+    )
 
 
-def allowed_beta_values(value: str, allowed: frozenset[str]) -> str:
+def allowed_beta_values(value: bytes, allowed: frozenset[str]) -> bytes:
     """The comma-separated anthropic-beta values that are in `allowed`, in order."""
-    return ",".join(v.strip() for v in value.split(",") if v.strip() in allowed)
+    kept = [v.strip() for v in value.split(b",") if v.strip().decode("latin-1") in allowed]
+    return b",".join(kept)
 
 
 def upstream_headers(
-    client: Iterable[tuple[str, str]],
-    api_key: str,
-    allowed_betas: frozenset[str] | None = None,
-) -> CIMultiDict[str]:
-    items = list(client)
-    drop = _REQUEST_DROP | _connection_tokens(items)
-    out: CIMultiDict[str] = CIMultiDict()
-    for name, value in items:
+    client: Headers, allowed_betas: frozenset[str] | None = None
+) -> Iterable[tuple[bytes, bytes]]:
+    """The client's headers that go upstream, in their order, as sent."""
+    drop = _REQUEST_DROP
+    if any(name.lower() == b"connection" for name, _ in client):
+        drop = drop | _connection_tokens(client)
+    for name, value in client:
         lower = name.lower()
         if lower in drop:
             continue
-        if allowed_betas is not None and lower == "anthropic-beta":
+        if allowed_betas is not None and lower == b"anthropic-beta":
             value = allowed_beta_values(value, allowed_betas)
             if not value:
                 continue
-        out.add(name, value)
-    out["x-api-key"] = api_key
-    out["accept-encoding"] = "identity"
-    return out
+        yield name, value
 
 
-def downstream_headers(upstream: Iterable[tuple[str, str]]) -> CIMultiDict[str]:
-    items = list(upstream)
-    drop = _RESPONSE_DROP | _connection_tokens(items)
-    return CIMultiDict((name, value) for name, value in items if name.lower() not in drop)
+def request_head(
+    method: bytes,
+    target: bytes,
+    host: bytes,
+    client: Headers,
+    body_length: int,
+    write_key: Callable[[bytearray], None],
+    allowed_betas: frozenset[str] | None = None,
+) -> bytearray:
+    """The upstream request head. `write_key` appends the key's bytes to the head."""
+    head = bytearray(b"%s %s HTTP/1.1\r\nhost: %s\r\n" % (method, target, host))
+    for name, value in upstream_headers(client, allowed_betas):
+        head += b"%s: %s\r\n" % (name, value)
+    if body_length or method in (b"POST", b"PUT", b"PATCH"):
+        head += b"content-length: %d\r\n" % body_length
+    head += b"accept-encoding: identity\r\nx-api-key: "
+    write_key(head)
+    head += b"\r\n\r\n"
+    return head
+
+
+def downstream_headers(upstream: Headers) -> Headers:
+    drop = _RESPONSE_DROP
+    if any(name.lower() == b"connection" for name, _ in upstream):
+        drop = drop | _connection_tokens(upstream)
+    return [(name, value) for name, value in upstream if name.lower() not in drop]

@@ -1,16 +1,16 @@
 """The session's Anthropic key: one buffer, sealed → armed → cleared.
 
 The key lives in one writable buffer (a locked, never-dumped page in the real proxy) and
-is never a `str` except for the single header value, which is made once and overwritten
-in place on clear, like the buffer. It is never in a repr. Process exit is the real
-guarantee (DESIGN.md, decision D1): the proxy exits after clearing.
+is never a `str` or `bytes`: each call copies it into the upstream request head, a
+`bytearray` the proxy zeroes once the head is sent. It is never in a repr. Process exit is
+the real guarantee (DESIGN.md, decision D1): the proxy exits after clearing.
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
 
-from proxy.secret_memory import LockedBuffer, wipe_str
+from proxy.secret_memory import LockedBuffer
 
 
 class KeyState(StrEnum):
@@ -24,12 +24,11 @@ class KeyCleared(Exception):
 
 
 class SessionKey:
-    __slots__ = ("_buffer", "_header", "_memory", "_state")
+    __slots__ = ("_buffer", "_memory", "_state")
 
     def __init__(self) -> None:
         self._buffer: bytearray | memoryview = bytearray()
         self._memory: LockedBuffer | None = None
-        self._header: str | None = None
         self._state = KeyState.SEALED
 
     def __repr__(self) -> str:
@@ -57,24 +56,15 @@ class SessionKey:
         self._memory = memory
         self._state = KeyState.ARMED
 
-    def header_value(self) -> str:
-        """The key as the str an HTTP header needs; raises KeyCleared once cleared.
-
-        One str is made per armed key and reused for every call, so calls do not multiply
-        the copies left in the heap.
-        """
+    def write_into(self, head: bytearray) -> None:
+        """Append the key's bytes to `head` (straight from the buffer: no copy in between);
+        raises KeyCleared once cleared. The caller zeroes `head` when it is sent."""
         if self._state is not KeyState.ARMED:
             raise KeyCleared(f"key is {self._state.value}")
-        if self._header is None:
-            # Decoded straight from the buffer: no intermediate bytes copy.
-            self._header = str(self._buffer, "ascii")
-        return self._header
+        head += self._buffer
 
     def clear(self) -> None:
-        """Zero the header string's characters and the buffer, in place. Idempotent."""
-        if self._header is not None:
-            wipe_str(self._header, self._buffer)
-            self._header = None
+        """Zero the buffer in place and release its page. Idempotent."""
         self._buffer[:] = bytes(len(self._buffer))
         self._state = KeyState.CLEARED
         if self._memory is not None:

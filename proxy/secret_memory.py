@@ -1,11 +1,8 @@
-"""Memory for the one secret the proxy holds: a locked, never-dumped page, and in-place
-wiping of the immutable copies Python makes of it.
+"""Memory for the one secret the proxy holds: a locked, never-dumped page.
 
-- The page that holds the key bytes is `mlock`ed where the process may lock memory (no
-  swap) and marked `MADV_DONTDUMP` (no core image).
-- aiohttp needs the header value as a `str`: the proxy makes exactly one per armed key and,
-  on clear, overwrites its characters in place (CPython only, compared with memcmp first).
-- The header blocks aiohttp serialises are wiped by proxy/aiohttp_patch.py.
+The page that holds the key bytes is `mlock`ed where the process may lock memory (no swap)
+and marked `MADV_DONTDUMP` (no core image). The only other copies are the upstream request
+heads, `bytearray`s the proxy zeroes once sent (proxy/headers.py, proxy/forward.py).
 
 tests/security/test_key_memory.py reads the live process to prove the key is gone;
 docs/security.md says what this does not cover (TLS library buffers).
@@ -17,7 +14,6 @@ import contextlib
 import ctypes
 import ctypes.util
 import mmap
-import sys
 
 import structlog
 
@@ -25,9 +21,6 @@ log = structlog.get_logger(__name__)
 PAGE = mmap.PAGESIZE
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
 _libc.mlock.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
-_libc.memcmp.argtypes = (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)
-# Offset of the character data in a compact ASCII str (the struct is followed by the data).
-_ASCII_DATA_OFFSET = sys.getsizeof("") - 1
 
 
 class LockedBuffer:
@@ -67,21 +60,3 @@ class LockedBuffer:
         # A view still alive (an error path): zeroed now, unmapped at exit.
         with contextlib.suppress(BufferError):
             self._map.close()
-
-
-def wipe_str(value: str, expected: bytearray | memoryview) -> bool:
-    """Overwrite the characters of `value` with zeros, in place, if (and only if) the
-    bytes at the computed address equal the writable buffer `expected` (compared with
-    memcmp, so no further copy is made). The string must never be used again. Returns
-    whether it was wiped."""
-    size = len(value)
-    if sys.implementation.name != "cpython" or not value.isascii() or size != len(expected):
-        return False
-    if size == 0:
-        return False
-    address = id(value) + _ASCII_DATA_OFFSET
-    expected_address = ctypes.addressof(ctypes.c_char.from_buffer(expected))
-    if _libc.memcmp(address, expected_address, size) != 0:
-        return False
-    ctypes.memset(address, 0, size)
-    return True

@@ -23,9 +23,10 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
+if TYPE_CHECKING:
+    import aiohttp
 
 from core.redis_server import stop_embedded_redis
 
@@ -60,6 +61,8 @@ def _test_key() -> str:
 
 
 async def _wait_http(url: str, seconds: float = 30) -> None:
+    import aiohttp  # only here: `metrux proxy run` loads this module's register()
+
     async with aiohttp.ClientSession() as http:
         for _ in range(int(seconds * 10)):
             with contextlib.suppress(aiohttp.ClientError):
@@ -104,6 +107,8 @@ async def journey(
     control: str, owner: str, api_key: str, data_dir: Path, env: dict[str, str]
 ) -> int:
     """Everything the customer and the candidate do, over HTTP and `metrux sandbox run`."""
+    import aiohttp
+
     await _wait_http(f"{control}/healthz")
     async with aiohttp.ClientSession() as http:
         key = await _call(http, "POST", f"{control}/v1/keys", owner, json={"api_key": api_key})

@@ -1,6 +1,7 @@
 """The meter: observes one upstream call and turns it into a UsageRecord.
 
-`forward.py` calls the hooks; this module never touches the network. Everything here is
+`forward.py` calls the hooks (response start, each chunk once the client has it, end);
+this module never touches the network. Everything here is
 bounded work per chunk (hash update, incremental SSE parse), so metering never holds a
 chunk back from the client.
 """
@@ -11,7 +12,7 @@ import datetime as dt
 import hashlib
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
 from core.usage import UsageRecord
 from proxy.meter.counts import StreamFold, fold_json, token_counts
@@ -82,10 +83,10 @@ class CallRecorder:
         self.bytes_out = 0
         self.record: UsageRecord | None = None
 
-    def on_response_start(self, status: int, headers: Mapping[str, str]) -> None:
+    def on_response_start(self, status: int, request_id: str | None, *, event_stream: bool) -> None:
         self._status = status
-        self._request_id = headers.get("request-id")
-        if headers.get("content-type", "").startswith("text/event-stream"):
+        self._request_id = request_id
+        if event_stream:
             self._parser = SseParser()
             self._fold = StreamFold()
 

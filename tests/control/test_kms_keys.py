@@ -58,7 +58,9 @@ async def attach_and_unwrap(client: Any, session: dict[str, Any]) -> bytes:
         str(client.make_url("")).rstrip("/"), session["id"], session["bootstrap_token"]
     )
     try:
-        return key.header_value().encode()
+        armed = bytearray()
+        key.write_into(armed)
+        return bytes(armed)
     finally:
         key.clear()
 

@@ -24,8 +24,7 @@ from control.usage import store as usage_store
 from control.workers import usage_ingester
 from core.redis_names import RedisNames
 from core.settings import Settings
-from proxy import appkeys as proxy_keys
-from proxy.app import create_app as create_proxy_app
+from proxy.app import Proxy
 from proxy.attach import attach
 from proxy.publisher import UsagePublisher
 from proxy.session import ProxySession
@@ -51,7 +50,7 @@ class Stack:
     proxy: ProxySession
     publisher: UsagePublisher
     proxy_url: str
-    proxy_app: Any
+    proxy_app: Proxy
     sent: list[Any] = dataclasses.field(default_factory=list)  # requests the SDK sent
 
     def sdk(self, **kwargs: Any) -> anthropic.AsyncAnthropic:
@@ -89,21 +88,16 @@ class Stack:
 
 
 async def start_proxy_for(
-    settings: Settings,
-    control_url: str,
-    session_id: str,
-    bootstrap: str,
-    upstream: str,
-    aiohttp_server: Any,
-) -> Any:
-    """Attach a proxy and serve it as `metrux proxy run` does (the same factory and
-    resources); returns its test server, whose app holds the session and publisher."""
+    settings: Settings, control_url: str, session_id: str, bootstrap: str, upstream: str
+) -> Proxy:
+    """Attach a proxy and serve it as `metrux proxy run` does (the same class, listener
+    and resources); the caller stops it."""
     grant, key = await attach(control_url, session_id, bootstrap)
-    app = create_proxy_app(settings, grant, key, control_url=control_url, upstream_url=upstream)
-    server = await aiohttp_server(app)
+    proxy = Proxy(settings, grant, key, control_url=control_url, upstream_url=upstream)
+    await proxy.start("127.0.0.1", 0)
     # Connected: a signal sent from here on reaches the proxy.
-    await asyncio.wait_for(app[proxy_keys.signals].connected.wait(), 10)
-    return server
+    await asyncio.wait_for(proxy.signals.connected.wait(), 10)
+    return proxy
 
 
 @pytest.fixture
@@ -137,16 +131,15 @@ async def stack(
         assert r.status == 201, created
     redis = Redis.from_url(settings.redis_url or "")
     names = RedisNames(settings.redis_prefix)
-    proxy_server = await start_proxy_for(
+    proxy = await start_proxy_for(
         settings,
         str(control.make_url("")).rstrip("/"),
         created["id"],
         created["bootstrap_token"],
         fake_url,
-        aiohttp_server,
     )
-    session = proxy_server.app[proxy_keys.session]
-    publisher = proxy_server.app[proxy_keys.publisher]
+    session = proxy.session
+    publisher = proxy.publisher
     yield Stack(
         settings=settings,
         engine=engine,
@@ -163,11 +156,11 @@ async def stack(
         grader_token=created["grader_token"],
         proxy=session,
         publisher=publisher,
-        proxy_url=str(proxy_server.make_url("")).rstrip("/"),
-        proxy_app=proxy_server.app,
+        proxy_url=proxy.url,
+        proxy_app=proxy,
     )
     # The proxy first, while its control plane still answers: its records are flushed.
-    await proxy_server.close()
+    await proxy.stop()
     assert publisher.pending == 0
     keys = [k async for k in redis.scan_iter(match=f"{settings.redis_prefix}*")]
     if keys:

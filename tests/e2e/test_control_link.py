@@ -26,7 +26,6 @@ from control.usage.ingest import UsageIngester
 from core.crypto.sealing import Recipient
 from core.redis_names import RedisNames
 from core.settings import Settings
-from proxy import appkeys as proxy_keys
 from tests.control.test_usage_ingest import record
 from tests.e2e.conftest import Stack, start_proxy_for
 from tests.e2e.processes import RestartableControl, finish, start_proxy_process
@@ -98,14 +97,15 @@ def exit_event(stderr: str) -> dict[str, Any]:
     return event
 
 
-def test_the_proxy_imports_no_redis_client() -> None:
-    """Every proxy module, imported in a fresh interpreter, leaves redis-py unloaded."""
+def test_the_proxy_imports_no_redis_client_and_no_aiohttp() -> None:
+    """Every proxy module, imported in a fresh interpreter, leaves redis-py and aiohttp
+    unloaded: the proxy speaks HTTP on its own sans-io core (proxy/http/)."""
     code = (
         "import importlib, pkgutil, sys, proxy\n"
         "for m in pkgutil.walk_packages(proxy.__path__, 'proxy.'):\n"
         "    importlib.import_module(m.name)\n"
         "import proxy.cli\n"
-        "print(sorted(n for n in sys.modules if n == 'redis' or n.startswith('redis.')))\n"
+        "print(sorted(n for n in sys.modules if n.partition('.')[0] in ('redis', 'aiohttp')))\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
@@ -280,7 +280,7 @@ async def test_a_record_naming_another_session_is_refused_and_changes_nothing(
 
 @pytest.mark.parametrize("stack", [{"max_requests": 5, "max_output_tokens": 100}], indirect=True)
 async def test_a_new_attach_stops_the_earlier_proxy_before_it_serves_and_the_budget_carries_over(
-    stack: Stack, aiohttp_server: Any
+    stack: Stack,
 ) -> None:
     """A reconnect's proxy attaches: the earlier one finds its credential superseded and
     clears its key before the new grant is handed out, so one session never has two
@@ -298,21 +298,18 @@ async def test_a_new_attach_stops_the_earlier_proxy_before_it_serves_and_the_bud
         stack.session_id,
         bootstrap,
         stack.fake_url,
-        aiohttp_server,
     )
     assert stack.proxy.stopped.is_set()  # cleared before the new grant came back
     assert stack.proxy.stop_reason == "superseded"
     assert stack.proxy.key.buffer_is_zeroed()
-    new_session = second.app[proxy_keys.session]
+    new_session = second.session
     assert new_session.info.epoch == stack.proxy.info.epoch + 1
     assert (new_session.budget.requests, new_session.budget.output_used) == (2, 24)
-    new = anthropic.AsyncAnthropic(
-        base_url=str(second.make_url("")).rstrip("/"), api_key=stack.sandbox_token, max_retries=0
-    )
+    new = anthropic.AsyncAnthropic(base_url=second.url, api_key=stack.sandbox_token, max_retries=0)
     await new.messages.create(model=MODEL, max_tokens=8, messages=PROMPT)
     with pytest.raises(anthropic.PermissionDeniedError, match="output-token budget"):
         await new.messages.create(model=MODEL, max_tokens=80, messages=PROMPT)  # 64 left
-    await second.close()
+    await second.stop()
     records = await stack.records()
     assert len(records) == 3
     assert sorted(r["chain_seq"] for r in records) == [1, 2, 3]

@@ -206,10 +206,10 @@ def _closed_port() -> int:
 
 
 async def test_unreachable_upstream_is_a_502(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
-    from proxy import appkeys
+    from proxy.transport import Upstream
 
-    app = stack.proxy_app
-    monkeypatch.setitem(app._state, appkeys.upstream_url, f"http://127.0.0.1:{_closed_port()}")  # type: ignore[attr-defined]
+    calls = stack.proxy_app.calls
+    monkeypatch.setattr(calls, "upstream", Upstream(f"http://127.0.0.1:{_closed_port()}"))
     status, body, headers = await post(stack, "/v1/messages")
     assert status == 502
     assert json.loads(body)["error"]["type"] == "api_error"

@@ -1,0 +1,187 @@
+"""What the proxy does with each request from the sandbox.
+
+Every relayed call: lockout → authenticate → key still armed → rate → body → limits →
+upstream head (with the key) → forward → settle. The meter, the metrics, the transcript
+chain and the publisher observe the call through its record; none of them sits between the
+upstream and the client.
+"""
+
+from __future__ import annotations
+
+import json
+
+import structlog
+
+from core.usage import UsageRecord
+from proxy.auth import identify, presented_tokens
+from proxy.errors import ProxyError, not_found, unauthorized
+from proxy.forward import forward
+from proxy.headers import request_head
+from proxy.http.request import Refusal
+from proxy.keepalive import KeepaliveWatchdog
+from proxy.keyring import KeyCleared
+from proxy.limits import too_many
+from proxy.meter.digest import RequestFacts, request_facts
+from proxy.meter.recorder import CallRecorder
+from proxy.metrics import ProxyMetrics
+from proxy.publisher import UsagePublisher
+from proxy.routes import Kind, Route, match
+from proxy.session import ProxySession
+from proxy.transport import ClientGone, Downstream, Upstream
+
+log = structlog.get_logger(__name__)
+
+
+def _key_cleared() -> ProxyError:
+    return ProxyError(403, "permission_error", "this session has ended; its key is cleared")
+
+
+def _json(status: int, payload: dict[str, str], *, keep_alive: bool) -> bytes:
+    body = json.dumps(payload).encode()
+    head = b"HTTP/1.1 %d OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n" % (
+        status,
+        len(body),
+    )
+    return head + (b"\r\n" if keep_alive else b"connection: close\r\n\r\n") + body
+
+
+class Calls:
+    """The handler for every sandbox request of the proxy's one session."""
+
+    def __init__(
+        self,
+        session: ProxySession,
+        upstream: Upstream,
+        publisher: UsagePublisher,
+        metrics: ProxyMetrics,
+        watchdog: KeepaliveWatchdog | None = None,
+    ) -> None:
+        self.session = session
+        self.upstream = upstream
+        self._publisher = publisher
+        self._metrics = metrics
+        self._watchdog = watchdog
+        self._empty_facts = RequestFacts(request_sha256="")
+
+    async def __call__(self, call: Downstream) -> None:
+        session = self.session
+        session.call_started()
+        try:
+            try:
+                request = call.request
+                route = match(request.method, request.path)
+                if route is None:
+                    raise not_found(
+                        request.method.decode("latin-1"), request.path.decode("latin-1")
+                    )
+                if route.kind is Kind.RELAY:
+                    await self._relay(call, route)
+                else:
+                    self._own(call, route)
+            except Refusal as refusal:
+                raise ProxyError(refusal.status, refusal.type, refusal.message) from None
+        except ClientGone:
+            pass
+        except ProxyError as exc:
+            if call.started:
+                call.abort()
+            else:
+                call.write(exc.render(keep_alive=call.will_keep_alive()))
+        except Exception:
+            log.exception("proxy_unhandled_error", path=call.request.path.decode("latin-1"))
+            if call.started:
+                call.abort()
+            else:
+                error = ProxyError(500, "api_error", "internal proxy error")
+                call.write(error.render(keep_alive=call.will_keep_alive()))
+        finally:
+            session.call_finished()
+
+    def _authenticate(self, call: Downstream) -> str:
+        """The caller's actor ("candidate" or "grader"), or a 401/429/403."""
+        session = self.session
+        request = call.request
+        tokens = presented_tokens(request.header(b"x-api-key"), request.header(b"authorization"))
+        actor = identify(tokens, session.info.token_sha256, session.grader_sha256)
+        if actor == "candidate" and not session.candidate_enabled:
+            raise ProxyError(
+                403,
+                "permission_error",
+                "the candidate has submitted; only the grader token works now",
+            )
+        if actor is not None:
+            return actor
+        source = call.peer
+        session.lockout.record_failure(source)
+        locked = session.lockout.retry_after(source)
+        if locked is not None:
+            raise too_many("too many invalid session tokens from this address", locked)
+        raise unauthorized()
+
+    def _admit(self, call: Downstream) -> str:
+        """Checks before any body is read; returns the actor."""
+        session = self.session
+        actor = self._authenticate(call)
+        if not session.key.armed:
+            raise _key_cleared()
+        wait = session.rate.take()
+        if wait is not None:
+            raise too_many("session request rate exceeded", wait)
+        return actor
+
+    def _own(self, call: Downstream, route: Route) -> None:
+        """The launcher's calls: disconnect clears the key now; keepalive is its heartbeat."""
+        self._authenticate(call)
+        if route.kind is Kind.DISCONNECT:
+            self.session.clear("sandbox_disconnect")
+            payload = {"status": "cleared"}
+        else:
+            if self._watchdog is not None:
+                self._watchdog.beat()
+            payload = {"status": "ok"}
+        call.write(_json(200, payload, keep_alive=call.will_keep_alive()))
+
+    def _publish(self, record: UsageRecord) -> None:
+        linked = self.session.link(record)
+        self._metrics.observe(linked)
+        self._publisher.publish(linked)
+
+    async def _relay(self, call: Downstream, route: Route) -> None:
+        session = self.session
+        request = call.request
+        actor = self._admit(call)
+        body = await call.body()
+        facts = request_facts(body) if body else self._empty_facts
+        if route.endpoint.startswith("/v1/messages"):
+            session.budget.check_model(facts.model)
+        reservation = session.budget.admit(facts.max_tokens) if route.generation else None
+        recorder: CallRecorder | None = None
+        try:
+            try:
+                # Taken only once the body is in: a slow upload holds no copy of the key.
+                head = request_head(
+                    request.method,
+                    self.upstream.prefix + request.target,
+                    self.upstream.host_header,
+                    request.headers,
+                    len(body),
+                    session.key.write_into,
+                    session.info.allowed_betas,
+                )
+            except KeyCleared:
+                raise _key_cleared() from None
+            recorder = CallRecorder(
+                session_id=session.info.session_id,
+                tenant_id=session.info.tenant_id,
+                actor=actor,
+                method=request.method.decode("latin-1"),
+                endpoint=route.endpoint,
+                facts=facts,
+                bytes_in=len(body),
+                publish=self._publish,
+                reserved_output_tokens=reservation.output_tokens if reservation else None,
+            )
+            await forward(call, self.upstream, head, body, stream=facts.stream, recorder=recorder)
+        finally:
+            if reservation is not None:
+                session.budget.settle(reservation, recorder.record if recorder else None)
