@@ -1,14 +1,15 @@
-"""What the proxy costs: the same load straight to the upstream, through a bare aiohttp
-pass-through, and through the proxy, in one run.
+"""What the proxy costs: the same load straight to the upstream, through two pass-throughs
+and through the proxy, in one run.
 
 Starts, on loopback: the fake Anthropic upstream, a control plane (SQLite and an embedded
 Redis in a temporary data directory, or REDIS_URL), a session, `metrux proxy run` attached
-to it (armed, metering, hashing, posting its records to the control plane), and a bare
-aiohttp pass-through (bench/bare_passthrough.py: no auth, no metering). The proxy and the
-pass-through are pinned to CPU 1; the upstream, the control plane and this load generator
+to it (armed, metering, hashing, posting its records to the control plane), a bare aiohttp
+pass-through (bench/bare_passthrough.py: no auth, no metering) and the floor, a raw
+asyncio + httptools + uvloop pass-through (bench/raw_passthrough.py). The proxy and the
+pass-throughs are pinned to CPU 1; the upstream, the control plane and this load generator
 share CPU 0. Every figure is measured for each target in the same run, interleaved.
 Absolute times on shared machines swing 2x from day to day, so the figures that matter are
-the ratios to the bare pass-through, printed last.
+the ratios, printed last with the targets they are held to.
 
 Run from the repository root: .venv/bin/python -m bench.proxy_overhead [--calls N]
 """
@@ -53,13 +54,15 @@ STREAM_BODY = json.dumps(
         "messages": [{"role": "user", "content": "hi"}],
     }
 ).encode()
-TARGETS = {
-    "added latency p50, c=1 (ms)": 0.7,
-    "added latency p99, c=1 (ms)": 2.0,
-    "added stream TTFB p50 (ms)": 0.7,
-    "CPU per call (ms)": 0.3,
-    "peak RSS (MB)": 45.0,
-}
+# Issue 15's targets: (figure, how it is computed, bound, "max" or "min").
+TARGETS = (
+    ("CPU per call, c=32, proxy / bare aiohttp", "cpu_vs_bare", 0.4, "max"),
+    ("throughput, c=32, proxy / direct", "throughput_vs_direct", 0.9, "min"),
+    ("added latency p50, c=1 (ms)", "proxy added latency p50, c=1 (ms)", 0.2, "max"),
+    ("added stream TTFB p50 (ms)", "proxy added stream TTFB p50 (ms)", 0.3, "max"),
+    ("peak RSS (MB)", "proxy peak RSS (MB)", 35.0, "max"),
+    ("start to ready (ms)", "proxy start to ready (ms)", 300.0, "max"),
+)
 
 
 def free_port() -> int:
@@ -238,22 +241,34 @@ RATIOS = (
 )
 
 
-def report(results: dict[str, float]) -> None:
+def _ratio(results: dict[str, float], top: str, bottom: str) -> float:
+    below = results.get(bottom, float("nan"))
+    return results.get(top, float("nan")) / below if below > 0 else float("nan")
+
+
+def report(results: dict[str, float], concurrency: int) -> bool:
+    """Print every figure, the ratios and the targets; True when every target is met."""
     width = max(len(k) for k in results) + 4
     for name, value in results.items():
-        target = TARGETS.get(name.removeprefix("proxy "))
-        verdict = ""
-        if target is not None and name.startswith("proxy "):
-            verdict = f"  target ≤ {target:g}: {'met' if value <= target else 'NOT met'}"
-        print(f"{name:<{width}}  {value:10.3f}{verdict}")
-    print("\nratios, proxy / bare aiohttp pass-through (same run; lower is better):")
-    for label, key in RATIOS:
-        bare = results[f"bare {key}"]
-        ratio = results[f"proxy {key}"] / bare if bare > 0 else float("nan")
-        print(f"  {label:<{width - 2}}  {ratio:10.2f}")
-    rates = [v for k, v in results.items() if "throughput" in k and k.startswith(("proxy", "bare"))]
-    if len(rates) == 2:
-        print(f"  {'throughput, c=32 (proxy / bare)':<{width - 2}}  {rates[1] / rates[0]:10.2f}")
+        print(f"{name:<{width}}  {value:10.3f}")
+    for baseline, label in (("bare", "bare aiohttp pass-through"), ("raw", "raw floor")):
+        print(f"\nratios, proxy / {label} (same run; lower is better):")
+        for text, key in RATIOS:
+            ratio = _ratio(results, f"proxy {key}", f"{baseline} {key}")
+            print(f"  {text:<{width - 2}}  {ratio:10.2f}")
+    throughput = f"throughput, c={concurrency} (calls/s)"
+    results["cpu_vs_bare"] = _ratio(results, "proxy CPU per call (ms)", "bare CPU per call (ms)")
+    results["throughput_vs_direct"] = _ratio(results, f"proxy {throughput}", f"direct {throughput}")
+    print("\ntargets:")
+    met = True
+    for label, key, bound, kind in TARGETS:
+        value = results.get(key, float("nan"))
+        ok = value <= bound if kind == "max" else value >= bound
+        met = met and ok
+        sign = "≤" if kind == "max" else "≥"
+        verdict = "met" if ok else "NOT met"
+        print(f"  {label:<{width - 2}}  {value:10.3f}  {sign} {bound:g}: {verdict}")
+    return met
 
 
 def main() -> int:
@@ -293,6 +308,7 @@ def main() -> int:
     logs = open(data_dir / "processes.log", "wb")  # noqa: SIM115 - closed in finally
     try:
         fake_port, control_port, bare_port = free_port(), free_port(), free_port()
+        raw_port = free_port()
         fake_argv = [sys.executable, "-m", "bench.fake_upstream", str(fake_port), api_key]
         fake = subprocess.Popen(
             [*fake_argv, str(args.stream_events), str(args.stream_pace_ms)],
@@ -305,6 +321,12 @@ def main() -> int:
             preexec_fn=pin(1), stdout=logs, stderr=logs, env=env,
         )  # fmt: skip
         processes.append(bare)
+        raw = subprocess.Popen(
+            [sys.executable, "-m", "bench.raw_passthrough", str(raw_port),
+             f"http://127.0.0.1:{fake_port}", api_key],
+            preexec_fn=pin(1), stdout=logs, stderr=logs, env=env,
+        )  # fmt: skip
+        processes.append(raw)
         subprocess.run(
             [args.metrux, "control", "migrate"], env=env, check=True, capture_output=True
         )
@@ -332,13 +354,17 @@ def main() -> int:
         wait_http(control_url + "/healthz")
         wait_http(f"http://127.0.0.1:{fake_port}/v1/models")
         wait_http(f"http://127.0.0.1:{bare_port}/v1/models")
+        wait_http(f"http://127.0.0.1:{raw_port}/v1/models")
         owner = created["owner_token"]
         http_json("POST", control_url + "/v1/keys", owner, {"api_key": api_key})
         session = http_json(
             "POST", control_url + "/v1/sessions", owner, {"candidate_email": "c@example.com"}
         )
+        started = time.perf_counter()
+        # As the sandbox launcher starts it: `python -m proxy run`, from the same venv.
+        python = str(Path(args.metrux).with_name("python"))
         proxy = subprocess.Popen(
-            [args.metrux, "proxy", "run", "--session", session["id"], "--control-url", control_url,
+            [python, "-m", "proxy", "run", "--session", session["id"], "--control-url", control_url,
              "--upstream", f"http://127.0.0.1:{fake_port}"],
             preexec_fn=pin(1), stdout=subprocess.PIPE, stderr=logs,
             env={**env, "METRUX_BOOTSTRAP_TOKEN": session["bootstrap_token"]},
@@ -346,19 +372,25 @@ def main() -> int:
         processes.append(proxy)
         assert proxy.stdout is not None
         ready = json.loads(proxy.stdout.readline())
+        start_ms = (time.perf_counter() - started) * 1000
+        start_cpu = cpu_seconds(proxy.pid)
         os.sched_setaffinity(0, {0} if 0 in os.sched_getaffinity(0) else os.sched_getaffinity(0))
         direct = Target("direct", f"http://127.0.0.1:{fake_port}", {"x-api-key": api_key})
         passthrough = Target("bare", f"http://127.0.0.1:{bare_port}", {"x-api-key": "unused"})
+        floor = Target("raw", f"http://127.0.0.1:{raw_port}", {"x-api-key": "unused"})
         proxied = Target("proxy", ready["url"], {"x-api-key": session["sandbox_token"]})
         print(
             f"metrux proxy overhead: {args.calls} calls per c=1 point, {args.calls * 2} at "
             f"c={args.concurrency}, {args.stream_calls} streams of {args.stream_events} events "
             f"{args.stream_pace_ms} ms apart; "
-            f"proxy pid {proxy.pid} and bare pass-through pid {bare.pid} on CPU 1\n"
+            f"proxy pid {proxy.pid}, pass-throughs {bare.pid} (aiohttp) and {raw.pid} (raw) "
+            "on CPU 1\n"
         )
-        relays = [(passthrough, bare.pid), (proxied, proxy.pid)]
-        report(asyncio.run(measure(direct, relays, args, control_pid=control.pid)))
-        return 0
+        relays = [(passthrough, bare.pid), (floor, raw.pid), (proxied, proxy.pid)]
+        results = asyncio.run(measure(direct, relays, args, control_pid=control.pid))
+        results["proxy start to ready (ms)"] = start_ms
+        results["proxy CPU to ready (s)"] = start_cpu
+        return 0 if report(results, args.concurrency) else 1
     finally:
         for process in reversed(processes):
             process.terminate()

@@ -9,25 +9,34 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
-from importlib.metadata import entry_points
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from core.logging import configure_logging
 from core.settings import Settings, SettingsError
 
+Register = Callable[[Any], None]
 
-def build_parser() -> argparse.ArgumentParser:
+
+def build_parser(registers: dict[str, Register] | None = None) -> argparse.ArgumentParser:
+    """The command line of every part found through entry points, or of `registers` only
+    (a part's own `python -m` entry, which skips the entry-point scan)."""
     parser = argparse.ArgumentParser(
         prog="metrux", description="BYOK proxy for AI-assisted coding assessments."
     )
     parts = parser.add_subparsers(dest="part", required=True, metavar="PART")
-    for entry in sorted(entry_points(group="metrux.commands"), key=lambda e: e.name):
-        entry.load()(parts)
+    if registers is None:
+        from importlib.metadata import entry_points
+
+        found = entry_points(group="metrux.commands")
+        registers = {entry.name: entry.load() for entry in found}
+    for _, register in sorted(registers.items()):
+        register(parts)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, registers: dict[str, Register] | None = None) -> int:
+    args = build_parser(registers).parse_args(argv)
     try:
         settings = Settings.from_env(os.environ)
     except SettingsError as exc:

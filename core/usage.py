@@ -17,7 +17,9 @@ GENERATION_ENDPOINT = "/v1/messages"  # the calls that count against a session's
 SCHEMA_VERSION = 1
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass sets each of its 35 fields through object.__setattr__,
+# four times the cost of a plain one, and the proxy makes one record per call.
+@dataclasses.dataclass(slots=True)
 class UsageRecord:
     record_id: str
     session_id: str

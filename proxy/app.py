@@ -51,10 +51,11 @@ class Proxy:
         self.link = ControlLink(control_url, info.session_id, grant.credential)
         self.publisher = UsagePublisher(self.link.post_records, on_refused=self.session.clear)
         self.signals = SignalWatcher(self.link, self.session)
-        self.metrics = ProxyMetrics()
-        self.metrics.unsent.set_function(lambda: self.publisher.pending)
-        self.metrics.key_armed.set_function(lambda: 1 if self.session.key.armed else 0)
-        self.metrics.in_flight.set_function(lambda: self.session.in_flight)
+        self.metrics = ProxyMetrics(
+            unsent=lambda: self.publisher.pending,
+            key_armed=lambda: self.session.key.armed,
+            in_flight=lambda: self.session.in_flight,
+        )
         self.watchdog = (
             KeepaliveWatchdog(keepalive_grace, self.session.clear) if keepalive_grace > 0 else None
         )

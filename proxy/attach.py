@@ -1,17 +1,17 @@
 """Attach: trade the bootstrap token for the session's grant, and open the key into memory.
 
-The proxy makes an ephemeral HPKE key pair and sends the public half with its attach. The
-control plane seals the key's data key to it (core/crypto/sealing.py). The proxy opens the
-data key, decrypts the API key straight into its locked page and zeroes the data key: it
-never talks to KMS and holds no key-encryption setting. The grant also carries this
-proxy's own credential for its link to the control plane (records and signals); it never
-leaves the process.
+An ephemeral HPKE key pair is made for the attach, and the public half goes with it. The
+control plane seals the key's data key to it (core/crypto/sealing.py). The data key is
+opened, the API key decrypted into a locked page and the data key zeroed; by default in a
+short-lived child (proxy/unseal.py, proxy/key_opener.py), so the proxy process loads no
+cryptography library. The proxy never talks to KMS and holds no key-encryption setting.
+The grant also carries this proxy's own credential for its link to the control plane
+(records and signals); it never leaves the process.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import dataclasses
 import json
 import time
@@ -19,11 +19,9 @@ from typing import Any
 
 import structlog
 
-from core.crypto.blob import KeyContext, UnwrapError, WrappedKey, decrypt_secret, plaintext_size
-from core.crypto.sealing import Recipient, SealError, seal_info
 from proxy.http.response import ResponseCut
+from proxy.key_opener import KeyOpener, Opener, OpenError
 from proxy.keyring import SessionKey
-from proxy.secret_memory import LockedBuffer
 from proxy.session import SessionInfo
 from proxy.transport import HttpClient, UpstreamError
 
@@ -51,7 +49,7 @@ class Grant:
 
 
 async def fetch_grant(
-    control_url: str, session_id: str, bootstrap_token: str, recipient: Recipient
+    control_url: str, session_id: str, bootstrap_token: str, public_key: dict[str, str]
 ) -> dict[str, Any]:
     http = HttpClient(control_url)
     try:
@@ -63,7 +61,7 @@ async def fetch_grant(
                     "Authorization": f"Bearer {bootstrap_token}",
                     "Content-Type": "application/json",
                 },
-                body=json.dumps(recipient.as_json()).encode(),
+                body=json.dumps(public_key).encode(),
                 read_timeout=ATTACH_TIMEOUT_S,
             )
             async with response:
@@ -81,57 +79,34 @@ async def fetch_grant(
     return body  # type: ignore[no-any-return]
 
 
-def arm_key(grant: dict[str, Any], recipient: Recipient) -> tuple[Grant, SessionKey]:
-    """Open the sealed data key and decrypt the API key into a locked page."""
-    info = SessionInfo.from_grant(grant)
-    sealed = grant["sealed_key"]
-    wrapped = WrappedKey(
-        kek_id="",  # the control plane unwrapped the data key; no KEK is involved here
-        encrypted_data_key=b"",
-        nonce=base64.b64decode(sealed["nonce"]),
-        ciphertext=base64.b64decode(sealed["ciphertext"]),
-        version=sealed["version"],
-    )
-    context = KeyContext(tenant_id=info.tenant_id, key_id=info.key_id, version=wrapped.version)
-    bound_to = seal_info(session_id=info.session_id, tenant_id=info.tenant_id, key_id=info.key_id)
-    try:
-        data_key = recipient.open(base64.b64decode(sealed["sealed_data_key"]), bound_to)
-    except SealError as exc:
-        raise AttachError(f"the granted key does not open: {exc}") from None
-    memory = LockedBuffer(plaintext_size(wrapped))
-    try:
-        secret = decrypt_secret(data_key, wrapped, context, into=memory.view())
-    except UnwrapError as exc:
-        memory.close()
-        raise AttachError(f"the granted key does not decrypt: {exc}") from None
-    except BaseException:
-        memory.close()
-        raise
-    key = SessionKey()
-    key.arm(secret, memory)
-    return Grant(info, str(grant["proxy_token"])), key
-
-
 async def attach(
     control_url: str,
     session_id: str,
     bootstrap_token: str,
     *,
     retry_for: float = UNAVAILABLE_RETRY_S,
+    opener: Opener | None = None,
 ) -> tuple[Grant, SessionKey]:
     """Attach and arm the key; while the control plane's key-encryption service is
-    unavailable (503, token unspent), retry with backoff for up to `retry_for` seconds."""
-    recipient = Recipient()
-    give_up = time.monotonic() + retry_for
-    delay = 0.5
-    while True:
-        try:
-            grant = await fetch_grant(control_url, session_id, bootstrap_token, recipient)
-        except Unavailable:
-            if time.monotonic() + delay > give_up:
-                raise
-            log.warning("attach_unavailable_retrying", delay_s=delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 10.0)
-            continue
-        return arm_key(grant, recipient)
+    unavailable (503, token unspent), retry with backoff for up to `retry_for` seconds.
+    `opener` opens the sealed key (default: a child process, started now)."""
+    with opener or KeyOpener() as keys:
+        public_key = keys.public_key()
+        give_up = time.monotonic() + retry_for
+        delay = 0.5
+        while True:
+            try:
+                grant = await fetch_grant(control_url, session_id, bootstrap_token, public_key)
+            except Unavailable:
+                if time.monotonic() + delay > give_up:
+                    raise
+                log.warning("attach_unavailable_retrying", delay_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+                continue
+            info = SessionInfo.from_grant(grant)
+            try:
+                key = keys.open(grant)
+            except OpenError as exc:
+                raise AttachError(str(exc)) from None
+            return Grant(info, str(grant["proxy_token"])), key

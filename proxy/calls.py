@@ -142,9 +142,8 @@ class Calls:
         call.write(_json(200, payload, keep_alive=call.will_keep_alive()))
 
     def _publish(self, record: UsageRecord) -> None:
-        linked = self.session.link(record)
-        self._metrics.observe(linked)
-        self._publisher.publish(linked)
+        self._metrics.observe(record)
+        self._publisher.publish(record)
 
     async def _relay(self, call: Downstream, route: Route) -> None:
         session = self.session
@@ -165,7 +164,7 @@ class Calls:
                     self.upstream.host_header,
                     request.headers,
                     len(body),
-                    session.key.write_into,
+                    session.key,
                     session.info.allowed_betas,
                 )
             except KeyCleared:
@@ -180,6 +179,7 @@ class Calls:
                 bytes_in=len(body),
                 publish=self._publish,
                 reserved_output_tokens=reservation.output_tokens if reservation else None,
+                chain=session.next_link,
             )
             await forward(call, self.upstream, head, body, stream=facts.stream, recorder=recorder)
         finally:

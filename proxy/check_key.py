@@ -22,13 +22,15 @@ import json
 import sys
 from typing import Any
 
-from core.crypto.blob import KeyContext, UnwrapError, WrappedKey, decrypt_secret, plaintext_size
-from core.crypto.sealing import Recipient, SealError, seal_info
+import structlog
+
+from core.crypto.blob import KeyContext, WrappedKey
+from core.crypto.sealing import Recipient, seal_info
 from core.hardening import disable_core_dumps
 from proxy.http.response import ResponseCut
 from proxy.keyring import SessionKey
-from proxy.secret_memory import LockedBuffer
 from proxy.transport import HttpClient, UpstreamError
+from proxy.unseal import Unopenable, open_into_page
 
 TIMEOUT_S = 5.0
 ANTHROPIC_VERSION = "2023-06-01"
@@ -60,21 +62,13 @@ def open_grant(grant: dict[str, Any], recipient: Recipient) -> SessionKey:
         version=int(sealed["version"]),
     )
     tenant_id, key_id = str(grant["tenant_id"]), str(grant["key_id"])
-    data_key = recipient.open(
+    memory, secret = open_into_page(
+        recipient,
         bytes.fromhex(sealed["sealed_data_key"]),
         check_info(str(grant["check_id"]), tenant_id, key_id),
+        wrapped,
+        KeyContext(tenant_id=tenant_id, key_id=key_id, version=wrapped.version),
     )
-    memory = LockedBuffer(plaintext_size(wrapped))
-    try:
-        secret = decrypt_secret(
-            data_key,
-            wrapped,
-            KeyContext(tenant_id=tenant_id, key_id=key_id, version=wrapped.version),
-            into=memory.view(),
-        )
-    except BaseException:
-        memory.close()
-        raise
     key = SessionKey()
     key.arm(secret, memory)
     return key
@@ -84,7 +78,7 @@ async def ask_anthropic(upstream_url: str, key: SessionKey) -> tuple[str, str]:
     http = HttpClient(upstream_url)
     headers = {"anthropic-version": ANTHROPIC_VERSION, "accept-encoding": "identity"}
     # The key goes into a head this process owns and zeroes once sent.
-    head = http.head("GET", "/v1/models?limit=1", headers, 0, write_key=key.write_into)
+    head = http.head("GET", "/v1/models?limit=1", headers, 0, key=key)
     try:
         async with asyncio.timeout(TIMEOUT_S):
             response = await http.send(head, read_timeout=TIMEOUT_S)
@@ -106,13 +100,15 @@ def _say(message: dict[str, str]) -> None:
 
 def main() -> int:
     disable_core_dumps()
+    # stdout carries the protocol: any log line (an unlocked page, say) goes to stderr.
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
     recipient = Recipient()
     _say(recipient.as_json())
     line = sys.stdin.readline()
     try:
         grant = json.loads(line)
         key = open_grant(grant, recipient)
-    except (ValueError, KeyError, TypeError, SealError, UnwrapError) as exc:
+    except (ValueError, KeyError, TypeError, Unopenable) as exc:
         print(f"metrux key check: unusable grant ({type(exc).__name__})", file=sys.stderr)
         return 2
     try:

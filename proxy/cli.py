@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import signal
 import sys
@@ -93,6 +94,10 @@ def run_proxy(args: argparse.Namespace, settings: Settings) -> int:
     if not token:
         return _fail("no bootstrap token: set METRUX_BOOTSTRAP_TOKEN or --bootstrap-token-file")
     upstream = (args.upstream or settings.upstream_url).rstrip("/")
+    from proxy.key_opener import KeyOpener
+
+    # Started first: the child loads its cryptography while this process loads the rest.
+    opener = KeyOpener()
     try:
         # uvloop: the proxy's per-call overhead is mostly event-loop work (see bench/).
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
@@ -107,10 +112,13 @@ def run_proxy(args: argparse.Namespace, settings: Settings) -> int:
                     port,
                     args.keepalive_grace,
                     metrics_at,
+                    opener,
                 )
             )
     except AttachError as exc:
         return _fail(str(exc))
+    finally:
+        opener.close()
 
 
 async def serve(
@@ -123,13 +131,14 @@ async def serve(
     port: int,
     keepalive_grace: float = 0.0,
     metrics_at: tuple[str, int] | None = None,
+    opener: Any = None,
 ) -> int:
     """Attach, run until the session's key is cleared, drain, and stop."""
     from proxy.app import Proxy, serve_metrics
     from proxy.attach import attach
 
     structlog.contextvars.bind_contextvars(session_id=session_id)
-    grant, key = await attach(control_url, session_id, bootstrap_token)
+    grant, key = await attach(control_url, session_id, bootstrap_token, opener=opener)
     proxy = Proxy(
         settings,
         grant,
@@ -149,6 +158,8 @@ async def serve(
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, session.clear, signal.Signals(signum).name.lower())
+    # What start-up made lives as long as the process: the collector stops walking it.
+    gc.freeze()
     ready = {"event": "ready", "url": proxy.url, "session_id": session_id}
     print(json.dumps(ready), flush=True)
     log.info("proxy_ready", session_id=session_id, port=bound_port, epoch=grant.info.epoch)

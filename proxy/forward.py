@@ -90,12 +90,11 @@ async def _relay(
         recorder.on_end(error_type="upstream_redirect", status=502)
         raise ProxyError(502, "api_error", "upstream answered with a redirect; not followed")
     headers = downstream_headers(answer.headers)
-    content_type = answer.header(b"content-type") or b""
-    request_id = answer.header(b"request-id")
+    request_id = answer.request_id
     recorder.on_response_start(
         answer.status,
         request_id.decode("latin-1") if request_id is not None else None,
-        event_stream=content_type.startswith(_EVENT_STREAM),
+        event_stream=answer.content_type.startswith(_EVENT_STREAM),
     )
     if answer.status in (204, 304):
         length: int | None = 0

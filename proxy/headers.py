@@ -13,9 +13,33 @@ itself); everything else passes, request-id and rate-limit headers included.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
+from typing import Protocol
 
 Headers = list[tuple[bytes, bytes]]
+
+
+class Secret(Protocol):
+    """The key, as the head needs it (proxy.keyring.SessionKey)."""
+
+    @property
+    def size(self) -> int: ...
+
+    def copy_into(self, target: memoryview) -> None: ...
+
+
+def with_secret(prefix: bytes, secret: Secret, suffix: bytes) -> bytearray:
+    """`prefix + secret + suffix` in one buffer allocated at its final size, so no copy of
+    the secret is left behind by a buffer that grows; the caller zeroes it once sent."""
+    start = len(prefix)
+    end = start + secret.size
+    out = bytearray(end + len(suffix))
+    out[:start] = prefix
+    with memoryview(out) as view:
+        secret.copy_into(view[start:end])
+    out[end:] = suffix
+    return out
+
 
 HOP_BY_HOP = frozenset(
     {
@@ -89,19 +113,16 @@ def request_head(
     host: bytes,
     client: Headers,
     body_length: int,
-    write_key: Callable[[bytearray], None],
+    key: Secret,
     allowed_betas: frozenset[str] | None = None,
 ) -> bytearray:
-    """The upstream request head. `write_key` appends the key's bytes to the head."""
-    head = bytearray(b"%s %s HTTP/1.1\r\nhost: %s\r\n" % (method, target, host))
-    for name, value in upstream_headers(client, allowed_betas):
-        head += b"%s: %s\r\n" % (name, value)
+    """The upstream request head, with the key as x-api-key, in a buffer to zero once sent."""
+    lines = [b"%s %s HTTP/1.1\r\nhost: %s\r\n" % (method, target, host)]
+    lines.extend(b"%s: %s\r\n" % pair for pair in upstream_headers(client, allowed_betas))
     if body_length or method in (b"POST", b"PUT", b"PATCH"):
-        head += b"content-length: %d\r\n" % body_length
-    head += b"accept-encoding: identity\r\nx-api-key: "
-    write_key(head)
-    head += b"\r\n\r\n"
-    return head
+        lines.append(b"content-length: %d\r\n" % body_length)
+    lines.append(b"accept-encoding: identity\r\nx-api-key: ")
+    return with_secret(b"".join(lines), key, b"\r\n\r\n")
 
 
 def downstream_headers(upstream: Headers) -> Headers:

@@ -56,12 +56,17 @@ class SessionKey:
         self._memory = memory
         self._state = KeyState.ARMED
 
-    def write_into(self, head: bytearray) -> None:
-        """Append the key's bytes to `head` (straight from the buffer: no copy in between);
-        raises KeyCleared once cleared. The caller zeroes `head` when it is sent."""
+    @property
+    def size(self) -> int:
+        return len(self._buffer)
+
+    def copy_into(self, target: memoryview) -> None:
+        """Copy the key's bytes into `target` (exactly `size` bytes of a buffer the caller
+        owns, sized in advance: a buffer that grows after the key is in would leave a copy
+        in the memory it gives back). Raises KeyCleared once cleared."""
         if self._state is not KeyState.ARMED:
             raise KeyCleared(f"key is {self._state.value}")
-        head += self._buffer
+        target[:] = self._buffer
 
     def clear(self) -> None:
         """Zero the buffer in place and release its page. Idempotent."""

@@ -10,7 +10,6 @@ from typing import Any
 import structlog
 
 from core.transcript import ChainHead, next_link
-from core.usage import UsageRecord
 from proxy.keyring import SessionKey
 from proxy.limits import BadTokenLockout, SessionBudget, TokenBucket
 
@@ -92,16 +91,15 @@ class ProxySession:
         self.idle.set()
         self.chain = info.chain_head or ChainHead.start(info.session_id)
 
-    def link(self, record: UsageRecord) -> UsageRecord:
-        """Give a finished call its place in the transcript chain (in finishing order)."""
-        link = next_link(
-            self.chain.link, record.request_sha256, record.response_sha256, record.record_id
-        )
-        linked = dataclasses.replace(
-            record, chain_seq=self.chain.seq + 1, chain_prev=self.chain.link, chain_link=link
-        )
-        self.chain = ChainHead(self.chain.seq + 1, link)
-        return linked
+    def next_link(
+        self, request_sha256: str | None, response_sha256: str | None, record_id: str
+    ) -> tuple[int, str, str]:
+        """A finished call's place in the transcript chain (in finishing order): its
+        sequence number, the previous link and its own link."""
+        head = self.chain
+        link = next_link(head.link, request_sha256, response_sha256, record_id)
+        self.chain = ChainHead(head.seq + 1, link)
+        return head.seq + 1, head.link, link
 
     def clear(self, reason: str) -> None:
         """Zero the key and ask the process to exit (once in-flight calls end). Idempotent."""

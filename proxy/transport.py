@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 
 import structlog
 
+from proxy.headers import Secret, with_secret
 from proxy.http.connection import (
     BodyDone,
     Close,
@@ -313,6 +314,7 @@ class UpstreamConnection(asyncio.Protocol):
         "_events",
         "_paused",
         "_reader",
+        "_vectored",
         "_waiter",
         "closed",
         "idle_since",
@@ -329,11 +331,13 @@ class UpstreamConnection(asyncio.Protocol):
         self._error: Exception | None = None
         self._buffered = 0
         self._paused = False
+        self._vectored = False
         self.closed = False
         self.idle_since = 0.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self._vectored = type(transport).__module__.startswith("uvloop")
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -381,17 +385,17 @@ class UpstreamConnection(asyncio.Protocol):
         return self.transport.get_write_buffer_size() == 0
 
     def send(self, head: bytearray, body: bytes) -> None:
-        """Write a request. Small bodies share the head's write (one syscall); the head is
-        the caller's to zero once `flushed`."""
+        """Write a request; the head is the caller's to zero once `flushed`. On uvloop, in
+        one vectored write. Elsewhere writelines may join the two into a new bytes object,
+        a copy of the key nobody could zero, so they go in two writes."""
         if self.closed:
             raise UpstreamError("the upstream closed the connection")
-        if body and len(body) <= 65536:
-            head += body  # the head's owner zeroes it, body and all
-            self.transport.write(head)
-        else:
-            self.transport.write(head)
-            if body:
-                self.transport.write(body)
+        if body and self._vectored:
+            self.transport.writelines((head, body))
+            return
+        self.transport.write(head)
+        if body:
+            self.transport.write(body)
 
     async def _next(self, read_timeout: float) -> Any:
         while not self._events:
@@ -580,25 +584,23 @@ class HttpClient:
         headers: Mapping[str, str],
         body_length: int,
         *,
-        write_key: Callable[[bytearray], None] | None = None,
+        key: Secret | None = None,
     ) -> bytearray:
-        """A request head; `write_key` appends an Anthropic key as x-api-key (the caller
-        zeroes the head once sent, as `send` does)."""
+        """A request head; `key` goes in as x-api-key (the head is zeroed once sent, by
+        `send`)."""
         upstream = self.upstream
-        head = bytearray(
+        lines = [
             b"%s %s%s HTTP/1.1\r\nhost: %s\r\n"
             % (method.encode(), upstream.prefix, path.encode(), upstream.host_header)
-        )
+        ]
         for name, value in headers.items():
-            head += b"%s: %s\r\n" % (name.encode("latin-1"), value.encode("latin-1"))
+            lines.append(b"%s: %s\r\n" % (name.encode("latin-1"), value.encode("latin-1")))
         if body_length or method in ("POST", "PUT", "PATCH"):
-            head += b"content-length: %d\r\n" % body_length
-        if write_key is not None:
-            head += b"x-api-key: "
-            write_key(head)
-            head += b"\r\n"
-        head += b"\r\n"
-        return head
+            lines.append(b"content-length: %d\r\n" % body_length)
+        if key is None:
+            return bytearray(b"".join(lines) + b"\r\n")
+        lines.append(b"x-api-key: ")
+        return with_secret(b"".join(lines), key, b"\r\n\r\n")
 
     async def send(
         self, head: bytearray, body: bytes = b"", *, read_timeout: float

@@ -2,9 +2,10 @@
 
 0. Make the launcher non-dumpable: a workload under the same uid cannot read its memory or
    environment through /proc.
-1. Start `metrux proxy run` as a child on a free loopback port, with a minimal environment
-   and the bootstrap token through an inherited pipe (never in an environment or argv), and
-   wait for its `ready` line (attached and armed: the token is spent by then).
+1. Start the proxy (`python -m proxy run`: `metrux proxy run`, faster to start) as a child
+   on a free loopback port, with a minimal environment and the bootstrap token through an
+   inherited pipe (never in an environment or argv), and wait for its `ready` line
+   (attached and armed: the token is spent by then).
 2. Start the workload with workload_env(): the proxy URL and the sandbox token, nothing else
    secret. Started as root, the launcher runs the workload under another uid (`nobody` by
    default), which can read neither the credentials file nor either process. Send the proxy
@@ -98,7 +99,7 @@ async def _start_proxy(
         os.close(write_end)
     try:
         proxy = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "core.cli", "proxy", "run",
+            sys.executable, "-m", "proxy", "run",  # `metrux proxy run`, faster to start
             "--session", creds.session_id, "--control-url", creds.control_url,
             "--listen", "127.0.0.1:0", "--keepalive-grace", str(grace),
             "--bootstrap-token-file", f"/dev/fd/{read_end}",

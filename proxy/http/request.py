@@ -54,9 +54,13 @@ class Request:
     keep_alive: bool
     expects_continue: bool = False
     content_length: int | None = None
+    # The first value of the headers the proxy itself reads, by lower-case name.
+    known: dict[bytes, bytes] = dataclasses.field(default_factory=dict)
 
     def header(self, name: bytes) -> bytes | None:
         """The first value of a header; `name` in lower case."""
+        if name in KNOWN_HEADERS:
+            return self.known.get(name)
         for key, value in self.headers:
             if len(key) == len(name) and key.lower() == name:
                 return value
@@ -69,6 +73,9 @@ class Request:
 
 
 Event = Request | bytes | EndOfMessage
+KNOWN_HEADERS = frozenset(
+    {b"x-api-key", b"authorization", b"content-length", b"expect", b"content-type"}
+)
 
 
 class RequestReader:
@@ -81,6 +88,7 @@ class RequestReader:
         "_head_bytes",
         "_headers",
         "_in_head",
+        "_known",
         "_max_body",
         "_parser",
         "_url",
@@ -93,6 +101,7 @@ class RequestReader:
         self._parser = httptools.HttpRequestParser(self)
         self._events: list[Event] = []
         self._headers: list[tuple[bytes, bytes]] = []
+        self._known: dict[bytes, bytes] = {}
         self._url = b""
         self._in_head = True
         self._began = False
@@ -137,6 +146,7 @@ class RequestReader:
     def on_message_begin(self) -> None:
         self._began = True
         self._headers = []
+        self._known = {}
         self._url = b""
         self._in_head = True
         self._head_bytes = 0
@@ -153,6 +163,9 @@ class RequestReader:
         if len(name) + len(value) > MAX_FIELD_BYTES:
             self._refuse(431, "invalid_request_error", "a request header is too large")
         self._headers.append((name, value))
+        lower = name.lower()
+        if lower in KNOWN_HEADERS:
+            self._known.setdefault(lower, value)
 
     def on_headers_complete(self) -> None:
         self._in_head = False
@@ -167,6 +180,7 @@ class RequestReader:
             query=url.query,
             headers=self._headers,
             keep_alive=parser.should_keep_alive(),
+            known=self._known,
         )
         length = request.header(b"content-length")
         if length is not None:

@@ -24,8 +24,10 @@ class ResponseHead:
     status: int
     reason: bytes
     headers: list[tuple[bytes, bytes]]
-    content_length: int | None
-    chunked: bool
+    content_length: int | None = None
+    chunked: bool = False
+    content_type: bytes = b""
+    request_id: bytes | None = None
 
     def header(self, name: bytes) -> bytes | None:
         """The first value of a header; `name` in lower case."""
@@ -36,15 +38,26 @@ class ResponseHead:
 
 
 ResponseEvent = ResponseHead | bytes | EndOfMessage
+_KNOWN = frozenset({b"content-length", b"transfer-encoding", b"content-type", b"request-id"})
 
 
 class ResponseReader:
-    __slots__ = ("_events", "_head", "_headers", "_parser", "_reason", "complete", "keep_alive")
+    __slots__ = (
+        "_events",
+        "_head",
+        "_headers",
+        "_known",
+        "_parser",
+        "_reason",
+        "complete",
+        "keep_alive",
+    )
 
     def __init__(self) -> None:
         self._parser = httptools.HttpResponseParser(self)
         self._events: list[ResponseEvent] = []
         self._headers: list[tuple[bytes, bytes]] = []
+        self._known: dict[bytes, bytes] = {}  # the first value of each header read below
         self._reason = b""
         self._head: ResponseHead | None = None
         self.complete = False
@@ -75,18 +88,28 @@ class ResponseReader:
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers.append((name, value))
+        lower = name.lower()
+        if lower in _KNOWN:
+            self._known.setdefault(lower, value)
 
     def on_headers_complete(self) -> None:
         status = self._parser.get_status_code()
+        known, self._known = self._known, {}
         if status < 200:
             # An interim response (we send no Expect: 100-continue upstream): skip it.
             self._headers, self._reason = [], b""
             return
-        head = ResponseHead(status, self._reason, self._headers, None, False)
-        length = head.header(b"content-length")
+        head = ResponseHead(
+            status,
+            self._reason,
+            self._headers,
+            content_type=known.get(b"content-type", b""),
+            request_id=known.get(b"request-id"),
+        )
+        length = known.get(b"content-length")
         if length is not None:
-            head.content_length = int(length)
-        encoding = head.header(b"transfer-encoding")
+            head.content_length = int(length)  # llhttp has checked it
+        encoding = known.get(b"transfer-encoding")
         head.chunked = encoding is not None and encoding.lower().endswith(b"chunked")
         self._head = head
         self._events.append(head)

@@ -17,11 +17,14 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+# Made once: json.dumps with options builds a new encoder on every call.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def canonical_sha256(value: Any) -> str:
     if isinstance(value, str):
         return sha256_hex(value.encode("utf-8"))
-    encoded = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return sha256_hex(encoded.encode("utf-8"))
+    return sha256_hex(_CANONICAL.encode(value).encode("utf-8"))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import os
 import time
-import uuid
 from collections.abc import Callable
 
 from core.usage import UsageRecord
@@ -22,12 +22,16 @@ from proxy.meter.sse import SseParser
 # A non-streamed body larger than this is hashed but not parsed for counts.
 MAX_PARSED_BODY = 16 * 1024 * 1024
 
+# (request digest, response digest, record id) -> (chain seq, previous link, link)
+Chain = Callable[[str | None, str | None, str], tuple[int, str, str]]
+
 
 class CallRecorder:
     __slots__ = (
         "_actor",
         "_body",
         "_body_size",
+        "_chain",
         "_endpoint",
         "_facts",
         "_fold",
@@ -60,6 +64,7 @@ class CallRecorder:
         bytes_in: int,
         publish: Callable[[UsageRecord], None],
         reserved_output_tokens: int | None = None,
+        chain: Chain | None = None,
     ) -> None:
         self._t0 = time.perf_counter()
         self._started_at = dt.datetime.now(dt.UTC)
@@ -70,6 +75,7 @@ class CallRecorder:
         self._endpoint = endpoint
         self._facts = facts
         self._publish = publish
+        self._chain = chain
         self._reserved = reserved_output_tokens
         self._status: int | None = None
         self._request_id: str | None = None
@@ -135,8 +141,15 @@ class CallRecorder:
                 "response_content_sha256": canonical_sha256(content) if content else None,
                 "error_type": error_type or folded.get("error_type"),
             }
+        record_id = os.urandom(16).hex()
+        response_sha256 = self._response_sha.hexdigest() if self._status is not None else None
+        chain_seq = chain_prev = chain_link = None
+        if self._chain is not None:
+            chain_seq, chain_prev, chain_link = self._chain(
+                self._facts.request_sha256, response_sha256, record_id
+            )
         self.record = UsageRecord(
-            record_id=uuid.uuid4().hex,
+            record_id=record_id,
             session_id=self._session_id,
             tenant_id=self._tenant_id,
             actor=self._actor,
@@ -156,7 +169,10 @@ class CallRecorder:
             request_sha256=self._facts.request_sha256,
             system_sha256=self._facts.system_sha256,
             message_sha256s=list(self._facts.message_sha256s),
-            response_sha256=self._response_sha.hexdigest() if self._status is not None else None,
+            response_sha256=response_sha256,
+            chain_seq=chain_seq,
+            chain_prev=chain_prev,
+            chain_link=chain_link,
             **counts,  # type: ignore[arg-type]
             **fields,  # type: ignore[arg-type]
         )

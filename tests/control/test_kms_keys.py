@@ -58,8 +58,8 @@ async def attach_and_unwrap(client: Any, session: dict[str, Any]) -> bytes:
         str(client.make_url("")).rstrip("/"), session["id"], session["bootstrap_token"]
     )
     try:
-        armed = bytearray()
-        key.write_into(armed)
+        armed = bytearray(key.size)
+        key.copy_into(memoryview(armed))
         return bytes(armed)
     finally:
         key.clear()

@@ -26,6 +26,7 @@ from core.redis_names import RedisNames
 from core.settings import Settings
 from proxy.app import Proxy
 from proxy.attach import attach
+from proxy.key_opener import InProcessOpener
 from proxy.publisher import UsagePublisher
 from proxy.session import ProxySession
 from tests.factories import TenantFixture, fake_anthropic_key, make_tenant
@@ -92,7 +93,9 @@ async def start_proxy_for(
 ) -> Proxy:
     """Attach a proxy and serve it as `metrux proxy run` does (the same class, listener
     and resources); the caller stops it."""
-    grant, key = await attach(control_url, session_id, bootstrap)
+    # The key opens in this process (the suite loads cryptography anyway); the child that
+    # `metrux proxy run` uses is exercised by every process test and tests/proxy/.
+    grant, key = await attach(control_url, session_id, bootstrap, opener=InProcessOpener())
     proxy = Proxy(settings, grant, key, control_url=control_url, upstream_url=upstream)
     await proxy.start("127.0.0.1", 0)
     # Connected: a signal sent from here on reaches the proxy.

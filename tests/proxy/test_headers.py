@@ -4,7 +4,25 @@ from __future__ import annotations
 
 from core.tokens import TokenKind, hash_token, new_token
 from proxy.auth import identify, presented_tokens
-from proxy.headers import downstream_headers, request_head
+from proxy.headers import downstream_headers, request_head, with_secret
+
+
+class Key:
+    def __init__(self, value: bytes) -> None:
+        self.value = value
+
+    @property
+    def size(self) -> int:
+        return len(self.value)
+
+    def copy_into(self, target: memoryview) -> None:
+        target[:] = self.value
+
+
+def test_the_secret_goes_into_a_buffer_made_at_its_final_size() -> None:
+    out = with_secret(b"x-api-key: ", Key(b"sk-secret"), b"\r\n")
+    assert out == b"x-api-key: sk-secret\r\n"
+    assert isinstance(out, bytearray)
 
 
 def test_upstream_head_replaces_credentials_and_keeps_end_to_end_headers() -> None:
@@ -26,11 +44,8 @@ def test_upstream_head_replaces_credentials_and_keeps_end_to_end_headers() -> No
         (b"x-app", b"cli"),
     ]
 
-    def write_key(head: bytearray) -> None:
-        head += b"sk-real"
-
     head = request_head(
-        b"POST", b"/v1/messages?beta=true", b"api.anthropic.com", client, 10, write_key
+        b"POST", b"/v1/messages?beta=true", b"api.anthropic.com", client, 10, Key(b"sk-real")
     )
     assert isinstance(head, bytearray)  # the caller can zero it
     assert head == (
@@ -48,7 +63,7 @@ def test_upstream_head_replaces_credentials_and_keeps_end_to_end_headers() -> No
 
 def test_a_beta_allowlist_keeps_only_listed_values() -> None:
     client = [(b"anthropic-beta", b"x, a"), (b"anthropic-beta", b"y")]
-    head = request_head(b"GET", b"/v1/models", b"h", client, 0, lambda h: None, frozenset({"a"}))
+    head = request_head(b"GET", b"/v1/models", b"h", client, 0, Key(b""), frozenset({"a"}))
     assert head == (
         b"GET /v1/models HTTP/1.1\r\nhost: h\r\nanthropic-beta: a\r\n"
         b"accept-encoding: identity\r\nx-api-key: \r\n\r\n"

@@ -39,8 +39,8 @@ def test_clearing_a_key_wipes_its_locked_page() -> None:
     view[:] = raw
     key = SessionKey()
     key.arm(view, memory)
-    head = bytearray()
-    key.write_into(head)
+    head = bytearray(key.size)
+    key.copy_into(memoryview(head))
     assert head == raw  # copied from the page into a buffer its user zeroes
     key.clear()
     assert not key.armed
