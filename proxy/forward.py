@@ -18,7 +18,14 @@ from proxy.headers import downstream_headers
 from proxy.http.messages import BodyFraming, response_head
 from proxy.http.response import ResponseCut
 from proxy.meter.recorder import CallRecorder
-from proxy.transport import ClientGone, Downstream, Upstream, UpstreamConnection, UpstreamError
+from proxy.transport import (
+    WAIT,
+    ClientGone,
+    Downstream,
+    Upstream,
+    UpstreamConnection,
+    UpstreamError,
+)
 
 STREAM_IDLE_TIMEOUT_S = 120.0  # Anthropic streams send ping events well within this
 RESPONSE_TIMEOUT_S = 600.0  # a non-streamed reply may take as long as the SDKs wait
@@ -101,7 +108,9 @@ async def _relay(
     else:
         length = None if answer.chunked else answer.content_length
     framing = BodyFraming(length)
-    call.write(
+    # What has arrived goes out in one write (a short reply: head and body together); the
+    # meter sees each chunk once the client has it.
+    out = [
         response_head(
             answer.status,
             answer.reason,
@@ -109,12 +118,29 @@ async def _relay(
             content_length=length,
             keep_alive=call.will_keep_alive(),
         )
-    )
-    while (chunk := await conn.read_chunk(timeout)) is not None:
-        if chunk:
-            call.write(framing.chunk(chunk))
+    ]
+    sent: list[bytes] = []
+    while True:
+        chunk = conn.read_ready()
+        if chunk is WAIT:
+            _send(call, out, sent, recorder)
             await call.drain()
-            recorder.on_chunk(chunk)
-    call.write(framing.end())
+            chunk = await conn.read_chunk(timeout)
+        if chunk is None:
+            break
+        if chunk:
+            out.append(framing.chunk(chunk))  # type: ignore[arg-type]
+            sent.append(chunk)  # type: ignore[arg-type]
+    out.append(framing.end())
+    _send(call, out, sent, recorder)
     recorder.on_end()
     return True
+
+
+def _send(call: Downstream, out: list[bytes], sent: list[bytes], recorder: CallRecorder) -> None:
+    if out:
+        call.write(out[0] if len(out) == 1 else b"".join(out))
+        out.clear()
+    for chunk in sent:
+        recorder.on_chunk(chunk)
+    sent.clear()

@@ -305,6 +305,13 @@ class UpstreamError(Exception):
     """The upstream could not be reached, or broke the connection."""
 
 
+class Waiting:
+    __slots__ = ()
+
+
+WAIT = Waiting()
+
+
 class UpstreamConnection(asyncio.Protocol):
     """One keep-alive connection to the upstream, carrying one call at a time."""
 
@@ -425,6 +432,21 @@ class UpstreamConnection(asyncio.Protocol):
             raise ResponseCut("the upstream sent no response head")
         return event
 
+    def read_ready(self) -> bytes | Waiting | None:
+        """The next body chunk if it has arrived (None at the end of the body), else
+        WAIT: the caller writes what it has before it waits."""
+        events = self._events
+        if not events:
+            return WAIT
+        event = events.popleft()
+        if event is END:
+            return None
+        self._buffered -= len(event)
+        if self._paused and self._buffered <= READ_HIGH_WATER // 2:
+            self._paused = False
+            self.transport.resume_reading()
+        return event  # type: ignore[no-any-return]
+
     async def read_chunk(self, read_timeout: float) -> bytes | None:
         """The next body chunk as it arrived, or None at the end of the body."""
         event = await self._next(read_timeout)
@@ -438,7 +460,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def reset(self) -> None:
         """Ready for the next call on the same connection."""
-        self._reader = ResponseReader()
+        self._reader.next_message()
         self._events.clear()
         self._buffered = 0
 

@@ -63,6 +63,14 @@ class ResponseReader:
         self.complete = False
         self.keep_alive = False  # known once complete: may the connection carry another call
 
+    def next_message(self) -> None:
+        """Ready for the next response on the same connection (llhttp goes on by itself)."""
+        self._headers = []
+        self._reason = b""
+        self._head = None
+        self.complete = False
+        self.keep_alive = False
+
     def feed(self, data: bytes) -> list[ResponseEvent]:
         try:
             self._parser.feed_data(data)

@@ -143,6 +143,9 @@ async def start_proxy_process(
         env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     line = await asyncio.wait_for(process.stdout.readline(), timeout=30)  # type: ignore[union-attr]
+    if not line:  # it exited before it was ready: say why
+        _, stderr = await asyncio.wait_for(process.communicate(), timeout=30)
+        raise AssertionError(f"the proxy did not start: {stderr.decode()[-2000:]}")
     ready = json.loads(line)
     return {
         "process": process,
