@@ -243,7 +243,7 @@ class SandboxProtocol(asyncio.Protocol):
         if self._task is not None:
             self._task.cancel()
         if self._drain is not None and not self._drain.done():
-            self._drain.set_exception(ClientGone())
+            self._drain.set_result(None)  # drain() then sees the connection closed
 
     def pause_writing(self) -> None:
         if self._drain is None or self._drain.done():
@@ -254,10 +254,10 @@ class SandboxProtocol(asyncio.Protocol):
             self._drain.set_result(None)
 
     async def drain(self) -> None:
-        if self.closed:
-            raise ClientGone()
         if self._drain is not None and not self._drain.done():
             await self._drain
+        if self.closed:
+            raise ClientGone()
 
 
 class Listener:
