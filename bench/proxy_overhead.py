@@ -318,18 +318,20 @@ def main() -> int:
             preexec_fn=pin(0), stdout=logs, stderr=logs, env=env,
         )  # fmt: skip
         processes.append(fake)
-        bare = subprocess.Popen(
-            [sys.executable, "-m", "bench.bare_passthrough", str(bare_port),
-             f"http://127.0.0.1:{fake_port}", api_key],
-            preexec_fn=pin(1), stdout=logs, stderr=logs, env=env,
-        )  # fmt: skip
-        processes.append(bare)
-        raw = subprocess.Popen(
-            [sys.executable, "-m", "bench.raw_passthrough", str(raw_port),
-             f"http://127.0.0.1:{fake_port}", api_key],
-            preexec_fn=pin(1), stdout=logs, stderr=logs, env=env,
-        )  # fmt: skip
-        processes.append(raw)
+        bare, raw = (
+            subprocess.Popen(
+                [sys.executable, "-m", module, str(port), f"http://127.0.0.1:{fake_port}", api_key],
+                preexec_fn=pin(1),
+                stdout=logs,
+                stderr=logs,
+                env=env,
+            )
+            for module, port in (
+                ("bench.bare_passthrough", bare_port),
+                ("bench.raw_passthrough", raw_port),
+            )
+        )
+        processes.extend((bare, raw))
         subprocess.run(
             [args.metrux, "control", "migrate"], env=env, check=True, capture_output=True
         )

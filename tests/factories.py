@@ -43,3 +43,17 @@ async def make_tenant(
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+class FakeSecret:
+    """Stands in for proxy.keyring.SessionKey where a test builds a head with a key."""
+
+    def __init__(self, value: bytes | bytearray) -> None:
+        self.value = value
+
+    @property
+    def size(self) -> int:
+        return len(self.value)
+
+    def copy_into(self, target: memoryview) -> None:
+        target[:] = self.value

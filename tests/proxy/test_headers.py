@@ -5,18 +5,7 @@ from __future__ import annotations
 from core.tokens import TokenKind, hash_token, new_token
 from proxy.auth import identify, presented_tokens
 from proxy.headers import downstream_headers, request_head, with_secret
-
-
-class Key:
-    def __init__(self, value: bytes) -> None:
-        self.value = value
-
-    @property
-    def size(self) -> int:
-        return len(self.value)
-
-    def copy_into(self, target: memoryview) -> None:
-        target[:] = self.value
+from tests.factories import FakeSecret as Key
 
 
 def test_the_secret_goes_into_a_buffer_made_at_its_final_size() -> None:

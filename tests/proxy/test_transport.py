@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from proxy.transport import HttpClient, Upstream, UpstreamError
+from tests.factories import FakeSecret
 
 
 def _certificate(tmp_path: Path) -> tuple[Path, Path]:
@@ -142,25 +143,13 @@ async def test_a_read_that_waits_too_long_times_out_and_the_connection_is_droppe
         await runner.cleanup()
 
 
-class _Secret:
-    def __init__(self, value: bytearray) -> None:
-        self.value = value
-
-    @property
-    def size(self) -> int:
-        return len(self.value)
-
-    def copy_into(self, target: memoryview) -> None:
-        target[:] = self.value
-
-
 async def test_a_sent_head_is_zeroed() -> None:
     origin = Origin()
     runner, port = await _serve(origin)
     try:
         http = HttpClient(f"http://127.0.0.1:{port}")
         secret = bytearray(b"sk-ant-api03-secret")
-        head = http.head("GET", "/v1/models", {}, 0, key=_Secret(secret))
+        head = http.head("GET", "/v1/models", {}, 0, key=FakeSecret(secret))
         assert secret in head
         async with await http.send(head, read_timeout=10) as response:
             assert response.status == 200
