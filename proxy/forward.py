@@ -33,7 +33,8 @@ _EVENT_STREAM = b"text/event-stream"
 
 
 def _zero(head: bytearray) -> None:
-    head[:] = bytes(len(head))
+    if head[:1] != b"\0":  # not zeroed yet (a head starts with its method)
+        head[:] = bytes(len(head))
 
 
 async def forward(

@@ -34,7 +34,7 @@ from proxy.http.connection import (
     Send,
     ServerConnection,
 )
-from proxy.http.request import END, Refusal, Request
+from proxy.http.request import END, Request
 from proxy.http.response import ResponseCut, ResponseHead, ResponseReader
 
 log = structlog.get_logger(__name__)
@@ -55,11 +55,11 @@ class Downstream:
     """One request from the sandbox, as its handler sees it: the head, the body when it is
     in, and the connection to answer on."""
 
-    __slots__ = ("_exchange", "_protocol", "_waiter", "keep_alive", "request", "started")
+    __slots__ = ("_protocol", "_waiter", "exchange", "keep_alive", "request", "started")
 
     def __init__(self, protocol: SandboxProtocol, exchange: Exchange) -> None:
         self._protocol = protocol
-        self._exchange = exchange
+        self.exchange = exchange
         self._waiter: asyncio.Future[None] | None = None
         self.request: Request = exchange.request
         self.started = False  # a response head was written
@@ -76,7 +76,7 @@ class Downstream:
     async def body(self) -> bytes:
         """The whole request body; raises Refusal when it broke a limit, ClientGone when
         the client left before sending it."""
-        exchange = self._exchange
+        exchange = self.exchange
         if not exchange.complete:
             protocol = self._protocol
             protocol.act(protocol.conn.want_body(exchange))
@@ -99,7 +99,7 @@ class Downstream:
 
     def will_keep_alive(self) -> bool:
         """Whether the answer may leave the connection open (say so in its head)."""
-        self.keep_alive = self._protocol.conn.keep_alive(self._exchange) and not self.closed
+        self.keep_alive = self._protocol.conn.keep_alive(self.exchange) and not self.closed
         return self.keep_alive
 
     def write(self, data: bytes) -> None:
@@ -173,7 +173,7 @@ class SandboxProtocol(asyncio.Protocol):
             if isinstance(action, Dispatch):
                 self._dispatch(action.exchange)
             elif isinstance(action, BodyDone):
-                if self.current is not None and self.current._exchange is action.exchange:
+                if self.current is not None and self.current.exchange is action.exchange:
                     self.current._body_done()
             elif isinstance(action, Send):
                 if not self.closed:
@@ -201,7 +201,7 @@ class SandboxProtocol(asyncio.Protocol):
             if not self.closed:
                 if not downstream.keep_alive:  # its answer said "connection: close"
                     downstream.request.keep_alive = False
-                self.act(self.conn.answered(downstream._exchange))
+                self.act(self.conn.answered(downstream.exchange))
                 if not self.conn.backlogged and not self.closed:
                     self.transport.resume_reading()
 
@@ -418,6 +418,10 @@ class UpstreamConnection(asyncio.Protocol):
             finally:
                 timer.cancel()
                 self._waiter = None
+        return self._take()
+
+    def _take(self) -> Any:
+        """The next event; reading resumes once a slow client has caught up."""
         event = self._events.popleft()
         if event.__class__ is bytes:
             self._buffered -= len(event)
@@ -435,17 +439,10 @@ class UpstreamConnection(asyncio.Protocol):
     def read_ready(self) -> bytes | Waiting | None:
         """The next body chunk if it has arrived (None at the end of the body), else
         WAIT: the caller writes what it has before it waits."""
-        events = self._events
-        if not events:
+        if not self._events:
             return WAIT
-        event = events.popleft()
-        if event is END:
-            return None
-        self._buffered -= len(event)
-        if self._paused and self._buffered <= READ_HIGH_WATER // 2:
-            self._paused = False
-            self.transport.resume_reading()
-        return event  # type: ignore[no-any-return]
+        event = self._take()
+        return None if event is END else event
 
     async def read_chunk(self, read_timeout: float) -> bytes | None:
         """The next body chunk as it arrived, or None at the end of the body."""
@@ -655,16 +652,3 @@ class HttpClient:
 
     async def close(self) -> None:
         self.upstream.close()
-
-
-__all__ = [
-    "ClientGone",
-    "Downstream",
-    "HttpClient",
-    "Refusal",
-    "ResponseCut",
-    "Upstream",
-    "UpstreamConnection",
-    "UpstreamError",
-    "serve",
-]

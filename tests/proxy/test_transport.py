@@ -7,6 +7,7 @@ import asyncio
 import datetime as dt
 import ipaddress
 import ssl
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -113,51 +114,48 @@ async def test_https_upstream_is_verified_with_sni_and_http_1_1(tmp_path: Path) 
         await runner.cleanup()
 
 
-async def test_keep_alive_connections_are_pooled_and_reused() -> None:
+@pytest.fixture
+async def plain() -> AsyncIterator[tuple[Origin, str]]:
+    """An origin over plain HTTP, and its URL."""
     origin = Origin()
     runner, port = await _serve(origin)
-    try:
-        http = HttpClient(f"http://127.0.0.1:{port}")
-        for _ in range(5):
-            async with await http.request("GET", "/v1/models", read_timeout=10) as response:
-                await response.read()
-        await http.close()
-        assert len(origin.seen) == 5
-        assert len(origin.peers) == 1  # one connection carried all five
-    finally:
-        await runner.cleanup()
+    yield origin, f"http://127.0.0.1:{port}"
+    origin.release.set()
+    await runner.cleanup()
 
 
-async def test_a_read_that_waits_too_long_times_out_and_the_connection_is_dropped() -> None:
-    origin = Origin()
-    runner, port = await _serve(origin)
-    try:
-        upstream = Upstream(f"http://127.0.0.1:{port}")
-        http = HttpClient(f"http://127.0.0.1:{port}")
-        http.upstream = upstream
-        with pytest.raises(TimeoutError):
-            await http.request("GET", "/slow", read_timeout=0.2)
-        assert upstream._idle == []  # a connection mid-response is never reused
-    finally:
-        origin.release.set()
-        await runner.cleanup()
+async def test_keep_alive_connections_are_pooled_and_reused(plain: tuple[Origin, str]) -> None:
+    origin, url = plain
+    http = HttpClient(url)
+    for _ in range(5):
+        async with await http.request("GET", "/v1/models", read_timeout=10) as response:
+            await response.read()
+    await http.close()
+    assert len(origin.seen) == 5
+    assert len(origin.peers) == 1  # one connection carried all five
 
 
-async def test_a_sent_head_is_zeroed() -> None:
-    origin = Origin()
-    runner, port = await _serve(origin)
-    try:
-        http = HttpClient(f"http://127.0.0.1:{port}")
-        secret = bytearray(b"sk-ant-api03-secret")
-        head = http.head("GET", "/v1/models", {}, 0, key=FakeSecret(secret))
-        assert secret in head
-        async with await http.send(head, read_timeout=10) as response:
-            assert response.status == 200
-        assert head == bytes(len(head))
-        assert origin.seen[0]["x-api-key"] == secret.decode()
-        await http.close()
-    finally:
-        await runner.cleanup()
+async def test_a_read_that_waits_too_long_times_out_and_the_connection_is_dropped(
+    plain: tuple[Origin, str],
+) -> None:
+    _, url = plain
+    http = HttpClient(url)
+    with pytest.raises(TimeoutError):
+        await http.request("GET", "/slow", read_timeout=0.2)
+    assert http.upstream._idle == []  # a connection mid-response is never reused
+
+
+async def test_a_sent_head_is_zeroed(plain: tuple[Origin, str]) -> None:
+    origin, url = plain
+    http = HttpClient(url)
+    secret = bytearray(b"sk-ant-api03-secret")
+    head = http.head("GET", "/v1/models", {}, 0, key=FakeSecret(secret))
+    assert secret in head
+    async with await http.send(head, read_timeout=10) as response:
+        assert response.status == 200
+    assert head == bytes(len(head))
+    assert origin.seen[0]["x-api-key"] == secret.decode()
+    await http.close()
 
 
 async def test_an_unreachable_upstream_is_an_upstream_error() -> None:
