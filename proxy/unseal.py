@@ -26,8 +26,6 @@ import struct
 import sys
 from typing import Any
 
-import structlog
-
 from core.crypto.blob import KeyContext, UnwrapError, WrappedKey, decrypt_secret, plaintext_size
 from core.crypto.sealing import Recipient, SealError, seal_info
 from core.hardening import disable_core_dumps
@@ -78,13 +76,20 @@ def open_grant(grant: dict[str, Any], recipient: Recipient) -> tuple[LockedBuffe
     )
 
 
+def _write_all(fd: int, data: bytes | memoryview) -> None:
+    written = 0
+    while written < len(data):  # from the page to the pipe: no copy in between
+        written += os.write(fd, data[written:])
+
+
 def main() -> int:
+    # The protocol keeps the pipe the proxy reads; whatever else would print to stdout (a
+    # log line about an unlocked page, say) goes to stderr instead.
+    out = os.dup(sys.stdout.fileno())
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     disable_core_dumps()
-    # stdout carries the protocol: any log line (an unlocked page, say) goes to stderr.
-    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
     recipient = Recipient()
-    sys.stdout.write(json.dumps(recipient.as_json()) + "\n")
-    sys.stdout.flush()
+    _write_all(out, (json.dumps(recipient.as_json()) + "\n").encode())
     line = sys.stdin.readline()
     if not line:
         return 3  # the proxy gave up before it had a grant
@@ -97,11 +102,8 @@ def main() -> int:
         print(f"metrux unseal: unusable grant ({type(exc).__name__})", file=sys.stderr)
         return 2
     try:
-        out = sys.stdout.fileno()
-        os.write(out, struct.pack(">I", len(secret)))
-        written = 0
-        while written < len(secret):  # from the page to the pipe: no copy in between
-            written += os.write(out, secret[written:])
+        _write_all(out, struct.pack(">I", len(secret)))
+        _write_all(out, secret)
     finally:
         secret.release()
         memory.close()
