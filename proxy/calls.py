@@ -61,7 +61,7 @@ class Calls:
         self._publisher = publisher
         self._metrics = metrics
         self._watchdog = watchdog
-        self._empty_facts = RequestFacts(request_sha256="")
+        self._empty_facts = RequestFacts(b"")
 
     async def __call__(self, call: Downstream) -> None:
         session = self.session

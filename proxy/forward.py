@@ -57,6 +57,7 @@ async def forward(
     reusable = False
     try:
         conn.send(head, body)
+        recorder.on_request_sent()
         reusable = await _relay(call, conn, head, stream, recorder)
     except asyncio.CancelledError:
         # The client went away: dropping the upstream connection cancels the generation.

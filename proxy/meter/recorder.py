@@ -89,6 +89,10 @@ class CallRecorder:
         self.bytes_out = 0
         self.record: UsageRecord | None = None
 
+    def on_request_sent(self) -> None:
+        """The request is on its way: hash it now, while Anthropic works on it."""
+        self._facts.digests()
+
     def on_response_start(self, status: int, request_id: str | None, *, event_stream: bool) -> None:
         self._status = status
         self._request_id = request_id
@@ -143,10 +147,11 @@ class CallRecorder:
             }
         record_id = os.urandom(16).hex()
         response_sha256 = self._response_sha.hexdigest() if self._status is not None else None
+        digests = self._facts.digests()
         chain_seq = chain_prev = chain_link = None
         if self._chain is not None:
             chain_seq, chain_prev, chain_link = self._chain(
-                self._facts.request_sha256, response_sha256, record_id
+                digests.request_sha256, response_sha256, record_id
             )
         self.record = UsageRecord(
             record_id=record_id,
@@ -166,9 +171,9 @@ class CallRecorder:
             bytes_in=self.bytes_in,
             bytes_out=self.bytes_out,
             reserved_output_tokens=self._reserved,
-            request_sha256=self._facts.request_sha256,
-            system_sha256=self._facts.system_sha256,
-            message_sha256s=list(self._facts.message_sha256s),
+            request_sha256=digests.request_sha256,
+            system_sha256=digests.system_sha256,
+            message_sha256s=list(digests.message_sha256s),
             response_sha256=response_sha256,
             chain_seq=chain_seq,
             chain_prev=chain_prev,

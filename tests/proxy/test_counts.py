@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import sys
+import traceback
 
 from proxy.meter.counts import StreamFold, fold_json, token_counts
 from proxy.meter.digest import canonical_sha256, request_facts
@@ -76,11 +79,28 @@ def test_request_facts_hash_system_and_each_message() -> None:
     ).encode()
     facts = request_facts(body)
     assert (facts.model, facts.max_tokens, facts.stream) == ("m", 99, True)
-    assert facts.system_sha256 == canonical_sha256([{"type": "text", "text": "s"}])
-    assert facts.message_sha256s == (canonical_sha256("a"), canonical_sha256("env"))
+    digests = facts.digests()
+    assert digests.request_sha256 == hashlib.sha256(body).hexdigest()
+    assert digests.system_sha256 == canonical_sha256([{"type": "text", "text": "s"}])
+    assert digests.message_sha256s == (canonical_sha256("a"), canonical_sha256("env"))
 
 
 def test_request_facts_survive_garbage() -> None:
     facts = request_facts(b"\xff not json")
     assert facts.model is None
-    assert len(facts.request_sha256) == 64
+    assert facts.digests().request_sha256 == hashlib.sha256(b"\xff not json").hexdigest()
+
+
+def test_request_facts_whose_content_cannot_be_re_encoded_keep_the_body_digest() -> None:
+    # Parsed at the normal limit, hashed later under a lower one: the digests are computed
+    # after the request has left, so re-encoding must not fail the call.
+    body = b'{"messages": [{"content": ' + b"[" * 300 + b"]" * 300 + b"}]}"
+    facts = request_facts(body)
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(len(traceback.extract_stack()) + 100)
+    try:
+        digests = facts.digests()
+    finally:
+        sys.setrecursionlimit(limit)
+    assert digests.request_sha256 == hashlib.sha256(body).hexdigest()
+    assert digests.message_sha256s == ()
