@@ -8,7 +8,9 @@ pass-through (bench/bare_passthrough.py: no auth, no metering) and the floor, a 
 asyncio + httptools + uvloop pass-through (bench/raw_passthrough.py). The proxy and the
 pass-throughs are pinned to CPU 1; the upstream, the control plane and this load generator
 share CPU 0 (so the control plane's work on the proxy's records slows the load generator
-while the proxy is measured: the throughput ratio to direct counts it). Every figure is
+while the proxy is measured: the throughput ratio to direct counts it). What the control
+plane spends on the records is reported too, over the whole run once it has stored every
+record. Every figure is
 measured for each target in the same run, interleaved. Absolute times on shared
 machines swing 2x from day to day, so the figures that matter are the ratios, printed last
 with the targets they are held to.
@@ -78,6 +80,19 @@ def pin(cpu: int) -> Callable[[], None]:
     cpus = os.sched_getaffinity(0)
     chosen = {cpu} if cpu in cpus else cpus
     return lambda: os.sched_setaffinity(0, chosen)
+
+
+def wait_quiet(pid: int, quiet_s: float = 1.0, timeout: float = 120.0) -> None:
+    """Wait until `pid` has used no CPU for `quiet_s` (the control plane has stored what
+    the proxy sent it)."""
+    deadline = time.monotonic() + timeout
+    before = cpu_seconds(pid)
+    while time.monotonic() < deadline:
+        time.sleep(quiet_s)
+        now = cpu_seconds(pid)
+        if now - before < 0.01:
+            return
+        before = now
 
 
 def wait_http(url: str, timeout: float = 30) -> None:
@@ -194,6 +209,7 @@ async def measure(
     CPU per proxied call (taking the proxy's records) is reported too."""
     results: dict[str, float] = {}
     targets = [direct, *(target for target, _ in relays)]
+    control_start = cpu_seconds(control_pid) if control_pid else 0.0
     connector = aiohttp.TCPConnector(limit=args.concurrency * 2)
     async with aiohttp.ClientSession(connector=connector) as http:
         for target in targets:  # warm up connections and code paths
@@ -209,7 +225,6 @@ async def measure(
         for target in targets:
             pid = dict((t.name, p) for t, p in relays).get(target.name)
             before = cpu_seconds(pid) if pid else 0.0
-            control_before = cpu_seconds(control_pid) if control_pid else 0.0
             calls = args.calls * 2
             rate = await throughput(http, target, calls, args.concurrency)
             results[f"{target.name} throughput, c={args.concurrency} (calls/s)"] = rate
@@ -217,15 +232,17 @@ async def measure(
                 results[f"{target.name} CPU per call (ms)"] = (
                     (cpu_seconds(pid) - before) / calls * 1000
                 )
-            if control_pid and target.name == "proxy":
-                results["control plane CPU per proxied call (ms)"] = (
-                    (cpu_seconds(control_pid) - control_before) / calls * 1000
-                )
 
         ttfb = await interleaved(targets, args.stream_calls, lambda t: one_stream_ttfb(http, t))
         for name, values in ttfb.items():
             results[f"{name} stream TTFB p50 (ms)"] = statistics.median(values)
             results[f"{name} stream TTFB p99 (ms)"] = percentile(values, 99)
+    if control_pid:
+        await asyncio.to_thread(wait_quiet, control_pid)
+        proxied = 400 + args.calls * 3 + args.stream_calls  # warm-up, c=1, c=32, streams
+        results["control plane CPU per proxied call (ms)"] = (
+            (cpu_seconds(control_pid) - control_start) / proxied * 1000
+        )
     for target, pid in relays:
         name = target.name
         results[f"{name} peak RSS (MB)"] = peak_rss_mb(pid)
