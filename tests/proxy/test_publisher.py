@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator, Sequence
 
 import pytest
 
 from core.tasks import spawn
-from core.usage import UsageRecord
 from proxy.control_link import CredentialRefused, Delivery, LinkDown
 from proxy.publisher import BATCH, UsagePublisher
 from tests.control.test_usage_ingest import record
@@ -27,19 +27,16 @@ class FakeControl:
         self.attempts = 0
         self.failed = asyncio.Event()
 
-    async def send(self, records: Sequence[UsageRecord]) -> Delivery:
+    async def send(self, records: Sequence[bytes]) -> Delivery:
         self.attempts += 1
         if self.refuse_credential:
             raise CredentialRefused("refused")
         if self.down:
             self.failed.set()
             raise LinkDown("ClientConnectorError")
-        self.batches.append([r.record_id for r in records])
-        refused = [
-            {"record_id": r.record_id, "reason": "invalid"}
-            for r in records
-            if r.record_id in self.refuse_ids
-        ]
+        ids = [json.loads(r)["record_id"] for r in records]
+        self.batches.append(ids)
+        refused = [{"record_id": i, "reason": "invalid"} for i in ids if i in self.refuse_ids]
         return Delivery(len(records) - len(refused), refused)
 
     @property
@@ -139,3 +136,18 @@ async def test_records_linger_to_travel_together_and_a_flush_cuts_the_wait() -> 
             publisher.publish(r)
         assert await publisher.flush(5)  # at once: the flush does not wait out the linger
     assert control.batches == [[r.record_id for r in records]]  # one request for all three
+
+
+async def test_a_record_waits_as_the_json_the_control_plane_is_sent() -> None:
+    posted: list[bytes] = []
+
+    async def send(records: Sequence[bytes]) -> Delivery:
+        posted.extend(records)
+        return Delivery(len(records), [])
+
+    publisher = UsagePublisher(send, linger=0)
+    sent = record("s1")
+    async with running(publisher):
+        publisher.publish(sent)
+        assert await publisher.flush(5)
+    assert [json.loads(data) for data in posted] == [sent.as_dict()]
