@@ -4,11 +4,12 @@ Server and client on aiohttp, as the proxy's are, and nothing else: no authentic
 metering, no hashing, no records. It swaps in the upstream key and relays the body, chunk by
 chunk for a stream. What the proxy costs above this is what metrux itself adds.
 
-Usage: python -m bench.bare_passthrough PORT UPSTREAM_URL API_KEY
+Usage: BENCH_API_KEY=... python -m bench.bare_passthrough PORT UPSTREAM_URL
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import AsyncIterator
 
@@ -56,7 +57,8 @@ def make_app(upstream: str, api_key: str) -> web.Application:
 def main() -> None:
     import uvloop  # as the proxy: the comparison is of the code, not of the event loop
 
-    port, upstream, api_key = int(sys.argv[1]), sys.argv[2].rstrip("/"), sys.argv[3]
+    port, upstream = int(sys.argv[1]), sys.argv[2].rstrip("/")
+    api_key = os.environ["BENCH_API_KEY"]
     web.run_app(
         make_app(upstream, api_key),
         host="127.0.0.1",

@@ -1,10 +1,12 @@
 """Run the test suite's fake Anthropic API as a process, for the benchmark.
 
-Usage: python -m bench.fake_upstream PORT API_KEY STREAM_EVENTS PACE_MS
+Usage: BENCH_API_KEY=... python -m bench.fake_upstream PORT STREAM_EVENTS PACE_MS
+(the key in the environment, not argv: another user may read a process's argv)
 """
 
 from __future__ import annotations
 
+import os
 import sys
 
 from aiohttp import web
@@ -13,8 +15,8 @@ from tests.fakes.anthropic import FakeAnthropic
 
 
 def main() -> None:
-    port, api_key, events = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
-    pace = float(sys.argv[4]) / 1000
+    port, events, pace = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]) / 1000
+    api_key = os.environ["BENCH_API_KEY"]
     # message_start, content_block_start, ping, N deltas, block stop, message_delta, stop
     pieces = [f"word{i} " for i in range(max(1, events - 6))]
     fake = FakeAnthropic(api_key, stream_pieces=pieces, stream_pace=pace, record=False)

@@ -330,19 +330,21 @@ def main() -> int:
     try:
         fake_port, control_port, bare_port = free_port(), free_port(), free_port()
         raw_port = free_port()
-        fake_argv = [sys.executable, "-m", "bench.fake_upstream", str(fake_port), api_key]
+        # The key travels in the environment, never argv (any user can read argv).
+        bench_env = {**env, "BENCH_API_KEY": api_key}
+        fake_argv = [sys.executable, "-m", "bench.fake_upstream", str(fake_port)]
         fake = subprocess.Popen(
             [*fake_argv, str(args.stream_events), str(args.stream_pace_ms)],
-            preexec_fn=pin(0), stdout=logs, stderr=logs, env=env,
+            preexec_fn=pin(0), stdout=logs, stderr=logs, env=bench_env,
         )  # fmt: skip
         processes.append(fake)
         bare, raw = (
             subprocess.Popen(
-                [sys.executable, "-m", module, str(port), f"http://127.0.0.1:{fake_port}", api_key],
+                [sys.executable, "-m", module, str(port), f"http://127.0.0.1:{fake_port}"],
                 preexec_fn=pin(1),
                 stdout=logs,
                 stderr=logs,
-                env=env,
+                env=bench_env,
             )
             for module, port in (
                 ("bench.bare_passthrough", bare_port),

@@ -5,13 +5,14 @@ It is what any Python proxy on this stack costs at the least; the bench reports 
 against it as well as against the bare aiohttp pass-through. Keep-alive both ways,
 Content-Length bodies relayed as they come, everything else re-chunked.
 
-Usage: python -m bench.raw_passthrough PORT UPSTREAM_URL API_KEY
+Usage: BENCH_API_KEY=... python -m bench.raw_passthrough PORT UPSTREAM_URL
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import os
 import sys
 from urllib.parse import urlsplit
 
@@ -120,7 +121,8 @@ class Server(asyncio.Protocol):
 
 
 def main() -> None:
-    port, upstream, api_key = int(sys.argv[1]), urlsplit(sys.argv[2]), sys.argv[3].encode()
+    port, upstream = int(sys.argv[1]), urlsplit(sys.argv[2])
+    api_key = os.environ["BENCH_API_KEY"].encode()
     pool: collections.deque[Upstream] = collections.deque()
 
     async def run() -> None:
