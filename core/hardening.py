@@ -15,12 +15,13 @@ import resource
 PR_SET_DUMPABLE = 4
 
 
-def _warn(event: str, **fields: object) -> None:
-    # structlog is imported only on this rare path: the key-opening child runs this module
-    # and would otherwise load it (and asyncio) for nothing, on the proxy's start path.
+def warn(logger: str, event: str, **fields: object) -> None:
+    """A warning from a hardening step. structlog is imported only on this rare path: the
+    key-opening child runs these steps and would otherwise load it (and asyncio) for
+    nothing, on the proxy's start path."""
     import structlog
 
-    structlog.get_logger(__name__).warning(event, **fields)
+    structlog.get_logger(logger).warning(event, **fields)
 
 
 def disable_core_dumps() -> None:
@@ -28,8 +29,8 @@ def disable_core_dumps() -> None:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     libc_name = ctypes.util.find_library("c")
     if libc_name is None:
-        _warn("prctl_unavailable")
+        warn(__name__, "prctl_unavailable")
         return
     libc = ctypes.CDLL(libc_name, use_errno=True)
     if libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
-        _warn("prctl_set_dumpable_failed", errno=ctypes.get_errno())
+        warn(__name__, "prctl_set_dumpable_failed", errno=ctypes.get_errno())

@@ -17,6 +17,7 @@ from proxy.auth import identify, presented_tokens
 from proxy.errors import ProxyError, not_found, unauthorized
 from proxy.forward import forward
 from proxy.headers import request_head
+from proxy.http.messages import response_head
 from proxy.http.request import Refusal
 from proxy.keepalive import KeepaliveWatchdog
 from proxy.keyring import KeyCleared
@@ -36,13 +37,16 @@ def _key_cleared() -> ProxyError:
     return ProxyError(403, "permission_error", "this session has ended; its key is cleared")
 
 
-def _json(status: int, payload: dict[str, str], *, keep_alive: bool) -> bytes:
+def _ok(payload: dict[str, str], *, keep_alive: bool) -> bytes:
     body = json.dumps(payload).encode()
-    head = b"HTTP/1.1 %d OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n" % (
-        status,
-        len(body),
+    head = response_head(
+        200,
+        b"OK",
+        [(b"content-type", b"application/json")],
+        content_length=len(body),
+        keep_alive=keep_alive,
     )
-    return head + (b"\r\n" if keep_alive else b"connection: close\r\n\r\n") + body
+    return head + body
 
 
 class Calls:
@@ -139,7 +143,7 @@ class Calls:
             if self._watchdog is not None:
                 self._watchdog.beat()
             payload = {"status": "ok"}
-        call.write(_json(200, payload, keep_alive=call.will_keep_alive()))
+        call.write(_ok(payload, keep_alive=call.will_keep_alive()))
 
     def _publish(self, record: UsageRecord) -> None:
         self._metrics.observe(record)

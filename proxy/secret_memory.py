@@ -15,6 +15,8 @@ import ctypes
 import ctypes.util
 import mmap
 
+from core.hardening import warn
+
 PAGE = mmap.PAGESIZE
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
 _libc.mlock.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
@@ -36,11 +38,7 @@ class LockedBuffer:
         # swapped, so production pods run without swap (deploy/README.md).
         self.locked = _libc.mlock(ctypes.c_void_p(address), ctypes.c_size_t(pages)) == 0
         if not self.locked:
-            errno = ctypes.get_errno()
-            # Imported here: the key-opening child loads this module and no logger.
-            import structlog
-
-            structlog.get_logger(__name__).warning("key_page_not_locked", errno=errno)
+            warn(__name__, "key_page_not_locked", errno=ctypes.get_errno())
 
     def __repr__(self) -> str:
         return f"<LockedBuffer {self._size}B locked={self.locked}>"

@@ -66,3 +66,15 @@ def test_the_proxy_process_loads_no_cryptography_library() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_the_key_opening_child_loads_no_logging_framework_or_event_loop() -> None:
+    # It runs on the proxy's start path, on the proxy's core: only what opening needs.
+    code = (
+        "import sys, proxy.unseal\n"
+        "print(sorted({n.partition('.')[0] for n in sys.modules} & {'structlog', 'asyncio'}))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.strip() == "[]"
