@@ -88,9 +88,36 @@ def postgres_template() -> Iterator[str]:
     run_blocking(_pg_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+DATABASE_KINDS = ("sqlite", "postgres")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "both_databases: run on SQLite and on PostgreSQL (stores, migrations, the audit "
+        "trigger, retention, ingest, bad input, the journey); other tests run on SQLite",
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Each test that uses a database gets SQLite; one marked both_databases, where the
+    database's behaviour is what is tested, runs on PostgreSQL too. A test that names its
+    database with its own parametrize keeps it."""
+    if "database_url" not in metafunc.fixturenames:
+        return
+    for mark in metafunc.definition.iter_markers("parametrize"):
+        names = mark.args[0]
+        if "database_url" in (
+            names.replace(" ", "").split(",") if isinstance(names, str) else names
+        ):
+            return
+    both = metafunc.definition.get_closest_marker("both_databases") is not None
+    metafunc.parametrize("database_url", DATABASE_KINDS if both else ("sqlite",), indirect=True)
+
+
+@pytest.fixture
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A migrated, empty database of each kind; tests using it run once per kind."""
+    """A migrated, empty database of the kind the test is parametrized with."""
     if request.param == "sqlite":
         url = f"sqlite+aiosqlite:///{tmp_path / 'metrux.db'}"
 

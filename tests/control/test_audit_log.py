@@ -19,6 +19,9 @@ from control.audit.actions import AuditAction
 from control.db.schema import audit_events, candidates, sessions
 from tests.factories import OPERATOR, make_tenant
 
+# What these tests check depends on the database: they run on SQLite and PostgreSQL.
+pytestmark = pytest.mark.both_databases
+
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
 

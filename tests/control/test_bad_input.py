@@ -12,6 +12,9 @@ from control.app import MAX_BODY_BYTES
 from control.db.schema import api_keys, audit_events, members
 from tests.factories import fake_anthropic_key, make_tenant
 
+# What these tests check depends on the database: they run on SQLite and PostgreSQL.
+pytestmark = pytest.mark.both_databases
+
 
 async def _counts(engine: AsyncEngine) -> tuple[int, ...]:
     async with engine.connect() as conn:

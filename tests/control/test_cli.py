@@ -21,6 +21,9 @@ from core.cli import main
 from core.settings import Settings
 from tests.factories import bearer
 
+# What these tests check depends on the database: they run on SQLite and PostgreSQL.
+pytestmark = pytest.mark.both_databases
+
 
 def _env(tmp_path: Path, database_url: str, **extra: str) -> dict[str, str]:
     return {"METRUX_DATA_DIR": str(tmp_path / "data"), "DATABASE_URL": database_url, **extra}

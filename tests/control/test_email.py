@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import pytest
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -12,6 +13,9 @@ from control.app import create_app
 from control.email.sender import read_outbox
 from core.settings import Settings
 from tests.factories import fake_anthropic_key, make_tenant
+
+# What these tests check depends on the database: they run on SQLite and PostgreSQL.
+pytestmark = pytest.mark.both_databases
 
 
 class FakeResend:

@@ -22,6 +22,9 @@ from control.db.schema import members
 from core.settings import Settings
 from tests.factories import make_tenant
 
+# What these tests check depends on the database: they run on SQLite and PostgreSQL.
+pytestmark = pytest.mark.both_databases
+
 ISSUER = "https://clerk.example.test"
 AUDIENCE = "metrux-dashboard"
 

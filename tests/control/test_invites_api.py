@@ -21,6 +21,9 @@ from core.settings import RouteClass, Settings
 from core.tokens import TokenKind, new_token
 from tests.factories import TenantFixture, fake_anthropic_key, make_tenant
 
+# What these tests check depends on the database: they run on SQLite and PostgreSQL.
+pytestmark = pytest.mark.both_databases
+
 
 async def _tenant_with_key(client: Any, engine: AsyncEngine) -> TenantFixture:
     tenant = await make_tenant(engine, "Acme Hiring")

@@ -8,6 +8,7 @@ import io
 import json
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -15,6 +16,9 @@ from control.db.schema import api_keys
 from core.settings import Settings
 from tests.factories import bearer, fake_anthropic_key, make_tenant
 from tests.scan import Recorder, database_text
+
+# What these tests check depends on the database: they run on SQLite and PostgreSQL.
+pytestmark = pytest.mark.both_databases
 
 
 async def test_upload_list_revoke_flow(client: Any, engine: AsyncEngine) -> None:

@@ -151,6 +151,7 @@ async def test_kms_down_at_upload_stores_nothing_and_says_so(
     )
 
 
+@pytest.mark.both_databases  # the rewrap is a store operation over every key
 async def test_rewrap_moves_every_key_to_kms_while_attaches_go_on(
     aiohttp_client: Any,
     settings: Settings,

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.sentry import scrub_event, sentry_options
 from core.settings import Settings
 from tests.factories import fake_anthropic_key, make_tenant
+
+# What these tests check depends on the database: they run on SQLite and PostgreSQL.
+pytestmark = pytest.mark.both_databases
 
 
 async def test_requests_sessions_and_keys_are_counted_without_ids(

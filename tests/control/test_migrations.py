@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import select, text
@@ -11,6 +12,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from control.db import migrate
 from control.db.schema import api_keys, metadata
+
+# What these tests check depends on the database: they run on SQLite and PostgreSQL.
+pytestmark = pytest.mark.both_databases
 
 
 async def test_database_is_at_head(engine: AsyncEngine) -> None:

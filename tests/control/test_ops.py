@@ -6,8 +6,13 @@ import dataclasses
 import socket
 from typing import Any
 
+import pytest
+
 from control.app import create_app
 from core.settings import Settings
+
+# What these tests check depends on the database: they run on SQLite and PostgreSQL.
+pytestmark = pytest.mark.both_databases
 
 
 async def test_healthz_answers_without_auth(client: Any) -> None:

@@ -9,6 +9,7 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -28,6 +29,9 @@ from core.settings import Settings
 from tests.control.test_usage_ingest import record
 from tests.factories import OPERATOR, TenantFixture, bearer, fake_anthropic_key, make_tenant
 from tests.scan import database_text
+
+# What these tests check depends on the database: they run on SQLite and PostgreSQL.
+pytestmark = pytest.mark.both_databases
 
 DAYS = dt.timedelta(days=1)
 

@@ -13,6 +13,9 @@ from core.crypto.sealing import Recipient, SealError, seal_info
 from core.tokens import hash_token
 from tests.factories import TenantFixture, bearer, fake_anthropic_key, make_tenant
 
+# What these tests check depends on the database: they run on SQLite and PostgreSQL.
+pytestmark = pytest.mark.both_databases
+
 
 async def _setup(
     client: Any, engine: AsyncEngine, **session: Any

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.factories import fake_anthropic_key, make_tenant
+
+# What these tests check depends on the database: they run on SQLite and PostgreSQL.
+pytestmark = pytest.mark.both_databases
 
 
 async def test_foreign_ids_are_not_found_and_unchanged(client: Any, engine: AsyncEngine) -> None:

@@ -7,6 +7,7 @@ import datetime as dt
 import uuid
 from typing import Any
 
+import pytest
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -16,6 +17,9 @@ from core.redis_names import RedisNames
 from core.settings import Settings
 from core.usage import UsageRecord
 from tests.factories import fake_anthropic_key, make_tenant
+
+# What these tests check depends on the database: they run on SQLite and PostgreSQL.
+pytestmark = pytest.mark.both_databases
 
 
 def record(session_id: str, **overrides: Any) -> UsageRecord:

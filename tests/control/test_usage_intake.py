@@ -11,6 +11,9 @@ import pytest
 from control.usage.intake import sort_records
 from tests.control.test_usage_ingest import record
 
+# What these tests check depends on the database: they run on SQLite and PostgreSQL.
+pytestmark = pytest.mark.both_databases
+
 SESSION, TENANT = "s-1", "t-1"
 
 

@@ -10,6 +10,9 @@ import pytest
 from control import workers
 from core.tasks import spawn
 
+# What these tests check depends on the database: they run on SQLite and PostgreSQL.
+pytestmark = pytest.mark.both_databases
+
 
 async def test_a_worker_that_ignores_cancellation_does_not_hang_shutdown(
     monkeypatch: pytest.MonkeyPatch, log_output: io.StringIO

@@ -13,6 +13,7 @@ from typing import Any
 
 import aiohttp
 import anthropic
+import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from control.app import create_app
@@ -20,6 +21,9 @@ from core.settings import Settings
 from tests.e2e.test_sandbox import _gone, _records
 from tests.factories import fake_anthropic_key, make_tenant
 from tests.fakes.anthropic import MODEL, FakeAnthropic
+
+# What these tests check depends on the database: they run on SQLite and PostgreSQL.
+pytestmark = pytest.mark.both_databases
 
 METRUX = str(Path(sys.executable).with_name("metrux"))
 

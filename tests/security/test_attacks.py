@@ -29,6 +29,9 @@ from core.tokens import TokenKind, new_token
 from tests.factories import TenantFixture, fake_anthropic_key, make_tenant
 from tests.routes import route_table
 
+# What these tests check depends on the database: they run on SQLite and PostgreSQL.
+pytestmark = pytest.mark.both_databases
+
 
 @dataclasses.dataclass
 class World:

@@ -20,6 +20,9 @@ from hypothesis import settings as hypothesis_settings
 from core.settings import Settings
 from tests.e2e.processes import METRUX, free_port, metrux_env
 
+# What these tests check depends on the database: they run on SQLite and PostgreSQL.
+pytestmark = pytest.mark.both_databases
+
 EXAMPLES = 12
 
 
