@@ -24,7 +24,8 @@ from control.keys.monitor import KeyMonitor
 from control.keys.validation import ProcessKeyChecker
 from control.keys.views import routes as key_routes
 from control.members.views import routes as member_routes
-from control.ops.metrics import ControlMetrics, metrics_middleware
+from control.ops.metrics import ControlMetrics
+from control.ops.middleware import metrics_middleware
 from control.ops.views import routes as ops_routes
 from control.retention.worker import RetentionWorker
 from control.sessions.proxy_link import routes as proxy_link_routes

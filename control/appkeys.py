@@ -13,7 +13,7 @@ from control.keys.validation import KeyChecker
 from control.ops.metrics import ControlMetrics
 from control.sessions.signals import SignalHub, SignalPublisher
 from control.usage.prices import PriceTable
-from core.crypto.kek import KekProvider
+from core.crypto.provider import KekProvider
 from core.ratelimit import RateLimiter
 from core.redis_names import RedisNames
 from core.settings import Settings

@@ -10,23 +10,18 @@ and the retention worker's changes apply once whoever runs them.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
 
 import structlog
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from control.keys.monitor import KeyMonitor
+from control.ops.metrics import ControlMetrics
 from control.retention.worker import RetentionWorker
 from control.usage.ingest import UsageIngester
 from core.redis_names import RedisNames
 from core.tasks import spawn
 from core.usage import UsageRecord
-
-if TYPE_CHECKING:
-    # Only a type here: importing it at run time closes the appkeys <-> ops.metrics cycle
-    # and `metrux control worker`, which does not import control.app first, fails to start.
-    from control.ops.metrics import ControlMetrics
 
 log = structlog.get_logger(__name__)
 STOP_TIMEOUT_S = 10.0

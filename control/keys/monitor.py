@@ -42,7 +42,7 @@ from control.keys.validation import KeyChecker
 from control.members import store as member_store
 from control.web.errors import ApiError, not_found
 from core.crypto.envelope import KeyContext, UnwrapError, WrappedKey, unwrap_data_key
-from core.crypto.kek import KekError, KekProvider
+from core.crypto.provider import KekError, KekProvider
 from core.usage import UsageRecord
 
 log = structlog.get_logger(__name__)

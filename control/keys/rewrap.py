@@ -20,7 +20,7 @@ from control.audit.actions import AuditAction
 from control.audit.store import Actor
 from control.db.schema import api_keys
 from core.crypto.envelope import KeyContext
-from core.crypto.kek import KekProvider
+from core.crypto.provider import KekProvider
 
 
 @dataclasses.dataclass

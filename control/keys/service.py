@@ -28,7 +28,7 @@ from control.sessions.service import audit_session
 from control.sessions.signals import SignalPublisher
 from control.web.errors import ApiError, not_found
 from core.crypto.envelope import KeyContext, encrypt_with
-from core.crypto.kek import KekError, KekProvider
+from core.crypto.provider import KekError, KekProvider
 from core.signals import Signal
 
 

@@ -372,3 +372,9 @@ async def usage_by_key(conn: AsyncConnection, tenant_id: str) -> dict[str, KeyUs
 class KeyUsage:
     live_sessions: int = 0
     last_used_at: dt.datetime | None = None
+
+
+async def count_by_status(conn: AsyncConnection) -> dict[str, int]:
+    """Keys per status, every tenant (for the metrics gauge)."""
+    rows = await conn.execute(select(api_keys.c.status, func.count()).group_by(api_keys.c.status))
+    return {str(status): int(count) for status, count in rows.all()}

@@ -3,26 +3,18 @@ usage pipeline, sessions by state and keys by status.
 
 Each app has its own registry (tests build many apps in one process). Gauges that describe
 shared state (sessions, keys, the usage stream's backlog) are read from the database and
-Redis when Prometheus scrapes, so every replica reports the same truth. No label holds an
-id, a token or an email: route templates, methods, statuses and states only.
+Redis when Prometheus scrapes (control/ops/scrape.py), so every replica reports the same
+truth. No label holds an id, a token or an email: route templates, methods, statuses and
+states only. This module holds only the collectors: it imports nothing of the app, so any
+module may import it (control/ops/middleware.py counts the requests).
 """
 
 from __future__ import annotations
 
-import contextlib
-import time
-
-from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from redis.exceptions import RedisError
-from sqlalchemy import func, select
-from sqlalchemy.exc import SQLAlchemyError
 
-from control import appkeys
-from control.db.schema import KEY_STATUSES, SESSION_STATES, api_keys, sessions
-from control.web.errors import Handler
+from control.db.schema import KEY_STATUSES, SESSION_STATES
 
-_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
@@ -79,49 +71,11 @@ class ControlMetrics:
             registry=self.registry,
         )  # fmt: skip
 
-    async def refresh(self, app: web.Application) -> None:
-        try:
-            async with app[appkeys.engine].connect() as conn:
-                by_state = dict(
-                    (await conn.execute(
-                        select(sessions.c.state, func.count()).group_by(sessions.c.state)
-                    )).all()
-                )  # fmt: skip
-                by_status = dict(
-                    (await conn.execute(
-                        select(api_keys.c.status, func.count()).group_by(api_keys.c.status)
-                    )).all()
-                )  # fmt: skip
-            for state in SESSION_STATES:
-                self.sessions.labels(state).set(by_state.get(state, 0))
-            for status in KEY_STATUSES:
-                self.keys.labels(status).set(by_status.get(status, 0))
-        except SQLAlchemyError:
-            pass  # /readyz reports the database; the gauges keep their last values
-        with contextlib.suppress(RedisError, OSError):  # /readyz reports Redis
-            self.backlog.set(await app[appkeys.redis].xlen(app[appkeys.names].usage_stream))
+    def set_counts(self, sessions_by_state: dict[str, int], keys_by_status: dict[str, int]) -> None:
+        for state in SESSION_STATES:
+            self.sessions.labels(state).set(sessions_by_state.get(state, 0))
+        for status in KEY_STATUSES:
+            self.keys.labels(status).set(keys_by_status.get(status, 0))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
-
-
-@web.middleware
-async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    started = time.perf_counter()
-    status = 500
-    try:
-        response = await handler(request)
-        status = response.status
-        return response
-    except web.HTTPException as exc:
-        status = exc.status
-        raise
-    finally:
-        resource = request.match_info.route.resource
-        route = resource.canonical if resource is not None else "unmatched"
-        # Labels come from a closed set: a client-chosen method or path never becomes one
-        # (no secret in a label, no unbounded series).
-        method = request.method if request.method in _METHODS else "OTHER"
-        metrics = request.app[appkeys.metrics]
-        metrics.requests.labels(route, method, str(status)).inc()
-        metrics.latency.labels(route, method).observe(time.perf_counter() - started)

@@ -12,6 +12,7 @@ from pydantic import BaseModel
 from sqlalchemy import text
 
 from control import appkeys
+from control.ops.scrape import refresh
 from control.web.endpoint import PUBLIC, endpoint
 from control.web.openapi import build_openapi
 
@@ -70,7 +71,7 @@ async def readyz(request: web.Request) -> web.Response:
 )
 async def metrics(request: web.Request) -> web.Response:
     collected = request.app[appkeys.metrics]
-    await collected.refresh(request.app)
+    await refresh(request.app)
     return web.Response(body=collected.render(), content_type="text/plain", charset="utf-8")
 
 

@@ -31,7 +31,7 @@ from control.sessions.store import SessionRecord
 from control.usage import store as usage_store
 from control.web.errors import ApiError
 from core.crypto.envelope import KeyContext, UnwrapError, WrappedKey, unwrap_data_key
-from core.crypto.kek import KekProvider
+from core.crypto.provider import KekProvider
 from core.crypto.sealing import SealTarget, seal, seal_info
 from core.tokens import TokenKind, hash_token, new_token, tokens_match
 

@@ -6,7 +6,7 @@ import dataclasses
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from control.db.schema import proxy_credentials, sessions
@@ -164,3 +164,9 @@ async def get_attached_proxy(
     data.pop("created_by", None)
     data["state"] = SessionState(data["state"])
     return SessionRecord(**data), proxy
+
+
+async def count_by_state(conn: AsyncConnection) -> dict[str, int]:
+    """Sessions per state, every tenant (for the metrics gauge)."""
+    rows = await conn.execute(select(sessions.c.state, func.count()).group_by(sessions.c.state))
+    return {str(state): int(count) for state, count in rows.all()}

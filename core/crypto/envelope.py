@@ -24,7 +24,7 @@ from core.crypto.blob import (
     decrypt_secret,
     plaintext_size,
 )
-from core.crypto.kek import DataKey, KekError, KekProvider
+from core.crypto.provider import DataKey, KekError, KekProvider
 
 __all__ = [
     "FORMAT_VERSION",

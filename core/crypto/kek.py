@@ -1,73 +1,33 @@
 """Key-encryption-key providers: they wrap and unwrap the per-secret data keys.
 
-`KekProvider` is the seam: `local` (a 32-byte key from KEY_ENCRYPTION_KEY or a generated
-0600 file, for development and single-machine installs) lives here; `aws-kms` (GenerateDataKey
+`KekProvider` (core/crypto/provider.py) is the seam. `local` (a 32-byte key from
+KEY_ENCRYPTION_KEY or a generated 0600 file, for development and single-machine installs)
+lives here, with the ring that reads what earlier KEKs wrapped; `aws-kms` (GenerateDataKey
 and Decrypt with an EncryptionContext equal to the associated data) plugs into the same
-interface. Data keys are handed around as `bytearray`s so they can be zeroed.
+interface (core/crypto/kms.py). Data keys are handed around as `bytearray`s so they can be
+zeroed.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Protocol
 
 import structlog
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from core.crypto.kms import AwsKmsKek
+from core.crypto.provider import DataKey, KekError, KekProvider
 from core.settings import KekProviderName, Settings
 
 log = structlog.get_logger(__name__)
 
 DATA_KEY_BYTES = 32
 KEK_FILE_NAME = "kek.key"
-
-
-class KekError(Exception):
-    """The KEK provider refused or failed; the message never holds key material."""
-
-
-@dataclasses.dataclass(slots=True)
-class DataKey:
-    plaintext: bytearray
-    encrypted: bytes
-    kek_id: str
-
-    def wipe(self) -> None:
-        self.plaintext[:] = bytes(len(self.plaintext))
-
-    def __repr__(self) -> str:
-        return f"<DataKey kek={self.kek_id}>"
-
-
-class KekProvider(Protocol):
-    @property
-    def kek_id(self) -> str:
-        """Identifier of the KEK new data keys are wrapped under (stored with each blob)."""
-        ...
-
-    def owns(self, kek_id: str) -> bool:
-        """Whether blobs with this kek_id are this provider's to unwrap."""
-        ...
-
-    async def is_current(self, kek_id: str) -> bool:
-        """Whether a blob is wrapped under the KEK this provider wraps new keys under."""
-        ...
-
-    async def generate_data_key(self, context: Mapping[str, str]) -> DataKey: ...
-
-    async def encrypt_data_key(self, plaintext: bytearray, context: Mapping[str, str]) -> bytes:
-        """Wrap an existing data key (re-wrapping under a new KEK)."""
-        ...
-
-    async def decrypt_data_key(
-        self, encrypted: bytes, context: Mapping[str, str], kek_id: str
-    ) -> bytearray: ...
 
 
 def _canonical(context: Mapping[str, str]) -> bytes:
@@ -205,8 +165,6 @@ class KekRing:
 
 def provider_for(settings: Settings, name: KekProviderName) -> KekProvider:
     if name is KekProviderName.AWS_KMS:
-        from core.crypto.kms import AwsKmsKek
-
         if settings.kms_key_id is None:
             raise KekError("METRUX_KMS_KEY_ID is required for aws-kms")
         return AwsKmsKek(

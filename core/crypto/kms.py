@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from core.crypto.kek import DataKey, KekError
+from core.crypto.provider import DataKey, KekError
 
 PREFIX = "aws-kms:"
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from core.crypto.kek import KekError, LocalKek, load_kek, load_local_kek_bytes
+from core.crypto.kek import LocalKek, load_kek, load_local_kek_bytes
+from core.crypto.provider import KekError
 from core.logging import configure_logging
 from core.settings import LogFormat, Settings
 

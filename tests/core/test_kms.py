@@ -8,8 +8,9 @@ import os
 import pytest
 
 from core.crypto.envelope import KeyContext, UnwrapError, unwrap_secret, wrap_secret
-from core.crypto.kek import KekError, KekRing, LocalKek, load_kek
+from core.crypto.kek import KekRing, LocalKek, load_kek
 from core.crypto.kms import AwsKmsKek
+from core.crypto.provider import KekError
 from core.settings import KekProviderName, Settings
 from tests.conftest import CLOSED_UPSTREAM
 from tests.factories import fake_anthropic_key

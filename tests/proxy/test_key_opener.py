@@ -12,7 +12,7 @@ import pytest
 
 from core.crypto.blob import KeyContext
 from core.crypto.envelope import encrypt_with
-from core.crypto.kek import DataKey
+from core.crypto.provider import DataKey
 from core.crypto.sealing import load_target, seal, seal_info
 from proxy.key_opener import KeyOpener, OpenError
 from tests.factories import fake_anthropic_key
