@@ -162,6 +162,7 @@ async def test_sessions_need_a_live_key(client: Any, engine: AsyncEngine) -> Non
         (dt.datetime.now(dt.UTC) + dt.timedelta(days=30)).isoformat(),
         "2030-01-01T00:00:00",
     ],
+    ids=["in-the-past", "beyond-the-maximum", "without-a-timezone"],
 )
 async def test_bad_deadlines_are_refused(client: Any, engine: AsyncEngine, deadline: str) -> None:
     tenant = await make_tenant(engine)
