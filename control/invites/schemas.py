@@ -4,36 +4,19 @@ from __future__ import annotations
 
 import datetime as dt
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 
 from control.members.schemas import normalise_email
-from control.sessions.schemas import BETA_NAME
+from control.sessions.schemas import SessionLimits
 
 
-class InviteCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class InviteCreate(SessionLimits):
     candidate_email: str = Field(max_length=320)
     assessment_name: str = Field(min_length=1, max_length=200)
     expires_in_hours: int = Field(168, ge=1, le=24 * 30, description="default 7 days")
     session_minutes: int = Field(180, ge=5, le=24 * 60, description="session length once accepted")
-    max_requests: int | None = Field(None, ge=1, le=1_000_000)
-    max_output_tokens: int | None = Field(None, ge=1, le=1_000_000_000)
-    allowed_models: list[str] | None = Field(None, min_length=1, max_length=50)
-    allowed_betas: list[str] | None = Field(
-        None,
-        max_length=50,
-        description="anthropic-beta values the proxy passes on (others are dropped); default: all",
-    )
 
     _email = field_validator("candidate_email")(normalise_email)
-
-    @field_validator("allowed_betas")
-    @classmethod
-    def _beta_names(cls, value: list[str] | None) -> list[str] | None:
-        if value is not None and any(not BETA_NAME.fullmatch(b) for b in value):
-            raise ValueError("beta names are 1 to 100 of a-z 0-9 . _ -")
-        return value
 
 
 class InviteOut(BaseModel):

@@ -17,12 +17,11 @@ MAX_DURATION = dt.timedelta(days=14)
 BETA_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,99}")
 
 
-class SessionCreate(BaseModel):
+class SessionLimits(BaseModel):
+    """The limits a session runs under, as a session or an invite request sets them."""
+
     model_config = ConfigDict(extra="forbid")
 
-    candidate_email: str = Field(max_length=320)
-    api_key_id: str | None = Field(None, description="default: the tenant's default key")
-    deadline: dt.datetime | None = Field(None, description="hard end (ISO 8601); default +3 h")
     max_requests: int | None = Field(None, ge=1, le=1_000_000)
     max_output_tokens: int | None = Field(None, ge=1, le=1_000_000_000)
     allowed_models: list[str] | None = Field(None, min_length=1, max_length=50)
@@ -31,15 +30,6 @@ class SessionCreate(BaseModel):
         max_length=50,
         description="anthropic-beta values the proxy passes on (others are dropped); default: all",
     )
-
-    _email = field_validator("candidate_email")(normalise_email)
-
-    @field_validator("deadline")
-    @classmethod
-    def _aware(cls, value: dt.datetime | None) -> dt.datetime | None:
-        if value is not None and value.tzinfo is None:
-            raise ValueError("give a timezone, e.g. 2026-01-01T17:00:00Z")
-        return value
 
     @field_validator("allowed_models")
     @classmethod
@@ -53,6 +43,21 @@ class SessionCreate(BaseModel):
     def _beta_names(cls, value: list[str] | None) -> list[str] | None:
         if value is not None and any(not BETA_NAME.fullmatch(b) for b in value):
             raise ValueError("beta names are 1 to 100 of a-z 0-9 . _ -")
+        return value
+
+
+class SessionCreate(SessionLimits):
+    candidate_email: str = Field(max_length=320)
+    api_key_id: str | None = Field(None, description="default: the tenant's default key")
+    deadline: dt.datetime | None = Field(None, description="hard end (ISO 8601); default +3 h")
+
+    _email = field_validator("candidate_email")(normalise_email)
+
+    @field_validator("deadline")
+    @classmethod
+    def _aware(cls, value: dt.datetime | None) -> dt.datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("give a timezone, e.g. 2026-01-01T17:00:00Z")
         return value
 
 

@@ -173,3 +173,24 @@ async def test_invites_are_tenant_scoped(client: Any, engine: AsyncEngine) -> No
         assert (await r.json())["invites"] == []
     async with client.get("/v1/invites", headers=tenant.auth) as r:
         assert len((await r.json())["invites"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("limits", "field"),
+    [
+        ({"allowed_models": ["m" * 201]}, "allowed_models"),
+        ({"allowed_betas": ["Not A Beta"]}, "allowed_betas"),
+        ({"max_requests": 0}, "max_requests"),
+    ],
+    ids=["model-name-too-long", "bad-beta-name", "no-requests"],
+)
+async def test_an_invite_checks_its_limits_as_a_session_does(
+    client: Any, engine: AsyncEngine, limits: dict[str, Any], field: str
+) -> None:
+    tenant = await _tenant_with_key(client, engine)
+    body = {"candidate_email": "ada@example.com", "assessment_name": "Backend", **limits}
+    async with client.post("/v1/invites", json=body, headers=tenant.auth) as r:
+        assert r.status == 422
+        assert field in await r.text()
+    async with client.get("/v1/invites", headers=tenant.auth) as r:
+        assert (await r.json())["invites"] == []
