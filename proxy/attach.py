@@ -19,6 +19,7 @@ from typing import Any
 
 import structlog
 
+from core.backoff import Backoff
 from proxy.http.response import ResponseCut
 from proxy.key_opener import KeyOpener, Opener, OpenError
 from proxy.keyring import SessionKey
@@ -93,16 +94,15 @@ async def attach(
     with opener or KeyOpener() as keys:
         public_key = keys.public_key()
         give_up = time.monotonic() + retry_for
-        delay = 0.5
+        backoff = Backoff(0.5, 10.0)
         while True:
             try:
                 grant = await fetch_grant(control_url, session_id, bootstrap_token, public_key)
             except Unavailable:
-                if time.monotonic() + delay > give_up:
+                if time.monotonic() + backoff.delay > give_up:
                     raise
-                log.warning("attach_unavailable_retrying", delay_s=delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
+                log.warning("attach_unavailable_retrying", delay_s=backoff.delay)
+                await backoff.sleep()
                 continue
             info = SessionInfo.from_grant(grant)
             try:

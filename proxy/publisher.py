@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import structlog
 
+from core.backoff import Backoff
 from core.usage import UsageRecord
 from proxy.control_link import CredentialRefused, Delivery, LinkDown, RecordsRefused
 
@@ -70,7 +71,7 @@ class UsagePublisher:
         return len(self._queue)
 
     async def run(self) -> None:
-        delay = 0.1
+        backoff = Backoff(0.1, MAX_DELAY_S)
         while not self.fenced:
             await self._wake.wait()
             if len(self._queue) < BATCH and self._linger and not self._urgent.is_set():
@@ -86,10 +87,9 @@ class UsagePublisher:
                         "usage_publish_retrying",
                         error=str(exc),
                         pending=len(self._queue),
-                        delay_s=delay,
+                        delay_s=backoff.delay,
                     )
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, MAX_DELAY_S)
+                    await backoff.sleep()
                     continue
                 except RecordsRefused:
                     log.error("usage_records_not_accepted", count=len(batch))
@@ -105,10 +105,9 @@ class UsagePublisher:
                 except Exception:
                     # Whatever went wrong, the records stay queued: this loop must not die.
                     log.exception("usage_publish_failed", pending=len(self._queue))
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, MAX_DELAY_S)
+                    await backoff.sleep()
                     continue
-                delay = 0.1
+                backoff.reset()
                 if delivery.refused:
                     # Never accepted, however often sent: a bug to look into, not to retry.
                     self.refused += len(delivery.refused)

@@ -15,6 +15,7 @@ from typing import Any
 
 import structlog
 
+from core.backoff import Backoff
 from proxy.control_link import ControlLink, CredentialRefused, LinkDown, RecordsRefused
 from proxy.session import ProxySession
 
@@ -53,26 +54,25 @@ class SignalWatcher:
         return False
 
     async def run(self) -> None:
-        delay = 0.2
+        backoff = Backoff(0.2, self._max_delay)
         while not self._session.stopped.is_set():
             try:
                 async for event in self._link.signal_events():
                     self.connected.set()
-                    delay = 0.2
+                    backoff.reset()
                     if self.apply(event):
                         return
             except CredentialRefused:
                 self._session.clear("credential_refused")
                 return
             except (LinkDown, RecordsRefused) as exc:
-                log.warning("signal_stream_lost", error=str(exc), delay_s=delay)
+                log.warning("signal_stream_lost", error=str(exc), delay_s=backoff.delay)
             except Exception:
                 # The stream is re-opened whatever broke it: this loop must not die.
-                log.exception("signal_stream_failed", delay_s=delay)
+                log.exception("signal_stream_failed", delay_s=backoff.delay)
             finally:
                 self.connected.clear()
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, self._max_delay)
+            await backoff.sleep()
 
 
 class ControlGrace:

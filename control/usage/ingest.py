@@ -9,7 +9,6 @@ cannot block the stream.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import os
 import socket
@@ -23,6 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from control.usage import store
+from core.backoff import Backoff
 from core.redis_names import RedisNames
 from core.usage import UsageRecord
 
@@ -61,18 +61,19 @@ class UsageIngester:
 
     async def run(self) -> None:
         """Ingest until cancelled; Redis or database outages are waited out."""
-        delay = 0.5
+        backoff = Backoff(0.5, 10.0)
         while True:
             try:
                 await self.ensure_group()
                 await self._claim_abandoned()
                 while True:
                     await self.ingest_once(block_ms=self._block_ms)
-                    delay = 0.5
+                    backoff.reset()
             except (RedisError, OSError, SQLAlchemyError) as exc:
-                log.warning("usage_ingest_retrying", error=type(exc).__name__, delay_s=delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
+                log.warning(
+                    "usage_ingest_retrying", error=type(exc).__name__, delay_s=backoff.delay
+                )
+                await backoff.sleep()
 
     async def ingest_once(self, *, block_ms: int | None = None) -> int:
         """Read one batch (this consumer's own pending entries first) and store it."""
