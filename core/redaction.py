@@ -18,7 +18,7 @@ Design (SECURITY-CHECKS.md A3.3):
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any
 from urllib.parse import unquote
 
@@ -193,6 +193,9 @@ def redact_value(value: Any) -> Any:
     return redact_text(repr(value))
 
 
-def redact_event(logger: object, method_name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def redact_event(
+    logger: object, method_name: str, event_dict: MutableMapping[str, Any]
+) -> dict[str, Any]:
     """structlog processor: redact every field of the event; run it last before rendering."""
-    return redact_value(event_dict)
+    redacted: dict[str, Any] = redact_value(event_dict)  # a Mapping in, a dict out
+    return redacted

@@ -9,6 +9,7 @@ the real guarantee (DESIGN.md, decision D1): the proxy exits after clearing.
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Any
 
 from proxy.secret_memory import LockedBuffer
 
@@ -36,7 +37,7 @@ class SessionKey:
 
     __str__ = __repr__
 
-    def __reduce__(self) -> object:
+    def __reduce__(self) -> str | tuple[Any, ...]:
         raise TypeError("SessionKey cannot be pickled")
 
     @property

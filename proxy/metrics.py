@@ -40,7 +40,8 @@ class _Histogram:
         self.sum += value
 
     def cumulative(self) -> list[tuple[str, float]]:
-        out, total = [], 0
+        out: list[tuple[str, float]] = []
+        total = 0
         for bound, count in zip((*LATENCY_BUCKETS, float("inf")), self.buckets, strict=True):
             total += count
             out.append(("+Inf" if bound == float("inf") else repr(float(bound)), total))
@@ -144,4 +145,4 @@ class ProxyMetrics:
         if self._registry is None:
             self._registry = CollectorRegistry(auto_describe=False)
             self._registry.register(self)
-        return generate_latest(self._registry)  # type: ignore[no-any-return]
+        return generate_latest(self._registry)

@@ -101,12 +101,13 @@ async def request_deletion(
         if open_request is not None:
             return _request_out(open_request)
         request_id = str(uuid.uuid4())
+        due_at = now + DELETION_WINDOW
         values = {
             "id": request_id,
             "candidate_id": candidate.id,
             "candidate_id_text": candidate.id,
             "requested_at": now,
-            "due_at": now + DELETION_WINDOW,
+            "due_at": due_at,
         }
         await conn.execute(insert(deletion_requests).values(**values))
         await audit.record(
@@ -117,7 +118,7 @@ async def request_deletion(
             target_type="deletion_request",
             target_id=request_id,
             candidate_id=candidate.id,
-            details={"due_at": values["due_at"].isoformat()},
+            details={"due_at": due_at.isoformat()},
             now=now,
         )
         row = (

@@ -138,7 +138,7 @@ class Blocklist:
             "seconds": seconds or 0,
         }
         await self._redis.set(self.key(ip), json.dumps(entry), ex=seconds)
-        details = {"reason": reason, "seconds": seconds, "source": "operator"}
+        details: dict[str, object] = {"reason": reason, "seconds": seconds, "source": "operator"}
         await self._audit(AuditAction.IP_BLOCK, ip, actor, details=details)
         return Block(ip, reason, "operator", now, seconds or 0, seconds)
 

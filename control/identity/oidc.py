@@ -14,11 +14,11 @@ import asyncio
 import dataclasses
 import json
 import time
-from typing import Any
 
 import aiohttp
 import jwt
 import structlog
+from jwt.types import Options
 
 log = structlog.get_logger(__name__)
 CACHE_TTL_S = 600.0
@@ -113,7 +113,7 @@ class JwksVerifier:
         if not isinstance(kid, str) or not kid:
             raise IdentityError("token names no signing key (kid)")
         key = await self._key(kid)
-        options: dict[str, Any] = {"require": ["exp", "iat", "sub", "iss"]}
+        options: Options = {"require": ["exp", "iat", "sub", "iss"]}
         if self._audience is None:
             options["verify_aud"] = False
         try:

@@ -186,6 +186,8 @@ async def attach(
         if refusal is None:
             assert wrapped is not None
             assert session.api_key_id is not None
+            assert isinstance(seal_to, SealTarget)
+            key_id = session.api_key_id
             proxy_token = new_token(TokenKind.PROXY)
             session = await store.set_state(
                 conn,
@@ -201,10 +203,10 @@ async def attach(
             await _audit_unwrap(conn, actor, session, "success", {"kek_id": wrapped.kek_id}, now)
             grant = AttachGrant(
                 session=session,
-                key_id=session.api_key_id,
+                key_id=key_id,
                 wrapped=wrapped,
                 sealed_data_key=sealed,
-                suite=target.suite.value,
+                suite=seal_to.suite.value,
                 proxy_token=proxy_token,
                 chain_head=await usage_store.chain_head(conn, session.id),
                 spent=await usage_store.budget_spent(conn, session.id),

@@ -74,7 +74,7 @@ class SignalPublisher:
     async def mark_offline(self, session_id: str, epoch: int) -> None:
         """Its stream ended (unless a later epoch's proxy has marked itself since)."""
         with contextlib.suppress(RedisError, OSError):
-            await self._redis.eval(  # type: ignore[misc]
+            await self._redis.eval(
                 _DELETE_IF_EQUAL, 1, self._names.liveness_key(session_id), str(epoch)
             )
 

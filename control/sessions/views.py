@@ -62,6 +62,7 @@ async def create_session(request: web.Request) -> web.Response:
         tenant_id=current_principal(request).tenant_id,
         request=body,
     )
+    assert created.bootstrap_token is not None  # a member's session comes with one
     out = NewSessionOut(
         **_out(created.session).model_dump(),
         sandbox_token=created.sandbox_token,

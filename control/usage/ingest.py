@@ -82,7 +82,8 @@ class UsageIngester:
         return await self._store(entries)
 
     async def _read(self, start: str, block_ms: int | None = None) -> list[tuple[bytes, Any]]:
-        response = await self._redis.xreadgroup(
+        # redis-py types the reply loosely: [[stream, [(id, fields), …]]], or None.
+        response: Any = await self._redis.xreadgroup(
             self._names.usage_group,
             self._consumer,
             {self._names.usage_stream: start},

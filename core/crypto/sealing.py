@@ -19,6 +19,7 @@ import base64
 import dataclasses
 import json
 from enum import StrEnum
+from typing import Any
 
 from cryptography.exceptions import InvalidTag, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hpke
@@ -80,7 +81,7 @@ class Recipient:
     def __repr__(self) -> str:
         return f"<Recipient {self.suite.value}>"
 
-    def __reduce__(self) -> object:
+    def __reduce__(self) -> str | tuple[Any, ...]:
         raise TypeError("Recipient cannot be pickled")
 
     def as_json(self) -> dict[str, str]:

@@ -43,7 +43,7 @@ class RequestFacts:
     __slots__ = ("_body", "_data", "_digests", "max_tokens", "model", "stream")
 
     def __init__(self, body: bytes, data: Any = None) -> None:
-        self._body = body
+        self._body: bytes | None = body
         self._data = data
         self._digests: RequestDigests | None = None
         if not isinstance(data, dict):
@@ -82,7 +82,9 @@ def request_facts(body: bytes) -> RequestFacts:
 def _digests(digest: str, data: Any) -> RequestDigests:
     if not isinstance(data, dict):
         return RequestDigests(request_sha256=digest)
-    messages = data.get("messages") if isinstance(data.get("messages"), list) else []
+    messages = data.get("messages")
+    if not isinstance(messages, list):
+        messages = []
     return RequestDigests(
         request_sha256=digest,
         system_sha256=canonical_sha256(data["system"]) if "system" in data else None,

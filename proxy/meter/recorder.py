@@ -135,7 +135,7 @@ class CallRecorder:
             }
         else:
             folded = fold_json(b"".join(self._body)) if self._status is not None else {}
-            counts = token_counts(folded.get("usage"))  # type: ignore[arg-type]
+            counts = token_counts(folded.get("usage"))
             complete = error_type is None and self._status is not None
             content = folded.get("content")
             fields = {

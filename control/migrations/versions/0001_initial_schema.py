@@ -4,6 +4,8 @@ Revision ID: 0001
 Revises:
 """
 
+from typing import Any
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -15,7 +17,7 @@ branch_labels = None
 depends_on = None
 
 
-def _id(name: str = "id", *args: object, **kwargs: object) -> sa.Column:
+def _id(name: str = "id", *args: Any, **kwargs: Any) -> sa.Column[str]:
     return sa.Column(name, sa.String(36), *args, **kwargs)
 
 
