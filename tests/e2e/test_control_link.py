@@ -30,6 +30,7 @@ from tests.control.test_usage_ingest import record
 from tests.e2e.conftest import Stack, start_proxy_for
 from tests.e2e.processes import RestartableControl, finish, start_proxy_process
 from tests.fakes.anthropic import MODEL, StreamReply
+from tests.waiting import wait_until
 
 PROMPT = [{"role": "user", "content": "hi"}]
 TCP_ESTABLISHED = "01"
@@ -151,11 +152,12 @@ async def test_records_survive_a_control_plane_restart_none_lost_none_doubled(
     await control.stop()
     await calls(run, 5)  # the upstream still answers; the records wait in the proxy
     await control.start()
+
     # Delivered once the proxy's retry reaches the new control plane; then a clean stop.
-    for _ in range(600):
-        if len(await stored_records(settings, engine, session_id)) >= 8:
-            break
-        await asyncio.sleep(0.1)  # the proxy's own retry schedule: polled through the database
+    async def all_stored() -> bool:  # on the proxy's own retry schedule
+        return len(await stored_records(settings, engine, session_id)) >= 8
+
+    await wait_until(all_stored, within=60, what="the 8 records in the database")
     run["process"].terminate()
     code, stderr = await finish(run["process"], within=60)
     assert (code, exit_event(stderr)["unsent_records"]) == (0, 0), stderr[-3000:]
@@ -187,13 +189,14 @@ async def test_an_end_reaches_the_proxy_across_a_control_plane_restart(
     if not ended_while_down:
         # The proxy's stream is back on the new process: the end goes through its hub.
         async with aiohttp.ClientSession() as http:
-            for _ in range(100):
+
+            async def online() -> bool:
                 async with http.get(
                     f"{control.url}/v1/sessions/{session_id}", headers=run["tenant"].auth
                 ) as r:
-                    if (await r.json())["proxy_online"]:
-                        break
-                await asyncio.sleep(0.1)
+                    return bool((await r.json())["proxy_online"])
+
+            await wait_until(online, within=30, what="the proxy online on the new process")
             async with http.post(
                 f"{control.url}/v1/sessions/{session_id}/end", headers=run["tenant"].auth
             ) as r:

@@ -21,6 +21,7 @@ from core.settings import Settings
 from tests.e2e.test_sandbox import _gone, _records
 from tests.factories import fake_anthropic_key, make_tenant
 from tests.fakes.anthropic import MODEL, FakeAnthropic
+from tests.waiting import wait_until
 
 # What these tests check depends on the database: they run on SQLite and PostgreSQL.
 pytestmark = pytest.mark.both_databases
@@ -122,13 +123,14 @@ async def test_candidate_journey(
         # The candidate submits; the customer's grader works through the same proxy.
         state_file = settings.data_dir / "sandbox" / f"{session_id}.json"
         async with aiohttp.ClientSession() as http:
-            for _ in range(600):
+
+            async def submitted() -> bool:
                 async with http.get(
                     f"{control}/v1/sessions/{session_id}", headers=customer.auth
                 ) as r:
-                    if (await r.json())["state"] == "submitted" and state_file.exists():
-                        break
-                await asyncio.sleep(0.05)
+                    return (await r.json())["state"] == "submitted" and state_file.exists()
+
+            await wait_until(submitted, within=30, what="the session submitted")
         proxy = json.loads(state_file.read_text())
         grader_token = await _grader_token_for(control, customer, session_id)
         grader = anthropic.AsyncAnthropic(
@@ -161,11 +163,8 @@ async def test_candidate_journey(
             ) as r,
         ):
             assert (await r.json())["state"] == "graded"
-        for _ in range(200):
-            if _gone(proxy["proxy_pid"]):
-                break
-            await asyncio.sleep(0.05)
-        assert _gone(proxy["proxy_pid"])  # cleared and gone
+        # cleared and gone
+        await wait_until(lambda: _gone(proxy["proxy_pid"]), within=10, what="the proxy to exit")
     finally:
         done.touch()  # lets the workload exit even if an assertion above failed
     assert await asyncio.wait_for(launcher.wait(), 30) == 0

@@ -22,6 +22,7 @@ from control.usage.ingest import UsageIngester
 from core.redis_names import RedisNames
 from core.settings import Settings
 from tests.e2e.processes import control_with_key
+from tests.waiting import wait_until
 
 METRUX = str(Path(sys.executable).with_name("metrux"))
 
@@ -213,10 +214,9 @@ async def test_disconnect_command_clears_a_running_sandbox(
     out = tmp_path / "out.json"
     launcher = await _launch(run, out, "sleep")
     state = settings.data_dir / "sandbox" / f"{run['created']['id']}.json"
-    for _ in range(300):
-        if out.exists() and state.exists():
-            break
-        await asyncio.sleep(0.1)
+    await wait_until(
+        lambda: out.exists() and state.exists(), within=30, what="the workload and its state file"
+    )
     proxy_pid = json.loads(state.read_text())["proxy_pid"]
     disconnect = await asyncio.create_subprocess_exec(
         METRUX, "sandbox", "disconnect", "--session-credentials", str(run["credentials"]),

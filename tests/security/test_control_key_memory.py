@@ -24,6 +24,7 @@ from tests.e2e.processes import METRUX, free_port, metrux_env
 from tests.factories import fake_anthropic_key, make_tenant
 from tests.fakes.anthropic import FakeAnthropic
 from tests.security.memory import can_read_memory_of_others, live_copies
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.skipif(
     not can_read_memory_of_others() and not CI,
@@ -39,13 +40,15 @@ def pieces(key: str) -> list[bytes]:
 
 async def _wait_http(url: str) -> None:
     async with aiohttp.ClientSession() as http:
-        for _ in range(300):
+
+        async def answers() -> bool:  # a process starting up: there is no event to await
             try:
                 async with http.get(url):
-                    return
+                    return True
             except aiohttp.ClientError:
-                await asyncio.sleep(0.1)  # a process starting up: there is no event to await
-    raise AssertionError(f"{url} never answered")
+                return False
+
+        await wait_until(answers, within=30, what=f"{url} to answer", every=0.1)
 
 
 async def _last_checked(engine: AsyncEngine, key_id: str) -> Any:
@@ -105,13 +108,15 @@ async def test_no_key_in_the_control_plane_or_worker_after_upload_and_checks(
             METRUX, "control", "worker",
             env=env, stdout=worker_log, stderr=worker_log,
         )  # fmt: skip
-        for _ in range(600):
-            if await _last_checked(engine, uploaded["id"]) != checked_before:
-                break
-            await asyncio.sleep(0.1)  # the worker's own schedule: polled through the database
-        else:
+
+        async def checked() -> bool:  # on the worker's own schedule
+            return await _last_checked(engine, uploaded["id"]) != checked_before
+
+        try:
+            await wait_until(checked, within=60, what="the worker to check the key")
+        except AssertionError as exc:
             log = (settings.data_dir / "worker.log").read_text()[-3000:]
-            raise AssertionError(f"the worker never checked the key: {log}")
+            raise AssertionError(f"{exc}: {log}") from None
         assert len(fake.requests) == 3
         assert [p for p in pieces(api_key) if live_copies(worker.pid, p)] == []
         assert live_copies(worker.pid, uploaded["id"].encode()) > 0

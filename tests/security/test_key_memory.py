@@ -24,6 +24,7 @@ from tests.conftest import CI
 from tests.e2e.processes import finish, start_proxy_process
 from tests.fakes.anthropic import MODEL
 from tests.security.memory import can_read_memory_of_others, live_copies, status_field
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.skipif(
     not can_read_memory_of_others() and not CI,
@@ -84,12 +85,12 @@ async def test_no_copy_of_the_key_is_left_in_the_proxy_after_clear(
     await writer.drain()
     async with aiohttp.ClientSession() as http:
         # The other process's state is only visible by asking: poll it, bounded.
-        for _ in range(500):
-            if await _metric(http, metrics_url, "metrux_proxy_calls_in_flight") >= 1:
-                break
-            await asyncio.sleep(0.01)
-        else:
-            raise AssertionError("the slow upload never reached the proxy's handler")
+        async def in_flight() -> bool:
+            return await _metric(http, metrics_url, "metrux_proxy_calls_in_flight") >= 1
+
+        await wait_until(
+            in_flight, within=30, what="the slow upload in the proxy's handler", every=0.01
+        )
         async with http.post(
             f"{ready['url']}/_proxy/disconnect", headers={"x-api-key": token}
         ) as cleared:
