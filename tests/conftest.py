@@ -93,10 +93,25 @@ DATABASE_KINDS = ("sqlite", "postgres")
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
+        "markers", "e2e: drives the service end to end with real clients (tests/e2e/)"
+    )
+    config.addinivalue_line(
+        "markers",
+        "process: starts the service's own processes (proxy, control plane, launcher, key "
+        "opener); `-m 'not process'` is the quick in-process run",
+    )
+    config.addinivalue_line(
         "markers",
         "both_databases: run on SQLite and on PostgreSQL (stores, migrations, the audit "
         "trigger, retention, ingest, bad input, the journey); other tests run on SQLite",
     )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    e2e = Path(__file__).parent / "e2e"
+    for item in items:
+        if e2e in item.path.parents:
+            item.add_marker(pytest.mark.e2e)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

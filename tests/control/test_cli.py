@@ -21,8 +21,9 @@ from core.cli import main
 from core.settings import Settings
 from tests.factories import bearer
 
-# What these tests check depends on the database: they run on SQLite and PostgreSQL.
-pytestmark = pytest.mark.both_databases
+# What these tests check depends on the database: they run on SQLite and PostgreSQL;
+# they start the service's own processes.
+pytestmark = [pytest.mark.both_databases, pytest.mark.process]
 
 
 def _env(tmp_path: Path, database_url: str, **extra: str) -> dict[str, str]:

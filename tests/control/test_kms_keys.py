@@ -106,6 +106,7 @@ async def test_upload_attach_and_unwrap_through_kms(
     assert await attach_and_unwrap(client, session) == api_key.encode()
 
 
+@pytest.mark.process
 async def test_a_proxy_process_attaches_under_kms_holding_no_aws_credential(
     aiohttp_server: Any,
     settings: Settings,

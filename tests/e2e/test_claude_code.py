@@ -18,7 +18,11 @@ from tests.e2e.test_sandbox import METRUX, _prepare, _records
 
 CLAUDE = os.environ.get("METRUX_TEST_CLAUDE") or shutil.which("claude")
 
-pytestmark = pytest.mark.skipif(CLAUDE is None, reason="Claude Code is not installed")
+# Starts the service's own processes.
+pytestmark = [
+    pytest.mark.process,
+    pytest.mark.skipif(CLAUDE is None, reason="Claude Code is not installed"),
+]
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)

@@ -32,6 +32,8 @@ from tests.e2e.processes import RestartableControl, finish, start_proxy_process
 from tests.fakes.anthropic import MODEL, StreamReply
 from tests.waiting import wait_until
 
+pytestmark = pytest.mark.process  # starts the service's own processes
+
 PROMPT = [{"role": "user", "content": "hi"}]
 TCP_ESTABLISHED = "01"
 

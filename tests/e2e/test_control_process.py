@@ -7,12 +7,15 @@ import signal
 from typing import Any
 
 import aiohttp
+import pytest
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.settings import Settings
 from tests.e2e.processes import METRUX, free_port, metrux_env
 from tests.factories import fake_anthropic_key, make_tenant
+
+pytestmark = pytest.mark.process  # starts the service's own processes
 
 
 async def refused(url: str, attempts: int = 200) -> bool:

@@ -23,8 +23,9 @@ from tests.factories import fake_anthropic_key, make_tenant
 from tests.fakes.anthropic import MODEL, FakeAnthropic
 from tests.waiting import wait_until
 
-# What these tests check depends on the database: they run on SQLite and PostgreSQL.
-pytestmark = pytest.mark.both_databases
+# What these tests check depends on the database: they run on SQLite and PostgreSQL;
+# they start the service's own processes.
+pytestmark = [pytest.mark.both_databases, pytest.mark.process]
 
 METRUX = str(Path(sys.executable).with_name("metrux"))
 

@@ -14,8 +14,11 @@ import tempfile
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from core.redis_server import ping
+
+pytestmark = pytest.mark.process  # starts the service's own processes
 
 METRUX = str(Path(sys.executable).with_name("metrux"))
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import aiohttp
 import anthropic
+import pytest
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -18,6 +19,8 @@ from core.settings import Settings
 from core.usage import UsageRecord
 from tests.e2e.processes import METRUX, finish, start_proxy_process
 from tests.fakes.anthropic import MODEL
+
+pytestmark = pytest.mark.process  # starts the service's own processes
 
 
 async def test_ready_line_hardening_sigterm_and_flush(

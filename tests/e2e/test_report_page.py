@@ -15,6 +15,8 @@ from tests.conftest import service_missing
 from tests.e2e.conftest import Stack
 from tests.e2e.test_evidence import body, call
 
+pytestmark = pytest.mark.process  # starts the service's own processes
+
 CHROMIUM = os.environ.get("METRUX_TEST_CHROMIUM") or shutil.which("chromium")
 ARTEFACT = Path(__file__).parents[2] / "var" / "report-page.png"
 # Flags for a closed network and a root user, as the machine notes describe.

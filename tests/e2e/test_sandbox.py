@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -23,6 +24,8 @@ from core.redis_names import RedisNames
 from core.settings import Settings
 from tests.e2e.processes import control_with_key
 from tests.waiting import wait_until
+
+pytestmark = pytest.mark.process  # starts the service's own processes
 
 METRUX = str(Path(sys.executable).with_name("metrux"))
 

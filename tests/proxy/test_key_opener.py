@@ -17,6 +17,8 @@ from core.crypto.sealing import load_target, seal, seal_info
 from proxy.key_opener import KeyOpener, OpenError
 from tests.factories import fake_anthropic_key
 
+pytestmark = pytest.mark.process  # starts the service's own processes
+
 
 def _grant(public: dict[str, str], api_key: str, *, bound_session: str = "s1") -> dict[str, object]:
     """A grant as the control plane makes it: the key under a data key, the data key sealed

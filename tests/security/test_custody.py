@@ -30,6 +30,8 @@ from core.settings import Settings
 from tests.conftest import CI
 from tests.e2e.processes import control_with_key
 
+pytestmark = pytest.mark.process  # starts the service's own processes
+
 METRUX = str(Path(sys.executable).with_name("metrux"))
 SYSTEM_PYTHON = Path("/usr/bin/python3")  # reachable by an unprivileged user, unlike the venv
 KEY_MATERIAL = re.compile(r"mx[bp]_[A-Za-z0-9_-]{43}|sk-ant-[A-Za-z0-9_-]{20,}")

@@ -26,10 +26,14 @@ from tests.fakes.anthropic import MODEL
 from tests.security.memory import can_read_memory_of_others, live_copies, status_field
 from tests.waiting import wait_until
 
-pytestmark = pytest.mark.skipif(
-    not can_read_memory_of_others() and not CI,
-    reason="reading another process's memory needs root (CI runs as root)",
-)
+# Starts the service's own processes.
+pytestmark = [
+    pytest.mark.process,
+    pytest.mark.skipif(
+        not can_read_memory_of_others() and not CI,
+        reason="reading another process's memory needs root (CI runs as root)",
+    ),
+]
 CALLS = 12
 
 

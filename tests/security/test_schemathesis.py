@@ -20,8 +20,9 @@ from hypothesis import settings as hypothesis_settings
 from core.settings import Settings
 from tests.e2e.processes import METRUX, free_port, metrux_env
 
-# What these tests check depends on the database: they run on SQLite and PostgreSQL.
-pytestmark = pytest.mark.both_databases
+# What these tests check depends on the database: they run on SQLite and PostgreSQL;
+# they start the service's own processes.
+pytestmark = [pytest.mark.both_databases, pytest.mark.process]
 
 EXAMPLES = 12
 
