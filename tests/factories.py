@@ -57,3 +57,13 @@ class FakeSecret:
 
     def copy_into(self, target: memoryview) -> None:
         target[:] = self.value
+
+
+class Clock:
+    """A monotonic clock the test moves (`clock.now += 30`)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now

@@ -3,14 +3,7 @@
 from __future__ import annotations
 
 from proxy.keepalive import KeepaliveWatchdog
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.factories import Clock
 
 
 def test_not_armed_until_the_first_beat_then_expires_past_the_grace() -> None:

@@ -3,6 +3,7 @@ the key arrives in its locked page, and a grant that does not open fails with a 
 
 from __future__ import annotations
 
+import ast
 import base64
 import os
 import subprocess
@@ -59,24 +60,23 @@ def test_a_seal_bound_to_another_session_does_not_open() -> None:
         opener.open(_grant(opener.public_key(), fake_anthropic_key(), bound_session="other"))
 
 
-def test_the_proxy_process_loads_no_cryptography_library() -> None:
+def _packages_loaded(modules: str, packages: set[str]) -> set[str]:
+    """Which of `packages` a fresh interpreter has loaded once it imported `modules`."""
     code = (
-        "import sys, proxy.app, proxy.attach, proxy.cli, proxy.key_opener\n"
-        "print(sorted(n for n in sys.modules if n.partition('.')[0] == 'cryptography'))\n"
+        f"import sys, {modules}\n"
+        f"print(sorted({{n.partition('.')[0] for n in sys.modules}} & set({sorted(packages)!r})))\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
-    assert out.stdout.strip() == "[]"
+    return set(ast.literal_eval(out.stdout.strip()))
+
+
+def test_the_proxy_process_loads_no_cryptography_library() -> None:
+    modules = "proxy.app, proxy.attach, proxy.cli, proxy.key_opener"
+    assert _packages_loaded(modules, {"cryptography"}) == set()
 
 
 def test_the_key_opening_child_loads_no_logging_framework_or_event_loop() -> None:
     # It runs on the proxy's start path, on the proxy's core: only what opening needs.
-    code = (
-        "import sys, proxy.unseal\n"
-        "print(sorted({n.partition('.')[0] for n in sys.modules} & {'structlog', 'asyncio'}))\n"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
-    )
-    assert out.stdout.strip() == "[]"
+    assert _packages_loaded("proxy.unseal", {"structlog", "asyncio"}) == set()

@@ -10,6 +10,7 @@ from core.usage import UsageRecord
 from proxy.errors import ProxyError
 from proxy.keyring import KeyCleared, KeyState, SessionKey
 from proxy.limits import BadTokenLockout, SessionBudget, TokenBucket
+from tests.factories import Clock
 
 
 def call(
@@ -25,14 +26,6 @@ def call(
         http_status=http_status, complete=complete, output_tokens=output_tokens,
         error_type=error_type,
     )  # fmt: skip
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_token_bucket_refills_at_its_rate() -> None:
