@@ -17,6 +17,7 @@ from control.email.sender import make_sender
 from control.evidence.views import routes as evidence_routes
 from control.guard.blocklist import Blocklist, BlockPolicy
 from control.guard.middleware import guard_middleware
+from control.identity.middleware import auth_middleware
 from control.identity.views import install_verifier
 from control.identity.views import routes as identity_routes
 from control.invites.views import routes as invite_routes
@@ -29,12 +30,12 @@ from control.ops.middleware import metrics_middleware
 from control.ops.views import routes as ops_routes
 from control.retention.worker import RetentionWorker
 from control.sessions.proxy_link import routes as proxy_link_routes
+from control.sessions.revocation import RevokeSessionsOfKey
 from control.sessions.signals import SignalHub, SignalPublisher
 from control.sessions.views import routes as session_routes
 from control.usage.prices import PriceTable
 from control.usage.views import routes as usage_routes
 from control.web import received
-from control.web.auth import auth_middleware
 from control.web.context import request_context_middleware
 from control.web.errors import error_middleware
 from control.web.headers import security_headers_middleware
@@ -72,9 +73,10 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
     app[appkeys.redis] = client
     app[appkeys.names] = RedisNames(settings.redis_prefix)
     app[appkeys.signals] = SignalPublisher(client, app[appkeys.names])
+    app[appkeys.key_revocation] = RevokeSessionsOfKey(app[appkeys.signals])
     app[appkeys.limiter] = RateLimiter(client)
     app[appkeys.blocklist] = Blocklist(
-        client, app[appkeys.names], app[appkeys.engine], block_policy(settings)
+        client, app[appkeys.names], app[appkeys.engine], BlockPolicy.from_settings(settings)
     )
     yield
     await client.aclose()
@@ -97,17 +99,6 @@ async def end_signal_streams(app: web.Application) -> None:
     # Before aiohttp waits for handlers: the streams end now and their proxies reconnect
     # to another replica (or to this one once it is back).
     app[appkeys.hub].close()
-
-
-def block_policy(settings: Settings) -> BlockPolicy:
-    return BlockPolicy(
-        ip_threshold=settings.block_after,
-        target_threshold=settings.block_target_after,
-        window_s=settings.block_window_s,
-        block_s=settings.block_for_s,
-        max_block_s=settings.block_max_s,
-        allowlist=settings.block_allowlist,
-    )
 
 
 async def keys_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -300,6 +300,8 @@ def run_close_tenant(args: argparse.Namespace, settings: Settings) -> int:
     from redis.asyncio import Redis
 
     from control.db.engine import create_engine
+    from control.retention.rules import TENANT_GRACE
+    from control.sessions.revocation import RevokeSessionsOfKey
     from control.sessions.signals import SignalPublisher
     from control.tenants.service import close_tenant
     from control.web.errors import ApiError
@@ -314,7 +316,10 @@ def run_close_tenant(args: argparse.Namespace, settings: Settings) -> int:
         client = Redis.from_url(redis_url(settings))
         try:
             signals = SignalPublisher(client, RedisNames(settings.redis_prefix))
-            return await close_tenant(engine, signals, _operator(), tenant_id=args.tenant_id)
+            follow_up = RevokeSessionsOfKey(signals)
+            closed = await close_tenant(engine, follow_up, _operator(), tenant_id=args.tenant_id)
+            closed_at = dt.datetime.fromisoformat(str(closed["closed_at"]))
+            return {**closed, "anonymised_after": (closed_at + TENANT_GRACE).isoformat()}
         finally:
             await client.aclose()
             await engine.dispose()

@@ -12,12 +12,13 @@ import json
 from collections.abc import Collection
 from typing import Any
 
-from sqlalchemy import insert, select
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from sqlalchemy import insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from control.audit.actions import ActorType, AuditAction
-from control.candidates.sealing import erasure_key, erasure_keys, seal, unseal
-from control.db.schema import audit_events
+from control.audit.sealing import seal, unseal
+from control.db.schema import audit_events, candidates
 from core.redaction import redact_value
 
 
@@ -126,6 +127,35 @@ async def list_events(
     return await to_events(conn, list(rows))
 
 
+async def events_about_candidate(
+    conn: AsyncConnection, candidate_id: str, session_ids: Collection[str]
+) -> list[AuditEvent]:
+    """Every event naming the candidate or one of their sessions, oldest first."""
+    rows = await conn.execute(
+        select(audit_events)
+        .where(
+            or_(
+                audit_events.c.candidate_id_text == candidate_id,
+                audit_events.c.session_id_text.in_(list(session_ids)),
+            )
+        )
+        .order_by(audit_events.c.id)
+    )
+    return await to_events(conn, list(rows))
+
+
+async def events_of_session(
+    conn: AsyncConnection, tenant_id: str, session_id: str
+) -> list[AuditEvent]:
+    """A tenant's events about one session, oldest first."""
+    rows = await conn.execute(
+        select(audit_events)
+        .where(audit_events.c.tenant_id == tenant_id, audit_events.c.session_id_text == session_id)
+        .order_by(audit_events.c.id)
+    )
+    return await to_events(conn, list(rows))
+
+
 async def to_events(conn: AsyncConnection, rows: list[Any]) -> list[AuditEvent]:
     """Audit rows as events, candidates' sealed IPs and user agents opened where the
     candidate still exists."""
@@ -158,3 +188,37 @@ def _to_event(row: Any, key: bytes | None) -> AuditEvent:
         request_id=row.request_id,
         details=json.loads(row.details),
     )
+
+
+# A candidate's erasure key sits in their row: deleting the candidate erases the key.
+async def erasure_key(conn: AsyncConnection, candidate_id: str) -> bytes | None:
+    """The candidate's erasure key, made on first use; None if there is no such candidate."""
+    row = (
+        await conn.execute(select(candidates.c.erasure_key).where(candidates.c.id == candidate_id))
+    ).first()
+    if row is None:
+        return None
+    if row.erasure_key is not None:
+        return bytes(row.erasure_key)
+    key = AESGCM.generate_key(bit_length=256)
+    await conn.execute(
+        update(candidates)
+        .where(candidates.c.id == candidate_id, candidates.c.erasure_key.is_(None))
+        .values(erasure_key=key)
+    )
+    # A concurrent first use may have won: read back the key that is stored.
+    stored = (
+        await conn.execute(select(candidates.c.erasure_key).where(candidates.c.id == candidate_id))
+    ).scalar_one()
+    return bytes(stored)
+
+
+async def erasure_keys(conn: AsyncConnection, candidate_ids: set[str]) -> dict[str, bytes]:
+    if not candidate_ids:
+        return {}
+    rows = await conn.execute(
+        select(candidates.c.id, candidates.c.erasure_key).where(
+            candidates.c.id.in_(candidate_ids), candidates.c.erasure_key.is_not(None)
+        )
+    )
+    return {row.id: bytes(row.erasure_key) for row in rows}

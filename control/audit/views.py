@@ -11,9 +11,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from control import appkeys
 from control.audit import store
 from control.audit.actions import AuditAction
-from control.web.auth import current_principal
 from control.web.context import parse_query
 from control.web.endpoint import ADMINS, endpoint
+from control.web.principal import current_principal
 
 routes = web.RouteTableDef()
 

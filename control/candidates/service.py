@@ -8,54 +8,23 @@ import datetime as dt
 import uuid
 from typing import Any
 
-from sqlalchemy import insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from control.audit import store as audit
 from control.audit.actions import AuditAction
 from control.audit.store import Actor, AuditEvent
-from control.db.schema import (
-    audit_events,
-    candidates,
-    deletion_requests,
-    invites,
-    sessions,
-    tenants,
-    usage_records,
-)
+from control.candidates import store
+from control.candidates.store import Candidate
 from control.web.errors import ApiError, unauthenticated
-from core.tokens import TokenKind, hash_token, new_token, token_kind
+from core.tokens import TokenKind, new_token, token_kind
 
 DELETION_WINDOW = dt.timedelta(days=30)
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Candidate:
-    id: str
-    email: str
-    created_at: dt.datetime
-    last_active_at: dt.datetime | None
-    deletion_notice_at: dt.datetime | None
-
-
-def _candidate(row: Any) -> Candidate:
-    return Candidate(
-        id=row.id,
-        email=row.email,
-        created_at=row.created_at,
-        last_active_at=row.last_active_at,
-        deletion_notice_at=row.deletion_notice_at,
-    )
 
 
 async def issue_token(conn: AsyncConnection, candidate_id: str) -> str:
     """A new candidate token (mxc_…); the previous one stops working."""
     token = new_token(TokenKind.CANDIDATE)
-    await conn.execute(
-        update(candidates)
-        .where(candidates.c.id == candidate_id)
-        .values(token_hash=hash_token(token))
-    )
+    await store.set_token(conn, candidate_id, token)
     return token
 
 
@@ -72,17 +41,10 @@ async def sign_in(engine: AsyncEngine, token: str | None, now: dt.datetime) -> C
     if token is None or token_kind(token) is not TokenKind.CANDIDATE:
         raise _unauthenticated()
     async with engine.begin() as conn:
-        row = (
-            await conn.execute(
-                update(candidates)
-                .where(candidates.c.token_hash == hash_token(token))
-                .values(last_active_at=now, deletion_notice_at=None)
-                .returning(*candidates.c)
-            )
-        ).first()
-    if row is None:
+        candidate = await store.touch_by_token(conn, token, now)
+    if candidate is None:
         raise _unauthenticated()
-    return _candidate(row)
+    return candidate
 
 
 async def request_deletion(
@@ -90,26 +52,14 @@ async def request_deletion(
 ) -> dict[str, Any]:
     """Record a deletion request (a second request returns the open one), audited."""
     async with engine.begin() as conn:
-        open_request = (
-            await conn.execute(
-                select(deletion_requests).where(
-                    deletion_requests.c.candidate_id == candidate.id,
-                    deletion_requests.c.completed_at.is_(None),
-                )
-            )
-        ).first()
+        open_request = await store.open_deletion_request(conn, candidate.id)
         if open_request is not None:
             return _request_out(open_request)
         request_id = str(uuid.uuid4())
         due_at = now + DELETION_WINDOW
-        values = {
-            "id": request_id,
-            "candidate_id": candidate.id,
-            "candidate_id_text": candidate.id,
-            "requested_at": now,
-            "due_at": due_at,
-        }
-        await conn.execute(insert(deletion_requests).values(**values))
+        row = await store.insert_deletion_request(
+            conn, request_id=request_id, candidate_id=candidate.id, now=now, due_at=due_at
+        )
         await audit.record(
             conn,
             actor,
@@ -121,21 +71,11 @@ async def request_deletion(
             details={"due_at": due_at.isoformat()},
             now=now,
         )
-        row = (
-            await conn.execute(
-                select(deletion_requests).where(deletion_requests.c.id == request_id)
-            )
-        ).one()
     return _request_out(row)
 
 
-def _request_out(row: Any) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "requested_at": row.requested_at,
-        "due_at": row.due_at,
-        "completed_at": row.completed_at,
-    }
+def _request_out(row: dict[str, Any]) -> dict[str, Any]:
+    return {key: row[key] for key in ("id", "requested_at", "due_at", "completed_at")}
 
 
 def _event_out(event: AuditEvent) -> dict[str, Any]:
@@ -145,71 +85,18 @@ def _event_out(event: AuditEvent) -> dict[str, Any]:
 async def export(engine: AsyncEngine, candidate: Candidate) -> dict[str, Any]:
     """Everything held about the candidate, and nothing about anyone else."""
     async with engine.connect() as conn:
-        session_rows = list(
-            await conn.execute(
-                select(
-                    sessions.c.id,
-                    sessions.c.tenant_id,
-                    tenants.c.name.label("company"),
-                    sessions.c.state,
-                    sessions.c.deadline_at,
-                    sessions.c.created_at,
-                    sessions.c.ended_at,
-                    sessions.c.soft_deleted_at,
-                )
-                .join(tenants, tenants.c.id == sessions.c.tenant_id)
-                .where(sessions.c.candidate_id == candidate.id)
-                .order_by(sessions.c.created_at)
-            )
-        )
-        session_ids = [row.id for row in session_rows]
-        usage = [
-            dict(row._mapping)
-            for row in await conn.execute(
-                select(usage_records)
-                .where(usage_records.c.session_id.in_(session_ids))
-                .order_by(usage_records.c.started_at, usage_records.c.record_id)
-            )
-        ]
-        about = await audit.to_events(
-            conn,
-            list(
-                await conn.execute(
-                    select(audit_events)
-                    .where(
-                        or_(
-                            audit_events.c.candidate_id_text == candidate.id,
-                            audit_events.c.session_id_text.in_(session_ids),
-                        )
-                    )
-                    .order_by(audit_events.c.id)
-                )
-            ),
-        )
-        invite_rows = await conn.execute(
-            select(
-                invites.c.id,
-                invites.c.tenant_id,
-                invites.c.assessment_name,
-                invites.c.created_at,
-                invites.c.expires_at,
-                invites.c.accepted_at,
-                invites.c.session_id,
-            )
-            .where(invites.c.candidate_email == candidate.email)
-            .order_by(invites.c.created_at)
-        )
-        requests = await conn.execute(
-            select(deletion_requests)
-            .where(deletion_requests.c.candidate_id == candidate.id)
-            .order_by(deletion_requests.c.requested_at)
-        )
-        return {
-            "candidate": dataclasses.asdict(candidate),
-            "invites": [dict(row._mapping) for row in invite_rows],
-            "sessions": [dict(row._mapping) for row in session_rows],
-            "usage_records": usage,
-            "audit_events": [_event_out(e) for e in about],
-            "key_unwraps": [_event_out(e) for e in about if e.action == AuditAction.KEY_UNWRAP],
-            "deletion_requests": [_request_out(row) for row in requests],
-        }
+        session_rows = await store.sessions_of(conn, candidate.id)
+        session_ids = [row["id"] for row in session_rows]
+        usage = await store.usage_of_sessions(conn, session_ids)
+        about = await audit.events_about_candidate(conn, candidate.id, session_ids)
+        invite_rows = await store.invites_to(conn, candidate.email)
+        requests = await store.deletion_requests_of(conn, candidate.id)
+    return {
+        "candidate": dataclasses.asdict(candidate),
+        "invites": invite_rows,
+        "sessions": session_rows,
+        "usage_records": usage,
+        "audit_events": [_event_out(e) for e in about],
+        "key_unwraps": [_event_out(e) for e in about if e.action == AuditAction.KEY_UNWRAP],
+        "deletion_requests": [_request_out(row) for row in requests],
+    }

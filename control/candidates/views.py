@@ -12,8 +12,9 @@ from pydantic import BaseModel, Field
 
 from control import appkeys
 from control.audit.actions import ActorType
+from control.audit.actors import actor_for
 from control.candidates import service
-from control.web.auth import actor_for, current_candidate
+from control.candidates.principal import current_candidate
 from control.web.endpoint import PUBLIC, Auth, endpoint
 
 routes = web.RouteTableDef()

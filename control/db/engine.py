@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 
@@ -52,3 +52,9 @@ async def flush_deleted(engine: AsyncEngine) -> None:
         assert driver is not None
         cursor = await driver.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         await cursor.close()
+
+
+async def ping(engine: AsyncEngine) -> None:
+    """One round trip to the database (readiness); raises if it does not answer."""
+    async with engine.connect() as conn:
+        await conn.execute(text("SELECT 1"))

@@ -13,10 +13,9 @@ from typing import Protocol
 
 import aiohttp
 import structlog
-from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from control.db.schema import email_outbox
+from control.email import store
 from core.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -47,14 +46,13 @@ class OutboxSender:
 
     async def send(self, email: Email) -> None:
         async with self._engine.begin() as conn:
-            await conn.execute(
-                insert(email_outbox).values(
-                    tenant_id=email.tenant_id,
-                    to_email=email.to,
-                    subject=email.subject,
-                    body=email.body,
-                    created_at=dt.datetime.now(dt.UTC),
-                )
+            await store.insert_message(
+                conn,
+                tenant_id=email.tenant_id,
+                to=email.to,
+                subject=email.subject,
+                body=email.body,
+                now=dt.datetime.now(dt.UTC),
             )
         log.info("email_queued_in_outbox", to=email.to, subject=email.subject)
 
@@ -97,5 +95,4 @@ def make_sender(settings: Settings, engine: AsyncEngine) -> EmailSender:
 
 async def read_outbox(engine: AsyncEngine) -> list[dict[str, object]]:
     async with engine.connect() as conn:
-        rows = await conn.execute(select(email_outbox).order_by(email_outbox.c.id))
-        return [dict(row._mapping) for row in rows]
+        return await store.list_messages(conn)

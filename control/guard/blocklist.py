@@ -20,8 +20,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from control.audit import store as audit
 from control.audit.actions import AuditAction
 from control.audit.store import Actor
-from control.guard.client_ip import Network, is_within
+from control.web.client_ip import Network, is_within
 from core.redis_names import RedisNames
+from core.settings import Settings
 
 OFFENCE_MEMORY_S = 30 * 24 * 3600
 
@@ -58,6 +59,17 @@ class BlockPolicy:
     block_s: int = 900  # the first block; doubled per offence
     max_block_s: int = 7 * 24 * 3600
     allowlist: tuple[Network, ...] = ()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> BlockPolicy:
+        return cls(
+            ip_threshold=settings.block_after,
+            target_threshold=settings.block_target_after,
+            window_s=settings.block_window_s,
+            block_s=settings.block_for_s,
+            max_block_s=settings.block_max_s,
+            allowlist=settings.block_allowlist,
+        )
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -47,9 +47,8 @@ def _fail(message: str) -> int:
 def _with_blocklist(settings: Settings, use: Callable[[Any], Awaitable[_T]]) -> _T:
     from redis.asyncio import Redis
 
-    from control.app import block_policy
     from control.db.engine import create_engine
-    from control.guard.blocklist import Blocklist
+    from control.guard.blocklist import Blocklist, BlockPolicy
     from core.redis_names import RedisNames
     from core.redis_server import redis_url
 
@@ -58,7 +57,7 @@ def _with_blocklist(settings: Settings, use: Callable[[Any], Awaitable[_T]]) -> 
         client = Redis.from_url(redis_url(settings))
         try:
             names = RedisNames(settings.redis_prefix)
-            return await use(Blocklist(client, names, engine, block_policy(settings)))
+            return await use(Blocklist(client, names, engine, BlockPolicy.from_settings(settings)))
         finally:
             await client.aclose()
             await engine.dispose()

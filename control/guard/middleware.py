@@ -21,10 +21,10 @@ from control import appkeys
 from control.audit.actions import ActorType
 from control.audit.store import Actor
 from control.guard.routes import is_credential_failure, route_class
-from control.identity.sessions import SESSION_COOKIE
 from control.web.context import client_ip, request_id_key, user_agent
 from control.web.endpoint import endpoint_of
 from control.web.errors import ApiError, Handler
+from control.web.principal import SESSION_COOKIE
 from core.ratelimit import Decision
 from core.settings import RouteClass
 

@@ -11,19 +11,17 @@ import datetime as dt
 
 from aiohttp import web
 from pydantic import BaseModel, Field
-from sqlalchemy import select
 
 from control import appkeys
-from control.audit import store as audit
-from control.audit.actions import ActorType, AuditAction
-from control.db.schema import members, tenants
-from control.identity import sessions
+from control.audit.actions import ActorType
+from control.audit.actors import actor_for, request_actor
+from control.identity import service
+from control.identity.middleware import set_session_cookie
 from control.identity.oidc import MAX_TOKEN_CHARS, IdentityError, JwksVerifier, KeysUnavailable
-from control.members.schemas import normalise_email
-from control.web.auth import actor_for, current_principal, request_actor, set_session_cookie
 from control.web.context import parse_json
 from control.web.endpoint import ANY_MEMBER, PUBLIC, Auth, endpoint
 from control.web.errors import ApiError, unauthenticated
+from control.web.principal import SESSION_COOKIE, current_principal
 
 routes = web.RouteTableDef()
 verifier_key = web.AppKey("oidc_verifier", JwksVerifier)
@@ -87,58 +85,15 @@ async def handoff(request: web.Request) -> web.Response:
             "the identity provider's keys cannot be fetched; retry shortly",
             headers={"Retry-After": "5"},
         ) from None
-    if identity.email is None or identity.email_verified is False:
-        raise unauthenticated("identity token refused: it carries no verified email")
-    email = normalise_email(identity.email)
-    settings = request.app[appkeys.settings]
-    now = dt.datetime.now(dt.UTC)
-    async with request.app[appkeys.engine].begin() as conn:
-        query = (
-            select(members.c.id, members.c.tenant_id, members.c.role)
-            .join(tenants, tenants.c.id == members.c.tenant_id)
-            .where(
-                members.c.email == email,
-                members.c.revoked_at.is_(None),
-                tenants.c.closed_at.is_(None),
-            )
-        )
-        if body.tenant_id is not None:
-            query = query.where(members.c.tenant_id == body.tenant_id)
-        found = (await conn.execute(query)).all()
-        if not found:
-            raise ApiError(403, "permission_error", "this identity is not a member of any tenant")
-        if len(found) > 1:
-            raise ApiError(
-                409,
-                "conflict_error",
-                "this identity belongs to several tenants: name one in tenant_id "
-                f"({', '.join(sorted(row.tenant_id for row in found))})",
-            )
-        member = found[0]
-        # A cookie from before is replaced, never extended (no session fixation).
-        previous = request.cookies.get(sessions.SESSION_COOKIE)
-        if previous:
-            old = await sessions.find_live(conn, previous, now)
-            if old is not None:
-                await sessions.revoke(conn, old.token_hash, "replaced", now)
-        issued = await sessions.issue(
-            conn,
-            member_id=member.id,
-            tenant_id=member.tenant_id,
-            role=member.role,
-            subject=identity.subject,
-            lifetime=dt.timedelta(hours=settings.member_session_hours),
-            now=now,
-        )
-        await audit.record(
-            conn,
-            actor_for(request, ActorType.MEMBER, member.id),
-            AuditAction.AUTH_HANDOFF,
-            tenant_id=member.tenant_id,
-            target_type="member",
-            target_id=member.id,
-            details={"subject": identity.subject, "expires_at": issued.expires_at.isoformat()},
-        )
+    member, issued = await service.sign_in(
+        request.app[appkeys.engine],
+        identity,
+        actor_for(request, ActorType.MEMBER, None),
+        tenant_id=body.tenant_id,
+        previous_cookie=request.cookies.get(SESSION_COOKIE),
+        lifetime=dt.timedelta(hours=request.app[appkeys.settings].member_session_hours),
+        now=dt.datetime.now(dt.UTC),
+    )
     out = HandoffOut(
         member_id=member.id,
         tenant_id=member.tenant_id,
@@ -161,17 +116,14 @@ async def logout(request: web.Request) -> web.Response:
     principal = current_principal(request)
     if principal.session_hash is None:
         raise ApiError(400, "invalid_request_error", "no browser session to end: this is a token")
-    now = dt.datetime.now(dt.UTC)
-    async with request.app[appkeys.engine].begin() as conn:
-        await sessions.revoke(conn, principal.session_hash, "logout", now)
-        await audit.record(
-            conn,
-            request_actor(request),
-            AuditAction.AUTH_LOGOUT,
-            tenant_id=principal.tenant_id,
-            target_type="member",
-            target_id=principal.member_id,
-        )
+    await service.sign_out(
+        request.app[appkeys.engine],
+        request_actor(request),
+        tenant_id=principal.tenant_id,
+        member_id=principal.member_id,
+        session_hash=principal.session_hash,
+        now=dt.datetime.now(dt.UTC),
+    )
     response = web.Response(status=204)
-    response.del_cookie(sessions.SESSION_COOKIE, path="/")
+    response.del_cookie(SESSION_COOKIE, path="/")
     return response

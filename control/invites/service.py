@@ -11,20 +11,21 @@ import datetime as dt
 import uuid
 from typing import Any
 
-from sqlalchemy import insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from control.audit import store as audit
 from control.audit.actions import AuditAction
 from control.audit.store import Actor
 from control.candidates import service as candidate_service
-from control.db.schema import candidates, invites, tenants
+from control.candidates import store as candidate_store
 from control.email.sender import Email, EmailError, EmailSender
+from control.invites import store
 from control.invites.schemas import InviteCreate
 from control.sessions.service import NewSession, SessionTerms, issue_session
 from control.sessions.signals import SignalPublisher
+from control.tenants import store as tenant_store
 from control.web.errors import ApiError
-from core.tokens import TokenKind, hash_token, new_token
+from core.tokens import TokenKind, new_token
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -37,7 +38,7 @@ class NewInvite:
         return f"<NewInvite {self.invite['id']}>"
 
 
-def _public(row: Any) -> dict[str, Any]:
+def _public(row: dict[str, Any]) -> dict[str, Any]:
     keys = (
         "id",
         "candidate_email",
@@ -47,7 +48,7 @@ def _public(row: Any) -> dict[str, Any]:
         "accepted_at",
         "session_id",
     )
-    return {k: getattr(row, k) for k in keys}
+    return {k: row[k] for k in keys}
 
 
 def invite_not_found() -> ApiError:
@@ -68,32 +69,25 @@ async def create_invite(
     token = new_token(TokenKind.INVITE)
     invite_id = str(uuid.uuid4())
     async with engine.begin() as conn:
-        company = (
-            await conn.execute(select(tenants.c.name).where(tenants.c.id == tenant_id))
-        ).scalar_one()
-        await conn.execute(
-            insert(invites).values(
-                id=invite_id,
-                tenant_id=tenant_id,
-                token_hash=hash_token(token),
-                candidate_email=request.candidate_email,
-                assessment_name=request.assessment_name,
-                session_minutes=request.session_minutes,
-                max_requests=request.max_requests,
-                max_output_tokens=request.max_output_tokens,
-                allowed_models=request.allowed_models,
-                allowed_betas=request.allowed_betas,
-                expires_at=now + dt.timedelta(hours=request.expires_in_hours),
-                created_at=now,
-                created_by=actor.id,
-            )
+        company = await tenant_store.tenant_name(conn, tenant_id)
+        row = await store.insert_invite(
+            conn,
+            token=token,
+            id=invite_id,
+            tenant_id=tenant_id,
+            candidate_email=request.candidate_email,
+            assessment_name=request.assessment_name,
+            session_minutes=request.session_minutes,
+            max_requests=request.max_requests,
+            max_output_tokens=request.max_output_tokens,
+            allowed_models=request.allowed_models,
+            allowed_betas=request.allowed_betas,
+            expires_at=now + dt.timedelta(hours=request.expires_in_hours),
+            created_at=now,
+            created_by=actor.id,
         )
         # An invite restarts a known candidate's inactivity clock (control/retention).
-        await conn.execute(
-            update(candidates)
-            .where(candidates.c.email == request.candidate_email)
-            .values(last_active_at=now, deletion_notice_at=None)
-        )
+        await candidate_store.touch_by_email(conn, request.candidate_email, now)
         await audit.record(
             conn,
             actor,
@@ -104,7 +98,6 @@ async def create_invite(
             details={"assessment_name": request.assessment_name},
             now=now,
         )
-        row = (await conn.execute(select(invites).where(invites.c.id == invite_id))).one()
     link = f"{public_url}/v1/invites/{token}"
     try:
         await sender.send(
@@ -114,7 +107,7 @@ async def create_invite(
                 body=(
                     f'{company} has invited you to the assessment "{request.assessment_name}".\n\n'
                     f"Look it up: GET {link}\nStart it:   POST {link}/accept\n\n"
-                    f"The invitation expires at {row.expires_at.isoformat()}."
+                    f"The invitation expires at {row['expires_at'].isoformat()}."
                 ),
                 tenant_id=tenant_id,
             )
@@ -124,36 +117,17 @@ async def create_invite(
     return NewInvite(_public(row), token)
 
 
-async def _find_valid(
-    conn: AsyncConnection, token: str, now: dt.datetime, *, lock: bool = False
-) -> Any:
-    """The invite row for a live token, or None; one query whatever the reason for a miss."""
-    query = (
-        select(invites, tenants.c.name.label("company"))
-        .join(tenants, tenants.c.id == invites.c.tenant_id)
-        .where(
-            invites.c.token_hash == hash_token(token),
-            invites.c.accepted_at.is_(None),
-            invites.c.expires_at > now,
-            tenants.c.closed_at.is_(None),
-        )
-    )
-    if lock:
-        query = query.with_for_update(of=invites)
-    return (await conn.execute(query)).first()
-
-
 async def lookup_invite(
     engine: AsyncEngine, token: str, now: dt.datetime | None = None
 ) -> dict[str, Any]:
     async with engine.connect() as conn:
-        row = await _find_valid(conn, token, now or dt.datetime.now(dt.UTC))
+        row = await store.find_valid(conn, token, now or dt.datetime.now(dt.UTC))
     if row is None:
         raise invite_not_found()
     return {
-        "assessment_name": row.assessment_name,
-        "company": row.company,
-        "expires_at": row.expires_at,
+        "assessment_name": row["assessment_name"],
+        "company": row["company"],
+        "expires_at": row["expires_at"],
     }
 
 
@@ -176,27 +150,25 @@ async def accept_invite(
 ) -> Accepted:
     now = now or dt.datetime.now(dt.UTC)
     async with engine.begin() as conn:
-        row = await _find_valid(conn, token, now, lock=True)
+        row = await store.find_valid(conn, token, now, lock=True)
         if row is None:
             raise invite_not_found()
         terms = SessionTerms(
-            candidate_email=row.candidate_email,
-            deadline=now + dt.timedelta(minutes=row.session_minutes),
-            max_requests=row.max_requests,
-            max_output_tokens=row.max_output_tokens,
-            allowed_models=row.allowed_models,
-            allowed_betas=row.allowed_betas,
+            candidate_email=row["candidate_email"],
+            deadline=now + dt.timedelta(minutes=row["session_minutes"]),
+            max_requests=row["max_requests"],
+            max_output_tokens=row["max_output_tokens"],
+            allowed_models=row["allowed_models"],
+            allowed_betas=row["allowed_betas"],
         )
         # No bootstrap token: the candidate must hold nothing that can attach a proxy.
         created = await issue_session(
-            conn, actor, tenant_id=row.tenant_id, terms=terms, now=now, with_bootstrap=False
+            conn, actor, tenant_id=row["tenant_id"], terms=terms, now=now, with_bootstrap=False
         )
-        result = await conn.execute(
-            update(invites)
-            .where(invites.c.id == row.id, invites.c.accepted_at.is_(None))
-            .values(accepted_at=now, session_id=created.session.id)
+        accepted = await store.mark_accepted(
+            conn, row["id"], session_id=created.session.id, now=now
         )
-        if result.rowcount != 1:  # accepted concurrently: this transaction rolls back
+        if not accepted:  # accepted concurrently: this transaction rolls back
             raise invite_not_found()
         assert created.session.candidate_id is not None
         candidate_token = await candidate_service.issue_token(conn, created.session.candidate_id)
@@ -204,9 +176,9 @@ async def accept_invite(
             conn,
             actor,
             AuditAction.INVITE_ACCEPT,
-            tenant_id=row.tenant_id,
+            tenant_id=row["tenant_id"],
             target_type="invite",
-            target_id=row.id,
+            target_id=row["id"],
             session_id=created.session.id,
             candidate_id=created.session.candidate_id,
             now=now,
@@ -217,9 +189,4 @@ async def accept_invite(
 
 async def list_invites(engine: AsyncEngine, tenant_id: str) -> list[dict[str, Any]]:
     async with engine.connect() as conn:
-        rows = await conn.execute(
-            select(invites)
-            .where(invites.c.tenant_id == tenant_id)
-            .order_by(invites.c.created_at.desc())
-        )
-        return [_public(row) for row in rows]
+        return [_public(row) for row in await store.list_invites(conn, tenant_id)]

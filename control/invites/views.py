@@ -6,6 +6,7 @@ from aiohttp import web
 
 from control import appkeys
 from control.audit.actions import ActorType
+from control.audit.actors import actor_for, request_actor
 from control.invites import service
 from control.invites.schemas import (
     AcceptedInvite,
@@ -14,9 +15,9 @@ from control.invites.schemas import (
     InviteOut,
     NewInviteOut,
 )
-from control.web.auth import actor_for, current_principal, request_actor
 from control.web.context import parse_json
 from control.web.endpoint import ADMINS, PUBLIC, endpoint
+from control.web.principal import current_principal
 
 routes = web.RouteTableDef()
 

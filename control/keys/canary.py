@@ -15,10 +15,9 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from control.db.schema import api_keys
+from control.keys import store
 from core.redaction import decode_layers
 
 # Over-matching is harmless (a candidate is only reported when its hash is a live key's).
@@ -42,12 +41,9 @@ class Finding:
 
 
 async def live_fingerprints(engine: AsyncEngine) -> dict[str, LiveKey]:
-    query = select(
-        api_keys.c.id, api_keys.c.tenant_id, api_keys.c.last_four, api_keys.c.fingerprint
-    ).where(api_keys.c.revoked_at.is_(None))
     async with engine.connect() as conn:
-        rows = (await conn.execute(query)).all()
-    return {row.fingerprint: LiveKey(row.id, row.tenant_id, row.last_four) for row in rows}
+        rows = await store.live_fingerprints(conn)
+    return {fingerprint: LiveKey(*rest) for fingerprint, *rest in rows}
 
 
 def _candidates(line: str) -> set[str]:

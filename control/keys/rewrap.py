@@ -12,13 +12,12 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 
-from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from control.audit import store as audit
 from control.audit.actions import AuditAction
 from control.audit.store import Actor
-from control.db.schema import api_keys
+from control.keys import store
 from core.crypto.envelope import KeyContext
 from core.crypto.provider import KekProvider
 
@@ -39,20 +38,7 @@ async def rewrap_all(
     after = ""
     while True:
         async with engine.connect() as conn:
-            rows = list(
-                await conn.execute(
-                    select(
-                        api_keys.c.id,
-                        api_keys.c.tenant_id,
-                        api_keys.c.kek_id,
-                        api_keys.c.encrypted_data_key,
-                        api_keys.c.format_version,
-                    )
-                    .where(api_keys.c.revoked_at.is_(None), api_keys.c.id > after)
-                    .order_by(api_keys.c.id)
-                    .limit(batch)
-                )
-            )
+            rows = await store.live_data_keys(conn, after=after, limit=batch)
         if not rows:
             return report
         after = rows[-1].id
@@ -71,16 +57,10 @@ async def rewrap_all(
             new_kek_id = kek.kek_id
             now = dt.datetime.now(dt.UTC)
             async with engine.begin() as conn:
-                moved = await conn.execute(
-                    update(api_keys)
-                    .where(
-                        api_keys.c.id == row.id,
-                        api_keys.c.kek_id == row.kek_id,
-                        api_keys.c.encrypted_data_key == row.encrypted_data_key,
-                    )
-                    .values(kek_id=new_kek_id, encrypted_data_key=encrypted)
+                moved = await store.replace_data_key(
+                    conn, row, kek_id=new_kek_id, encrypted_data_key=encrypted
                 )
-                if moved.rowcount != 1:
+                if not moved:
                     report.changed_meanwhile += 1
                     continue
                 await audit.record(

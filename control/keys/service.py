@@ -12,8 +12,9 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import uuid
+from typing import Protocol
 
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from control.audit import store as audit
 from control.audit.actions import AuditAction
@@ -22,14 +23,21 @@ from control.keys import store
 from control.keys.health import KeyStatus, Verdict, after_check
 from control.keys.store import KeyRecord
 from control.keys.validation import KeyChecker
-from control.sessions import store as session_store
-from control.sessions.lifecycle import SessionState
-from control.sessions.service import audit_session
-from control.sessions.signals import SignalPublisher
 from control.web.errors import ApiError, not_found
 from core.crypto.envelope import KeyContext, encrypt_with
 from core.crypto.provider import KekError, KekProvider
-from core.signals import Signal
+
+
+class KeyRevocationFollowUp(Protocol):
+    """What revoking a key does to the sessions using it. Sessions sit above keys (they are
+    issued against one), so control/sessions/revocation.py provides this and the app
+    passes it in."""
+
+    async def revoke_sessions(
+        self, conn: AsyncConnection, actor: Actor, *, tenant_id: str, key_id: str, now: dt.datetime
+    ) -> list[str]: ...
+
+    async def announce(self, session_ids: list[str]) -> None: ...
 
 
 def fingerprint(secret: bytes | bytearray) -> str:
@@ -207,7 +215,7 @@ async def make_default(
 
 async def revoke_key(
     engine: AsyncEngine,
-    signals: SignalPublisher,
+    follow_up: KeyRevocationFollowUp,
     actor: Actor,
     *,
     tenant_id: str,
@@ -234,20 +242,8 @@ async def revoke_key(
             details={"last_four": record.last_four},
             now=now,
         )
-        revoked_sessions = []
-        for session in await session_store.live_sessions_of_key(conn, key_id):
-            await session_store.set_state(conn, session.id, SessionState.REVOKED, now=now)
-            await audit_session(
-                conn,
-                actor,
-                AuditAction.SESSION_REVOKE,
-                tenant_id=tenant_id,
-                session_id=session.id,
-                candidate_id=session.candidate_id,
-                now=now,
-                details={"reason": "key revoked", "key_id": key_id},
-            )
-            revoked_sessions.append(session.id)
-    for session_id in revoked_sessions:
-        await signals.announce(session_id, SessionState.REVOKED, Signal.REVOKE)
+        revoked_sessions = await follow_up.revoke_sessions(
+            conn, actor, tenant_id=tenant_id, key_id=key_id, now=now
+        )
+    await follow_up.announce(revoked_sessions)
     return record

@@ -9,8 +9,10 @@ from typing import Any
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.elements import ColumnElement
 
-from control.db.schema import api_keys, sessions, usage_records
+from control.db.due import Due
+from control.db.schema import api_keys, sessions, tenants, usage_records
 from control.keys.health import Health, KeyStatus
 from core.crypto.envelope import WrappedKey
 from core.signals import LIVE_STATES
@@ -166,22 +168,59 @@ async def revoke_key(
                 api_keys.c.tenant_id == tenant_id,
                 api_keys.c.revoked_at.is_(None),
             )
-            .values(
-                revoked_at=now,
-                revoked_by=revoked_by,
-                status=KeyStatus.REVOKED.value,
-                status_reason=None,
-                next_check_at=None,
-                is_default=False,
-                kek_id=None,
-                encrypted_data_key=None,
-                nonce=None,
-                ciphertext=None,
-            )
+            .values(**_revoked(now, revoked_by))
             .returning(*_PUBLIC_COLUMNS)
         )
     ).first()
     return _record(row) if row else None
+
+
+def _revoked(now: dt.datetime, revoked_by: str | None) -> dict[str, Any]:
+    """What revoking a key sets: it is marked revoked and its wrapped blob destroyed."""
+    return {
+        "revoked_at": now,
+        "revoked_by": revoked_by,
+        "status": KeyStatus.REVOKED.value,
+        "status_reason": None,
+        "next_check_at": None,
+        "is_default": False,
+        "kek_id": None,
+        "encrypted_data_key": None,
+        "nonce": None,
+        "ciphertext": None,
+    }
+
+
+def _of_closed_tenant() -> ColumnElement[bool]:
+    closed = select(tenants.c.id).where(tenants.c.closed_at.is_not(None))
+    return api_keys.c.tenant_id.in_(closed) & api_keys.c.revoked_at.is_(None)
+
+
+def due_closed_tenant_keys() -> Due:
+    """Live keys of closed tenants (closing revokes them; this catches any that remain)."""
+    return Due(select(api_keys.c.id).where(_of_closed_tenant()))
+
+
+async def revoke_closed_tenant_keys(
+    conn: AsyncConnection, ids: list[str], *, revoked_by: str, now: dt.datetime
+) -> list[KeyRecord]:
+    """Revoke those still live in a closed tenant, exactly as `revoke_key` does."""
+    rows = await conn.execute(
+        update(api_keys)
+        .where(api_keys.c.id.in_(ids), _of_closed_tenant())
+        .values(**_revoked(now, revoked_by))
+        .returning(*_PUBLIC_COLUMNS)
+    )
+    return [_record(row) for row in rows]
+
+
+async def live_key_ids(conn: AsyncConnection, tenant_id: str) -> list[str]:
+    rows = await conn.execute(
+        select(api_keys.c.id).where(
+            api_keys.c.tenant_id == tenant_id, api_keys.c.revoked_at.is_(None)
+        )
+    )
+    return [row.id for row in rows]
 
 
 async def get_wrapped(conn: AsyncConnection, tenant_id: str, key_id: str) -> WrappedKey | None:
@@ -378,3 +417,62 @@ async def count_by_status(conn: AsyncConnection) -> dict[str, int]:
     """Keys per status, every tenant (for the metrics gauge)."""
     rows = await conn.execute(select(api_keys.c.status, func.count()).group_by(api_keys.c.status))
     return {str(status): int(count) for status, count in rows.all()}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class WrappedDataKey:
+    """A live key's data key as stored: what `metrux control rewrap` moves between KEKs."""
+
+    id: str
+    tenant_id: str
+    kek_id: str
+    encrypted_data_key: bytes
+    format_version: int
+
+
+async def live_data_keys(conn: AsyncConnection, *, after: str, limit: int) -> list[WrappedDataKey]:
+    """Live keys' wrapped data keys in id order, from after the id `after`."""
+    rows = await conn.execute(
+        select(
+            api_keys.c.id,
+            api_keys.c.tenant_id,
+            api_keys.c.kek_id,
+            api_keys.c.encrypted_data_key,
+            api_keys.c.format_version,
+        )
+        .where(api_keys.c.revoked_at.is_(None), api_keys.c.id > after)
+        .order_by(api_keys.c.id)
+        .limit(limit)
+    )
+    return [
+        WrappedDataKey(
+            row.id, row.tenant_id, row.kek_id, bytes(row.encrypted_data_key), row.format_version
+        )
+        for row in rows
+    ]
+
+
+async def replace_data_key(
+    conn: AsyncConnection, old: WrappedDataKey, *, kek_id: str, encrypted_data_key: bytes
+) -> bool:
+    """Swap in the re-wrapped data key; False if the row changed since `old` was read."""
+    moved = await conn.execute(
+        update(api_keys)
+        .where(
+            api_keys.c.id == old.id,
+            api_keys.c.kek_id == old.kek_id,
+            api_keys.c.encrypted_data_key == old.encrypted_data_key,
+        )
+        .values(kek_id=kek_id, encrypted_data_key=encrypted_data_key)
+    )
+    return moved.rowcount == 1
+
+
+async def live_fingerprints(conn: AsyncConnection) -> list[tuple[str, str, str, str]]:
+    """(fingerprint, id, tenant id, last four) of every live key."""
+    rows = await conn.execute(
+        select(
+            api_keys.c.fingerprint, api_keys.c.id, api_keys.c.tenant_id, api_keys.c.last_four
+        ).where(api_keys.c.revoked_at.is_(None))
+    )
+    return [(row.fingerprint, row.id, row.tenant_id, row.last_four) for row in rows]

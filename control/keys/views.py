@@ -5,13 +5,14 @@ from __future__ import annotations
 from aiohttp import web
 
 from control import appkeys
+from control.audit.actors import request_actor
 from control.keys import service, store
 from control.keys.schemas import KeyList, KeyOut, KeyUpload
 from control.keys.store import KeyUsage
-from control.web.auth import current_principal, request_actor
 from control.web.context import decode_body, parse_json_text, read_body_wiping_chunks
 from control.web.endpoint import ADMINS, ANY_MEMBER, endpoint
 from control.web.errors import not_found
+from control.web.principal import current_principal
 from core.wipe import wipe_ascii_str
 
 routes = web.RouteTableDef()
@@ -139,7 +140,7 @@ async def check_key(request: web.Request) -> web.Response:
 async def revoke_key(request: web.Request) -> web.Response:
     record = await service.revoke_key(
         request.app[appkeys.engine],
-        request.app[appkeys.signals],
+        request.app[appkeys.key_revocation],
         request_actor(request),
         tenant_id=current_principal(request).tenant_id,
         key_id=request.match_info["key_id"],

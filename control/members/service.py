@@ -17,7 +17,6 @@ from control.audit.actions import AuditAction
 from control.audit.store import Actor
 from control.members import store
 from control.members.store import MemberRecord
-from control.tenants import store as tenant_store
 from control.web.endpoint import ROLE_RANK, Role
 from control.web.errors import ApiError, not_found
 from core.tokens import TokenKind, hash_token, new_token
@@ -99,7 +98,7 @@ async def revoke_member(
 ) -> MemberRecord:
     now = now or dt.datetime.now(dt.UTC)
     async with engine.begin() as conn:
-        await tenant_store.lock_tenant(conn, tenant_id)  # serialises the last-owner check
+        await store.lock_tenant(conn, tenant_id)  # serialises the last-owner check
         member = await store.get_member(conn, tenant_id, member_id)
         if member is None:
             raise not_found("member")

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import secrets
 from typing import Any
 
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from control.db.schema import members
+from control.db.schema import members, tenants
+from core.tokens import hash_token
 
 
 class DuplicateMember(Exception):
@@ -139,3 +141,64 @@ async def revoke_member(
         )
     ).first()
     return _record(row) if row else None
+
+
+async def find_by_token(conn: AsyncConnection, token: str) -> MemberRecord | None:
+    """The active member whose API token this is, in a tenant that is not closed."""
+    row = (
+        await conn.execute(
+            select(*_PUBLIC_COLUMNS)
+            .join(tenants, tenants.c.id == members.c.tenant_id)
+            .where(
+                members.c.token_hash == hash_token(token),
+                members.c.revoked_at.is_(None),
+                tenants.c.closed_at.is_(None),
+            )
+        )
+    ).first()
+    return _record(row) if row else None
+
+
+async def find_active_by_email_anywhere(
+    conn: AsyncConnection, email: str, tenant_id: str | None
+) -> list[MemberRecord]:
+    """Every active membership of this email in tenants that are not closed (in one tenant
+    only, if named): who an identity provider's user may sign in as."""
+    query = (
+        select(*_PUBLIC_COLUMNS)
+        .join(tenants, tenants.c.id == members.c.tenant_id)
+        .where(
+            members.c.email == email,
+            members.c.revoked_at.is_(None),
+            tenants.c.closed_at.is_(None),
+        )
+    )
+    if tenant_id is not None:
+        query = query.where(members.c.tenant_id == tenant_id)
+    return [_record(row) for row in await conn.execute(query)]
+
+
+async def lock_tenant(conn: AsyncConnection, tenant_id: str) -> None:
+    """Row-lock the member's tenant for the rest of the transaction, so membership changes
+    in one tenant serialise (Postgres; SQLite's BEGIN IMMEDIATE already serialises writers)."""
+    await conn.execute(select(tenants.c.id).where(tenants.c.id == tenant_id).with_for_update())
+
+
+async def anonymise_members(conn: AsyncConnection, tenant_id: str, *, now: dt.datetime) -> int:
+    """Erase every member's email in the tenant and end their access for good; how many."""
+    member_ids = [
+        row.id
+        for row in await conn.execute(select(members.c.id).where(members.c.tenant_id == tenant_id))
+    ]
+    for member_id in member_ids:
+        await conn.execute(
+            update(members)
+            .where(members.c.id == member_id)
+            .values(
+                email=f"anonymised-{member_id}@anonymised.invalid",
+                # A hash of a token nobody holds: the member can never sign in again.
+                token_hash=hash_token(secrets.token_urlsafe(32)),
+                revoked_at=func.coalesce(members.c.revoked_at, now),
+            )
+        )
+    return len(member_ids)

@@ -7,11 +7,12 @@ import dataclasses
 from aiohttp import web
 
 from control import appkeys
+from control.audit.actors import request_actor
 from control.members import service, store
 from control.members.schemas import MemberCreate, MemberList, MemberOut, NewMemberOut
-from control.web.auth import current_principal, request_actor
 from control.web.context import parse_json
 from control.web.endpoint import ADMINS, endpoint
+from control.web.principal import current_principal
 
 routes = web.RouteTableDef()
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from control.db.schema import KEY_STATUSES, SESSION_STATES
+from control.keys.health import KeyStatus
+from control.sessions.lifecycle import SessionState
 
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
@@ -72,9 +73,9 @@ class ControlMetrics:
         )  # fmt: skip
 
     def set_counts(self, sessions_by_state: dict[str, int], keys_by_status: dict[str, int]) -> None:
-        for state in SESSION_STATES:
+        for state in (s.value for s in SessionState):
             self.sessions.labels(state).set(sessions_by_state.get(state, 0))
-        for status in KEY_STATUSES:
+        for status in (k.value for k in KeyStatus):
             self.keys.labels(status).set(keys_by_status.get(status, 0))
 
     def render(self) -> bytes:

@@ -9,9 +9,9 @@ from typing import Literal
 import structlog
 from aiohttp import web
 from pydantic import BaseModel
-from sqlalchemy import text
 
 from control import appkeys
+from control.db.engine import ping
 from control.ops.scrape import refresh
 from control.web.endpoint import PUBLIC, endpoint
 from control.web.openapi import build_openapi
@@ -37,8 +37,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def _check_database(app: web.Application) -> None:
-    async with app[appkeys.engine].connect() as conn:
-        await conn.execute(text("SELECT 1"))
+    await ping(app[appkeys.engine])
 
 
 async def _check_redis(app: web.Application) -> None:

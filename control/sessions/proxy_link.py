@@ -24,6 +24,7 @@ from aiohttp import web
 
 from control import appkeys
 from control.audit.actions import ActorType
+from control.audit.actors import actor_for
 from control.sessions import attach as attach_service
 from control.sessions import service
 from control.sessions.lifecycle import is_live
@@ -35,10 +36,10 @@ from control.usage.intake import (
     enqueue,
     sort_records,
 )
-from control.web.auth import actor_for, bearer_token
 from control.web.context import parse_json
 from control.web.endpoint import PUBLIC, Auth, endpoint
 from control.web.errors import ApiError
+from control.web.principal import bearer_token
 from core.crypto.sealing import SealError, SealTarget, load_target
 from core.signals import GRADING_STATES
 from core.tokens import TokenKind, token_kind

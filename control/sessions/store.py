@@ -6,9 +6,11 @@ import dataclasses
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.elements import ColumnElement
 
+from control.db.due import Due
 from control.db.schema import proxy_credentials, sessions
 from control.sessions.lifecycle import SessionState
 from core.signals import LIVE_STATES
@@ -170,3 +172,67 @@ async def count_by_state(conn: AsyncConnection) -> dict[str, int]:
     """Sessions per state, every tenant (for the metrics gauge)."""
     rows = await conn.execute(select(sessions.c.state, func.count()).group_by(sessions.c.state))
     return {str(state): int(count) for state, count in rows.all()}
+
+
+# --- retention (control/retention/rules.py) ---------------------------------------------
+
+
+def _completed_at() -> ColumnElement[dt.datetime]:
+    # A session is over when it ends, and at its deadline at the latest (one nobody ended
+    # or expired explicitly must not be kept forever).
+    return func.coalesce(sessions.c.ended_at, sessions.c.deadline_at)
+
+
+def _soft_delete_due(completed_before: dt.datetime) -> ColumnElement[bool]:
+    return (_completed_at() <= completed_before) & sessions.c.soft_deleted_at.is_(None)
+
+
+def due_soft_delete(completed_before: dt.datetime) -> Due:
+    return Due(select(sessions.c.id).where(_soft_delete_due(completed_before)))
+
+
+async def soft_delete(
+    conn: AsyncConnection, ids: list[str], *, completed_before: dt.datetime, now: dt.datetime
+) -> list[str]:
+    """Soft-delete those still due; the tenant id of each one changed."""
+    rows = await conn.execute(
+        update(sessions)
+        .where(sessions.c.id.in_(ids), _soft_delete_due(completed_before))
+        .values(soft_deleted_at=now)
+        .returning(sessions.c.tenant_id)
+    )
+    return [row.tenant_id for row in rows]
+
+
+def _hard_delete_due(completed_before: dt.datetime, *, soft_deleted: bool) -> ColumnElement[bool]:
+    due = _completed_at() <= completed_before
+    return due & sessions.c.soft_deleted_at.is_not(None) if soft_deleted else due
+
+
+def due_hard_delete(completed_before: dt.datetime, *, soft_deleted: bool = True) -> Due:
+    """Only what is already soft-deleted (unless `soft_deleted` is False: a dry run, which
+    soft-deleted nothing, counts by age alone as the real run would act)."""
+    return Due(
+        select(sessions.c.id).where(_hard_delete_due(completed_before, soft_deleted=soft_deleted))
+    )
+
+
+async def hard_delete(
+    conn: AsyncConnection, ids: list[str], *, completed_before: dt.datetime
+) -> list[str]:
+    """Delete those still due; the tenant id of each one deleted. Usage records go with
+    their session (ON DELETE CASCADE); audit rows and invites keep the id as text and lose
+    the link (ON DELETE SET NULL)."""
+    rows = await conn.execute(
+        delete(sessions)
+        .where(sessions.c.id.in_(ids), _hard_delete_due(completed_before, soft_deleted=True))
+        .returning(sessions.c.tenant_id)
+    )
+    return [row.tenant_id for row in rows]
+
+
+async def tenants_of_candidate(conn: AsyncConnection, candidate_id: str) -> list[str]:
+    rows = await conn.execute(
+        select(sessions.c.tenant_id).where(sessions.c.candidate_id == candidate_id).distinct()
+    )
+    return sorted(row.tenant_id for row in rows)

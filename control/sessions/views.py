@@ -6,6 +6,7 @@ from aiohttp import web
 
 from control import appkeys
 from control.audit.actions import ActorType
+from control.audit.actors import actor_for, request_actor
 from control.sessions import service, store
 from control.sessions.lifecycle import SessionEvent
 from control.sessions.schemas import (
@@ -16,10 +17,10 @@ from control.sessions.schemas import (
     SessionOut,
 )
 from control.sessions.store import SessionRecord
-from control.web.auth import actor_for, bearer_token, current_principal, request_actor
 from control.web.context import parse_json
 from control.web.endpoint import ADMINS, ANY_MEMBER, PUBLIC, Auth, endpoint
 from control.web.errors import ApiError, not_found
+from control.web.principal import bearer_token, current_principal
 from core.tokens import TokenKind, token_kind
 
 routes = web.RouteTableDef()

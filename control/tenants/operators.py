@@ -1,5 +1,5 @@
 """Platform operators: people at the service's operator who may read any tenant's data
-(GET routes only, with X-Metrux-Tenant); control/web/auth.py audits every read in the
+(GET routes only, with X-Metrux-Tenant); control/identity/middleware.py audits every read in the
 affected tenant's log."""
 
 from __future__ import annotations
@@ -7,14 +7,13 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
-from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from control.audit import store as audit
 from control.audit.actions import AuditAction
 from control.audit.store import Actor
-from control.db.schema import operators
-from core.tokens import TokenKind, hash_token, new_token
+from control.tenants import store
+from core.tokens import TokenKind, new_token
 
 
 async def create_operator(
@@ -25,10 +24,8 @@ async def create_operator(
     operator_id = str(uuid.uuid4())
     token = new_token(TokenKind.OPERATOR)
     async with engine.begin() as conn:
-        await conn.execute(
-            insert(operators).values(
-                id=operator_id, email=email, token_hash=hash_token(token), created_at=now
-            )
+        await store.insert_operator(
+            conn, operator_id=operator_id, email=email, token=token, now=now
         )
         await audit.record(
             conn,

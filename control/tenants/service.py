@@ -6,17 +6,14 @@ import dataclasses
 import datetime as dt
 import uuid
 
-from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from control.audit import store as audit
 from control.audit.actions import AuditAction
 from control.audit.store import Actor
-from control.db.schema import api_keys, tenants
-from control.keys.service import revoke_key
+from control.keys import store as key_store
+from control.keys.service import KeyRevocationFollowUp, revoke_key
 from control.members.service import NewMember, add_member
-from control.retention.rules import TENANT_GRACE
-from control.sessions.signals import SignalPublisher
 from control.tenants import store
 from control.tenants.store import TenantRecord
 from control.web.endpoint import Role
@@ -58,7 +55,7 @@ async def create_tenant(
 
 async def close_tenant(
     engine: AsyncEngine,
-    signals: SignalPublisher,
+    follow_up: KeyRevocationFollowUp,
     actor: Actor,
     *,
     tenant_id: str,
@@ -66,19 +63,11 @@ async def close_tenant(
 ) -> dict[str, object]:
     """End the contract: members can no longer sign in, every live key is destroyed (its
     live sessions revoked and their proxies cleared); the retention worker anonymises the
-    rest after the grace period."""
+    rest after the grace period (control/retention/rules.py)."""
     now = now or dt.datetime.now(dt.UTC)
     async with engine.begin() as conn:
-        closed = await conn.execute(
-            update(tenants)
-            .where(tenants.c.id == tenant_id, tenants.c.closed_at.is_(None))
-            .values(closed_at=now)
-        )
-        if closed.rowcount != 1:
-            exists = (
-                await conn.execute(select(tenants.c.id).where(tenants.c.id == tenant_id))
-            ).first()
-            if exists is None:
+        if not await store.close_tenant(conn, tenant_id, now=now):
+            if not await store.tenant_exists(conn, tenant_id):
                 raise not_found("tenant")
             raise ApiError(409, "conflict_error", "the tenant is already closed")
         await audit.record(
@@ -90,19 +79,12 @@ async def close_tenant(
             target_id=tenant_id,
             now=now,
         )
-        live = [
-            row.id
-            for row in await conn.execute(
-                select(api_keys.c.id).where(
-                    api_keys.c.tenant_id == tenant_id, api_keys.c.revoked_at.is_(None)
-                )
-            )
-        ]
+        live = await key_store.live_key_ids(conn, tenant_id)
     for key_id in live:
-        await revoke_key(engine, signals, actor, tenant_id=tenant_id, key_id=key_id, now=now)
+        await revoke_key(engine, follow_up, actor, tenant_id=tenant_id, key_id=key_id, now=now)
     return {
         "event": "tenant_closed",
         "tenant_id": tenant_id,
         "keys_destroyed": len(live),
-        "anonymised_after": (now + TENANT_GRACE).isoformat(),
+        "closed_at": now.isoformat(),
     }

@@ -88,6 +88,23 @@ async def list_records(conn: AsyncConnection, session_id: str) -> list[dict[str,
     return [dict(row._mapping) for row in rows]
 
 
+async def records_of_visible_session(
+    conn: AsyncConnection, session_id: str, tenant_id: str
+) -> list[dict[str, Any]] | None:
+    """A tenant's session's records, oldest first; None if the tenant has no such session
+    (or retention soft-deleted it)."""
+    visible = (
+        await conn.execute(
+            select(sessions.c.id).where(
+                sessions.c.id == session_id,
+                sessions.c.tenant_id == tenant_id,
+                sessions.c.soft_deleted_at.is_(None),
+            )
+        )
+    ).first()
+    return None if visible is None else await list_records(conn, session_id)
+
+
 async def chain_head(conn: AsyncConnection, session_id: str) -> tuple[int, str] | None:
     """The session's last stored chain link and its number, or None before any call."""
     row = (

@@ -7,12 +7,11 @@ from typing import Any
 from aiohttp import web
 
 from control import appkeys
-from control.sessions import store as session_store
 from control.usage import store
 from control.usage.summary import summarise
-from control.web.auth import current_principal
 from control.web.endpoint import ANY_MEMBER, endpoint
 from control.web.errors import not_found
+from control.web.principal import current_principal
 
 routes = web.RouteTableDef()
 
@@ -20,12 +19,12 @@ routes = web.RouteTableDef()
 async def _records(request: web.Request) -> list[dict[str, Any]]:
     session_id = request.match_info["session_id"]
     async with request.app[appkeys.engine].connect() as conn:
-        session = await session_store.get_session(
-            conn, session_id, tenant_id=current_principal(request).tenant_id
+        records = await store.records_of_visible_session(
+            conn, session_id, current_principal(request).tenant_id
         )
-        if session is None:
-            raise not_found("session")
-        return await store.list_records(conn, session_id)
+    if records is None:
+        raise not_found("session")
+    return records
 
 
 def _jsonable(record: dict[str, Any]) -> dict[str, Any]:

@@ -11,13 +11,16 @@ import structlog
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from control import appkeys
-from control.guard.client_ip import resolve_client_ip
+from control.web.client_ip import resolve_client_ip
 from control.web.errors import ApiError, Handler, validation_error
+from core.settings import Settings
 from core.wipe import wipe_bytes
 
 _M = TypeVar("_M", bound=BaseModel)
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
+# The settings, under the key control/appkeys.py re-exports: the web layer needs them
+# (trusted proxies, the public URL) and imports no domain.
+settings_key = web.AppKey("settings", Settings)
 request_id_key = web.RequestKey("request_id", str)
 _client_ip_key = web.RequestKey("client_ip", str)
 MAX_USER_AGENT = 512
@@ -42,7 +45,7 @@ def client_ip(request: web.Request) -> str | None:
     """The client's address: X-Forwarded-For counts only from METRUX_TRUSTED_PROXIES."""
     cached = request.get(_client_ip_key)
     if cached is None:
-        trusted = request.app[appkeys.settings].trusted_proxies
+        trusted = request.app[settings_key].trusted_proxies
         forwarded = request.headers.getall("X-Forwarded-For", []) if trusted else []
         cached = resolve_client_ip(request.remote, forwarded, trusted) or ""
         request[_client_ip_key] = cached

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from control import appkeys
+from control.web.context import settings_key
 from control.web.errors import Handler
 
 _ALWAYS = {
@@ -19,7 +19,7 @@ async def security_headers_middleware(request: web.Request, handler: Handler) ->
     response = await handler(request)
     for name, value in _ALWAYS.items():
         response.headers.setdefault(name, value)
-    if request.app[appkeys.settings].public_url.startswith("https:"):
+    if request.app[settings_key].public_url.startswith("https:"):
         # Behind TLS: browsers keep to HTTPS for a year.
         response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
     if request.path.startswith(("/v1/", "/internal/")):

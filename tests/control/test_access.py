@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from control.identity import sessions as member_sessions
+from control.identity import store as member_sessions
 from control.web.endpoint import Auth, Role, endpoint_of
 from core.tokens import TokenKind, new_token
 from tests.factories import bearer, make_tenant

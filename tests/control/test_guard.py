@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from control import appkeys
 from control.app import create_app
 from control.db.schema import audit_events
-from control.guard.client_ip import resolve_client_ip
+from control.web.client_ip import resolve_client_ip
 from core.ratelimit import Rate, RateLimiter
 from core.settings import RouteClass, Settings
 from tests.factories import make_tenant

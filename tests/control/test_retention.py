@@ -17,8 +17,9 @@ from control import appkeys
 from control.candidates import service as candidate_service
 from control.db.schema import audit_events, candidates, members, sessions, tenants, usage_records
 from control.email.sender import OutboxSender, read_outbox
+from control.invites.store import ERASED_EMAIL
 from control.retention.rules import render_markdown
-from control.retention.worker import ERASED_EMAIL, RetentionWorker
+from control.retention.worker import RetentionWorker
 from control.sessions import service as session_service
 from control.sessions.lifecycle import SessionEvent
 from control.tenants.operators import create_operator
@@ -339,7 +340,7 @@ async def test_closing_a_tenant_destroys_keys_now_and_anonymises_later(
     other = await tenant_with_key(client, engine, "Staying Co")
     accepted = await invite_and_accept(client, tenant, "cand@example.com")
     closed = await close_tenant(
-        engine, client.app[appkeys.signals], OPERATOR, tenant_id=tenant.tenant_id
+        engine, client.app[appkeys.key_revocation], OPERATOR, tenant_id=tenant.tenant_id
     )
     assert closed["keys_destroyed"] == 1
     assert await status_of(client, tenant, "/v1/keys") == 401  # members are out

@@ -18,9 +18,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from control.db.schema import member_sessions, members, tenants
 from core.tokens import TokenKind, hash_token, new_token, tokens_match
 
-SESSION_COOKIE = "metrux_session"
-CSRF_HEADER = "X-CSRF-Token"
-
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class IssuedSession:

@@ -12,40 +12,33 @@ route that only reads (GET); each such read is written to that tenant's audit lo
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 from urllib.parse import urlsplit
 
 from aiohttp import web
-from sqlalchemy import select
 
 from control import appkeys
 from control.audit import store as audit
 from control.audit.actions import ActorType, AuditAction
-from control.audit.store import Actor
+from control.audit.actors import actor_for
 from control.candidates import service as candidate_service
-from control.candidates.service import Candidate
-from control.db.schema import members, operators, tenants
-from control.identity import sessions as member_sessions
-from control.identity.sessions import CSRF_HEADER, SESSION_COOKIE, IssuedSession
-from control.web.context import client_ip, request_id_key, user_agent
+from control.candidates.principal import candidate_key
+from control.identity import store as member_sessions
+from control.identity.store import IssuedSession
+from control.members import store as member_store
+from control.tenants import store as tenant_store
 from control.web.endpoint import Auth, Endpoint, Role, endpoint_of
 from control.web.errors import ApiError, Handler, not_found, unauthenticated
+from control.web.principal import (
+    CSRF_HEADER,
+    SESSION_COOKIE,
+    Principal,
+    bearer_token,
+    principal_key,
+)
 from core.tokens import TokenKind, hash_token, token_kind
 
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Principal:
-    tenant_id: str
-    member_id: str | None  # None for a platform operator
-    role: Role
-    operator_id: str | None = None
-    session_hash: str | None = None  # set when authenticated by a browser session cookie
-
-
-principal_key = web.RequestKey("principal", Principal)
 rotated_key = web.RequestKey("rotated_session", IssuedSession)
-candidate_key = web.RequestKey("candidate", Candidate)
 OPERATOR_TENANT_HEADER = "X-Metrux-Tenant"
 _READS = frozenset({"GET", "HEAD"})
 _SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -57,13 +50,6 @@ def _unauthenticated() -> ApiError:
     )
 
 
-def bearer_token(request: web.Request) -> str | None:
-    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not value.strip():
-        return None
-    return value.strip()
-
-
 async def authenticate(request: web.Request) -> Principal:
     token = bearer_token(request)
     if token is None and request.cookies.get(SESSION_COOKIE):
@@ -73,20 +59,11 @@ async def authenticate(request: web.Request) -> Principal:
         return await _authenticate_operator(request, token)
     if token is None or kind is not TokenKind.MEMBER:
         raise _unauthenticated()
-    query = (
-        select(members.c.id, members.c.tenant_id, members.c.role)
-        .join(tenants, tenants.c.id == members.c.tenant_id)
-        .where(
-            members.c.token_hash == hash_token(token),
-            members.c.revoked_at.is_(None),
-            tenants.c.closed_at.is_(None),
-        )
-    )
     async with request.app[appkeys.engine].connect() as conn:
-        row = (await conn.execute(query)).first()
-    if row is None:
+        member = await member_store.find_by_token(conn, token)
+    if member is None:
         raise _unauthenticated()
-    return Principal(tenant_id=row.tenant_id, member_id=row.id, role=Role(row.role))
+    return Principal(tenant_id=member.tenant_id, member_id=member.id, role=Role(member.role))
 
 
 async def _authenticate_operator(request: web.Request, token: str) -> Principal:
@@ -94,14 +71,8 @@ async def _authenticate_operator(request: web.Request, token: str) -> Principal:
     tenant's log before it happens."""
     engine = request.app[appkeys.engine]
     async with engine.connect() as conn:
-        operator = (
-            await conn.execute(
-                select(operators.c.id).where(
-                    operators.c.token_hash == hash_token(token), operators.c.revoked_at.is_(None)
-                )
-            )
-        ).first()
-    if operator is None:
+        operator_id = await tenant_store.find_operator_by_token(conn, token)
+    if operator_id is None:
         raise _unauthenticated()
     if request.method not in _READS:
         raise ApiError(403, "permission_error", "platform operators can only read")
@@ -113,17 +84,16 @@ async def _authenticate_operator(request: web.Request, token: str) -> Principal:
             f"name the tenant to read in the {OPERATOR_TENANT_HEADER} header",
         )
     async with engine.begin() as conn:
-        exists = (await conn.execute(select(tenants.c.id).where(tenants.c.id == tenant_id))).first()
-        if exists is None:
+        if not await tenant_store.tenant_exists(conn, tenant_id):
             raise not_found("tenant")
         await audit.record(
             conn,
-            actor_for(request, ActorType.OPERATOR, f"operator:{operator.id}"),
+            actor_for(request, ActorType.OPERATOR, f"operator:{operator_id}"),
             AuditAction.OPERATOR_READ,
             tenant_id=tenant_id,
             details={"method": request.method, "path": request.path},
         )
-    return Principal(tenant_id=tenant_id, member_id=None, role=Role.OWNER, operator_id=operator.id)
+    return Principal(tenant_id=tenant_id, member_id=None, role=Role.OWNER, operator_id=operator_id)
 
 
 def _same_origin(request: web.Request) -> bool:
@@ -230,30 +200,3 @@ def set_session_cookie(response: web.StreamResponse, issued: IssuedSession) -> N
         samesite="Lax",
     )
     response.headers[CSRF_HEADER] = issued.csrf_token
-
-
-def current_principal(request: web.Request) -> Principal:
-    return request[principal_key]
-
-
-def actor_for(request: web.Request, actor_type: ActorType, actor_id: str | None) -> Actor:
-    """An audit actor with this request's address, user agent and request id."""
-    return Actor(
-        type=actor_type,
-        id=actor_id,
-        ip=client_ip(request),
-        user_agent=user_agent(request),
-        request_id=request.get(request_id_key),
-    )
-
-
-def request_actor(request: web.Request) -> Actor:
-    """The authenticated member (or operator) behind a request, as the audit log records them."""
-    principal = current_principal(request)
-    if principal.operator_id is not None:
-        return actor_for(request, ActorType.OPERATOR, f"operator:{principal.operator_id}")
-    return actor_for(request, ActorType.MEMBER, principal.member_id)
-
-
-def current_candidate(request: web.Request) -> Candidate:
-    return request[candidate_key]

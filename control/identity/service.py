@@ -1,0 +1,98 @@
+"""Signing members in through the identity provider, and out again, each audited."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from control.audit import store as audit
+from control.audit.actions import AuditAction
+from control.audit.store import Actor
+from control.identity import store
+from control.identity.oidc import Identity
+from control.identity.store import IssuedSession
+from control.members import store as member_store
+from control.members.schemas import normalise_email
+from control.members.store import MemberRecord
+from control.web.errors import ApiError, unauthenticated
+
+
+def _only_membership(found: list[MemberRecord]) -> MemberRecord:
+    if not found:
+        raise ApiError(403, "permission_error", "this identity is not a member of any tenant")
+    if len(found) > 1:
+        raise ApiError(
+            409,
+            "conflict_error",
+            "this identity belongs to several tenants: name one in tenant_id "
+            f"({', '.join(sorted(member.tenant_id for member in found))})",
+        )
+    return found[0]
+
+
+async def sign_in(
+    engine: AsyncEngine,
+    identity: Identity,
+    actor: Actor,
+    *,
+    tenant_id: str | None,
+    previous_cookie: str | None,
+    lifetime: dt.timedelta,
+    now: dt.datetime,
+) -> tuple[MemberRecord, IssuedSession]:
+    """A new browser session for the member this verified identity is (in `tenant_id`, if
+    it belongs to several tenants). `actor` is the request's; its id becomes the member's."""
+    if identity.email is None or identity.email_verified is False:
+        raise unauthenticated("identity token refused: it carries no verified email")
+    email = normalise_email(identity.email)
+    async with engine.begin() as conn:
+        member = _only_membership(
+            await member_store.find_active_by_email_anywhere(conn, email, tenant_id)
+        )
+        # A cookie from before is replaced, never extended (no session fixation).
+        if previous_cookie:
+            old = await store.find_live(conn, previous_cookie, now)
+            if old is not None:
+                await store.revoke(conn, old.token_hash, "replaced", now)
+        issued = await store.issue(
+            conn,
+            member_id=member.id,
+            tenant_id=member.tenant_id,
+            role=member.role,
+            subject=identity.subject,
+            lifetime=lifetime,
+            now=now,
+        )
+        await audit.record(
+            conn,
+            dataclasses.replace(actor, id=member.id),
+            AuditAction.AUTH_HANDOFF,
+            tenant_id=member.tenant_id,
+            target_type="member",
+            target_id=member.id,
+            details={"subject": identity.subject, "expires_at": issued.expires_at.isoformat()},
+        )
+    return member, issued
+
+
+async def sign_out(
+    engine: AsyncEngine,
+    actor: Actor,
+    *,
+    tenant_id: str,
+    member_id: str | None,
+    session_hash: str,
+    now: dt.datetime,
+) -> None:
+    async with engine.begin() as conn:
+        await store.revoke(conn, session_hash, "logout", now)
+        await audit.record(
+            conn,
+            actor,
+            AuditAction.AUTH_LOGOUT,
+            tenant_id=tenant_id,
+            target_type="member",
+            target_id=member_id,
+        )
