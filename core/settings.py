@@ -12,10 +12,10 @@ import binascii
 import dataclasses
 import ipaddress
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from enum import StrEnum
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from core.ratelimit import Rate
@@ -66,168 +66,294 @@ DEFAULT_RATE_LIMITS = {
 }
 
 
+_UNSET: Any = object()
+
+
+def _text(_variable: str, value: str) -> str:
+    return value
+
+
+def setting(
+    variable: str,
+    default: Any = _UNSET,
+    parse: Callable[[str, str], Any] | None = None,
+    *,
+    help: str,
+    shown: str | None = None,
+    secret: bool = False,
+    default_factory: Callable[[], Any] | None = None,
+) -> Any:
+    """One row of the settings table: the environment variable, its default, how a value is
+    parsed and checked (`parse(variable, text)` raises SettingsError), and the help the
+    README's table shows (`shown` when the default reads better in words). A secret is
+    kept out of repr."""
+    metadata = {"variable": variable, "parse": parse or _text, "help": help, "shown": shown}
+    if default_factory is not None:
+        return dataclasses.field(
+            default_factory=default_factory, repr=not secret, metadata=metadata
+        )
+    return dataclasses.field(default=default, repr=not secret, metadata=metadata)
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Settings:
-    data_dir: Path = Path("var")
-    database_url: str | None = None  # None: SQLite file in data_dir
-    redis_url: str | None = None  # None: embedded redis-server on a socket in data_dir
-    kek_provider: KekProviderName = KekProviderName.LOCAL
-    # 32 raw bytes; excluded from repr so a logged Settings never carries it.
-    key_encryption_key: bytes | None = dataclasses.field(default=None, repr=False)
-    kms_key_id: str | None = None
-    kms_region: str | None = None  # None: the AWS SDK's own (AWS_REGION, instance metadata)
-    kms_endpoint_url: str | None = None  # a KMS-compatible endpoint, for tests and VPC endpoints
-    # A previous local KEK, readable (never used to wrap) while `metrux control rewrap` runs.
-    previous_key_encryption_key: bytes | None = dataclasses.field(default=None, repr=False)
-    upstream_url: str = DEFAULT_UPSTREAM_URL
-    sentry_dsn: str | None = dataclasses.field(default=None, repr=False)
-    resend_api_key: str | None = dataclasses.field(default=None, repr=False)
-    log_level: str = "info"
-    log_format: LogFormat = LogFormat.AUTO
-    redis_prefix: str = "metrux:"
-    # The proxy's single-use attach credential (METRUX_BOOTSTRAP_TOKEN); never from argv.
-    bootstrap_token: str | None = dataclasses.field(default=None, repr=False)
-    proxy_max_body_bytes: int = 32 * 1024 * 1024
-    # Per-session request rate at the proxy: sustained calls per second and burst size.
-    proxy_rate_per_s: float = 10.0
-    proxy_burst: int = 100
-    # A proxy that cannot reach the control plane for this long clears its key.
-    proxy_control_grace_s: float = 60.0
-    # Where candidates reach the control plane (invite links), and how invites are sent.
-    public_url: str = "http://127.0.0.1:8700"
-    resend_url: str = "https://api.resend.com"
-    email_from: str = "Metrux <invites@metrux.invalid>"
-    prices_file: Path | None = None  # None: the price table shipped with the service
+    """Every setting, declared once: `from_env` reads them and `render_markdown` renders the
+    README's table from the same declarations."""
+
+    data_dir: Path = setting(
+        "METRUX_DATA_DIR",
+        Path("var"),
+        lambda _, v: Path(v),
+        shown="`./var`",
+        help="data directory: SQLite file, embedded Redis socket, local KEK file",
+    )
+    database_url: str | None = setting(
+        "DATABASE_URL",
+        None,
+        lambda _, v: (parse_database_url(v), v)[1],
+        shown="SQLite in the data directory",
+        help="`postgresql://user@host/db` (asyncpg) or `sqlite:///path`",
+    )
+    redis_url: str | None = setting(
+        "REDIS_URL",
+        None,
+        lambda n, v: _url(n, v, {"redis", "rediss", "unix"}),
+        shown="embedded server on `DATA_DIR/redis/redis.sock`",
+        help="`redis://…`, `rediss://…` or `unix://…`",
+    )
+    kek_provider: KekProviderName = setting(
+        "METRUX_KEK_PROVIDER",
+        KekProviderName.LOCAL,
+        lambda n, v: _enum(n, v, KekProviderName),
+        help="`local`, or `aws-kms` (install the `aws` extra: `pip install 'metrux[aws]'`)",
+    )
+    key_encryption_key: bytes | None = setting(
+        "KEY_ENCRYPTION_KEY",
+        None,
+        lambda n, v: _parse_kek(n, v),
+        secret=True,
+        shown="generated `DATA_DIR/kek.key` (0600, with a warning)",
+        help="32 bytes, base64, for the `local` provider",
+    )
+    kms_key_id: str | None = setting(
+        "METRUX_KMS_KEY_ID",
+        None,
+        help="KMS key id, ARN or alias (required with `aws-kms`)",
+    )
+    kms_region: str | None = setting(
+        "METRUX_KMS_REGION",
+        None,
+        shown="the AWS SDK's (`AWS_REGION`, instance metadata)",
+        help="region of KMS; credentials come from the AWS chain",
+    )
+    kms_endpoint_url: str | None = setting(
+        "METRUX_KMS_ENDPOINT_URL",
+        None,
+        lambda n, v: _url(n, v, {"http", "https"}),
+        shown="the AWS SDK's",
+        help="a KMS-compatible endpoint: a VPC endpoint, or a local KMS for tests",
+    )
+    previous_key_encryption_key: bytes | None = setting(
+        "KEY_ENCRYPTION_KEY_PREVIOUS",
+        None,
+        lambda n, v: _parse_kek(n, v),
+        secret=True,
+        help="a previous local KEK, read but never used to wrap, while "
+        "`metrux control rewrap` moves keys off it",
+    )
+    upstream_url: str = setting(
+        "METRUX_UPSTREAM_URL",
+        DEFAULT_UPSTREAM_URL,
+        lambda n, v: _url(n, v, {"http", "https"}),
+        help="where proxies send Claude calls",
+    )
+    sentry_dsn: str | None = setting(
+        "SENTRY_DSN",
+        None,
+        secret=True,
+        help="report errors to Sentry, scrubbed like log lines (install the `sentry` extra)",
+    )
+    resend_api_key: str | None = setting(
+        "RESEND_API_KEY",
+        None,
+        secret=True,
+        help="send invite emails through Resend's API; unset: `metrux control outbox`",
+    )
+    log_level: str = setting(
+        "METRUX_LOG_LEVEL",
+        "info",
+        lambda n, v: _choice(n, v.lower(), LOG_LEVELS),
+        help=", ".join(f"`{level}`" for level in LOG_LEVELS),
+    )
+    log_format: LogFormat = setting(
+        "METRUX_LOG_FORMAT",
+        LogFormat.AUTO,
+        lambda n, v: _enum(n, v, LogFormat),
+        help="`json`, `console`, or `auto` (console on a terminal, JSON otherwise)",
+    )
+    redis_prefix: str = setting(
+        "METRUX_REDIS_PREFIX",
+        "metrux:",
+        lambda n, v: _redis_prefix(n, v),
+        help="prefix of every Redis key, channel and stream",
+    )
+    # The proxy's single-use attach credential; never from argv.
+    bootstrap_token: str | None = setting(
+        "METRUX_BOOTSTRAP_TOKEN",
+        None,
+        secret=True,
+        help="the proxy's single-use attach token (or `--bootstrap-token-file`)",
+    )
+    proxy_max_body_bytes: int = setting(
+        "METRUX_PROXY_MAX_BODY_BYTES",
+        32 * 1024 * 1024,
+        lambda n, v: _positive(n, v),
+        shown="33554432 (32 MiB)",
+        help="larger request bodies get a 413 from the proxy",
+    )
+    proxy_rate_per_s: float = setting(
+        "METRUX_PROXY_RATE_PER_S",
+        10.0,
+        lambda n, v: float(_positive(n, v)),
+        shown="10",
+        help="per-session request rate at the proxy: sustained calls per second",
+    )
+    proxy_burst: int = setting(
+        "METRUX_PROXY_BURST",
+        100,
+        lambda n, v: _positive(n, v),
+        help="per-session request rate at the proxy: burst size",
+    )
+    proxy_control_grace_s: float = setting(
+        "METRUX_PROXY_CONTROL_GRACE_S",
+        60.0,
+        lambda n, v: float(_positive(n, v)),
+        shown="60",
+        help="a proxy that cannot reach the control plane this long clears its key",
+    )
+    public_url: str = setting(
+        "METRUX_PUBLIC_URL",
+        "http://127.0.0.1:8700",
+        lambda n, v: _url(n, v, {"http", "https"}),
+        help="where candidates reach the control plane (invite links)",
+    )
+    resend_url: str = setting(
+        "METRUX_RESEND_URL",
+        "https://api.resend.com",
+        lambda n, v: _url(n, v, {"http", "https"}),
+        help="the email provider's base URL",
+    )
+    email_from: str = setting(
+        "METRUX_EMAIL_FROM", "Metrux <invites@metrux.invalid>", help="the sender of emails"
+    )
+    prices_file: Path | None = setting(
+        "METRUX_PRICES_FILE",
+        None,
+        lambda _, v: Path(v),
+        shown="the shipped `control/usage/prices.json`",
+        help="price table (JSON, per million tokens) that turns usage into cost in reports",
+    )
     # Guard layer (control/guard): rate limits per route class, trusted reverse proxies,
     # and when repeated failed credential checks block an address.
-    rate_limits: Mapping[RouteClass, Rate] = dataclasses.field(
-        default_factory=lambda: dict(DEFAULT_RATE_LIMITS)
+    rate_limits: Mapping[RouteClass, Rate] = setting(
+        "METRUX_RATE_LIMITS", default_factory=lambda: dict(DEFAULT_RATE_LIMITS),
+        parse=lambda n, v: _parse_rate_limits(n, v),
+        shown="`" + ",".join(f"{c.value}={r.count}/{r.period_s:g}"
+                             for c, r in DEFAULT_RATE_LIMITS.items()) + "`",
+        help="requests per period (seconds, or `1m`, `1h`) per client address and per "
+        "credential, by route class ([security](docs/security.md)); classes not named keep "
+        "their defaults",
+    )  # fmt: skip
+    trusted_proxies: tuple[Network, ...] = setting(
+        "METRUX_TRUSTED_PROXIES",
+        (),
+        lambda n, v: _parse_networks(n, v),
+        shown="none",
+        help="comma-separated addresses or CIDRs of reverse proxies whose `X-Forwarded-For` "
+        "is believed",
     )
-    trusted_proxies: tuple[Network, ...] = ()
-    block_allowlist: tuple[Network, ...] = ()
-    block_after: int = 20
-    block_target_after: int = 10
-    block_window_s: int = 600
-    block_for_s: int = 900
-    block_max_s: int = 7 * 24 * 3600
+    block_allowlist: tuple[Network, ...] = setting(
+        "METRUX_BLOCK_ALLOWLIST",
+        (),
+        lambda n, v: _parse_networks(n, v),
+        shown="none",
+        help="addresses or CIDRs that are never blocked",
+    )
+    block_after: int = setting(
+        "METRUX_BLOCK_AFTER",
+        20,
+        lambda n, v: _positive(n, v),
+        help="failed credential checks from one address within the window that block it",
+    )
+    block_target_after: int = setting(
+        "METRUX_BLOCK_TARGET_AFTER",
+        10,
+        lambda n, v: _positive(n, v),
+        help="failed credential checks against one session within the window that block "
+        "the address",
+    )
+    block_window_s: int = setting(
+        "METRUX_BLOCK_WINDOW_S",
+        600,
+        lambda n, v: _positive(n, v),
+        help="the window those failures are counted in, in seconds",
+    )
+    block_for_s: int = setting(
+        "METRUX_BLOCK_FOR_S",
+        900,
+        lambda n, v: _positive(n, v),
+        help="first block length in seconds, doubled per repeat offence up to the cap",
+    )
+    block_max_s: int = setting(
+        "METRUX_BLOCK_MAX_S",
+        7 * 24 * 3600,
+        lambda n, v: _positive(n, v),
+        help="the cap on a block's length, in seconds",
+    )
     # OIDC handoff (POST /v1/auth/handoff): None disables it.
-    oidc_jwks_url: str | None = None
-    oidc_issuer: str | None = None
-    oidc_audience: str | None = None
-    oidc_algorithms: tuple[str, ...] = ("RS256",)
-    member_session_hours: int = 12
+    oidc_jwks_url: str | None = setting(
+        "METRUX_OIDC_JWKS_URL",
+        None,
+        lambda n, v: _url(n, v, {"http", "https"}),
+        shown="none (handoff off)",
+        help="the identity provider's JWKS URL, for `POST /v1/auth/handoff` "
+        "(Clerk: `https://<your-domain>/.well-known/jwks.json`)",
+    )
+    oidc_issuer: str | None = setting(
+        "METRUX_OIDC_ISSUER",
+        None,
+        help="the identity provider's issuer (required with the JWKS URL)",
+    )
+    oidc_audience: str | None = setting(
+        "METRUX_OIDC_AUDIENCE", None, shown="none (not checked)", help="expected `aud`"
+    )
+    oidc_algorithms: tuple[str, ...] = setting(
+        "METRUX_OIDC_ALGORITHMS",
+        ("RS256",),
+        lambda n, v: _parse_algorithms(n, v),
+        shown="`RS256`",
+        help="accepted signing algorithms, comma-separated (asymmetric only)",
+    )
+    member_session_hours: int = setting(
+        "METRUX_MEMBER_SESSION_HOURS",
+        12,
+        lambda n, v: _positive(n, v),
+        help="lifetime of a member's browser session cookie",
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
-        """Build settings from an environment mapping; raise SettingsError on a bad value."""
-
-        def get(name: str) -> str | None:
-            value = environ.get(name)
-            if value is None or value.strip() == "":
-                return None
-            return value.strip()
-
-        data_dir = Path(get("METRUX_DATA_DIR") or "var")
-        database_url = get("DATABASE_URL")
-        if database_url is not None:
-            parse_database_url(database_url)  # validates, raises SettingsError
-        redis_url = get("REDIS_URL")
-        if redis_url is not None:
-            _check_url("REDIS_URL", redis_url, {"redis", "rediss", "unix"})
-        kek_provider = _parse_enum(
-            "METRUX_KEK_PROVIDER", get("METRUX_KEK_PROVIDER"), KekProviderName
-        )
-        kek = get("KEY_ENCRYPTION_KEY")
-        key_encryption_key = _parse_kek("KEY_ENCRYPTION_KEY", kek) if kek is not None else None
-        kms_key_id = get("METRUX_KMS_KEY_ID")
-        kms_endpoint_url = get("METRUX_KMS_ENDPOINT_URL")
-        if kms_endpoint_url is not None:
-            _check_url("METRUX_KMS_ENDPOINT_URL", kms_endpoint_url, {"http", "https"})
-        previous = get("KEY_ENCRYPTION_KEY_PREVIOUS")
-        if kek_provider is KekProviderName.AWS_KMS and kms_key_id is None:
-            raise SettingsError("METRUX_KMS_KEY_ID", "required when METRUX_KEK_PROVIDER=aws-kms")
-        upstream_url = get("METRUX_UPSTREAM_URL") or DEFAULT_UPSTREAM_URL
-        _check_url("METRUX_UPSTREAM_URL", upstream_url, {"http", "https"})
-        redis_prefix = get("METRUX_REDIS_PREFIX") or "metrux:"
-        if not re.fullmatch(r"[A-Za-z0-9:_.-]{1,64}", redis_prefix):
-            raise SettingsError("METRUX_REDIS_PREFIX", "use 1-64 of A-Z a-z 0-9 : _ . -")
-        max_body = _parse_int("METRUX_PROXY_MAX_BODY_BYTES", get("METRUX_PROXY_MAX_BODY_BYTES"))
-        rate = _parse_int("METRUX_PROXY_RATE_PER_S", get("METRUX_PROXY_RATE_PER_S"))
-        burst = _parse_int("METRUX_PROXY_BURST", get("METRUX_PROXY_BURST"))
-        grace = _parse_int("METRUX_PROXY_CONTROL_GRACE_S", get("METRUX_PROXY_CONTROL_GRACE_S"))
-        public_url = get("METRUX_PUBLIC_URL") or "http://127.0.0.1:8700"
-        _check_url("METRUX_PUBLIC_URL", public_url, {"http", "https"})
-        resend_url = get("METRUX_RESEND_URL") or "https://api.resend.com"
-        _check_url("METRUX_RESEND_URL", resend_url, {"http", "https"})
-        jwks_url = get("METRUX_OIDC_JWKS_URL")
-        if jwks_url is not None:
-            _check_url("METRUX_OIDC_JWKS_URL", jwks_url, {"http", "https"})
-            if get("METRUX_OIDC_ISSUER") is None:
-                raise SettingsError("METRUX_OIDC_ISSUER", "required with METRUX_OIDC_JWKS_URL")
-        algorithms = tuple(
-            a.strip() for a in (get("METRUX_OIDC_ALGORITHMS") or "RS256").split(",") if a.strip()
-        )
-        if not algorithms or not set(algorithms) <= _SIGNING_ALGORITHMS:
-            raise SettingsError(
-                "METRUX_OIDC_ALGORITHMS",
-                f"use asymmetric algorithms among {', '.join(sorted(_SIGNING_ALGORITHMS))}",
-            )
-        log_level = (get("METRUX_LOG_LEVEL") or "info").lower()
-        if log_level not in LOG_LEVELS:
-            raise SettingsError("METRUX_LOG_LEVEL", f"must be one of {', '.join(LOG_LEVELS)}")
-        return cls(
-            data_dir=data_dir,
-            database_url=database_url,
-            redis_url=redis_url,
-            kek_provider=kek_provider or KekProviderName.LOCAL,
-            key_encryption_key=key_encryption_key,
-            kms_key_id=kms_key_id,
-            kms_region=get("METRUX_KMS_REGION"),
-            kms_endpoint_url=kms_endpoint_url,
-            previous_key_encryption_key=(
-                _parse_kek("KEY_ENCRYPTION_KEY_PREVIOUS", previous) if previous else None
-            ),
-            upstream_url=upstream_url.rstrip("/"),
-            sentry_dsn=get("SENTRY_DSN"),
-            resend_api_key=get("RESEND_API_KEY"),
-            log_level=log_level,
-            log_format=_parse_enum("METRUX_LOG_FORMAT", get("METRUX_LOG_FORMAT"), LogFormat)
-            or LogFormat.AUTO,
-            redis_prefix=redis_prefix,
-            bootstrap_token=get("METRUX_BOOTSTRAP_TOKEN"),
-            proxy_max_body_bytes=max_body or 32 * 1024 * 1024,
-            proxy_rate_per_s=float(rate or 10),
-            proxy_burst=burst or 100,
-            proxy_control_grace_s=float(grace or 60),
-            public_url=public_url.rstrip("/"),
-            resend_url=resend_url.rstrip("/"),
-            email_from=get("METRUX_EMAIL_FROM") or "Metrux <invites@metrux.invalid>",
-            prices_file=Path(prices) if (prices := get("METRUX_PRICES_FILE")) else None,
-            rate_limits=_parse_rate_limits(get("METRUX_RATE_LIMITS")),
-            trusted_proxies=_parse_networks(
-                "METRUX_TRUSTED_PROXIES", get("METRUX_TRUSTED_PROXIES")
-            ),
-            block_allowlist=_parse_networks(
-                "METRUX_BLOCK_ALLOWLIST", get("METRUX_BLOCK_ALLOWLIST")
-            ),
-            block_after=_parse_int("METRUX_BLOCK_AFTER", get("METRUX_BLOCK_AFTER")) or 20,
-            block_target_after=_parse_int(
-                "METRUX_BLOCK_TARGET_AFTER", get("METRUX_BLOCK_TARGET_AFTER")
-            )
-            or 10,
-            block_window_s=_parse_int("METRUX_BLOCK_WINDOW_S", get("METRUX_BLOCK_WINDOW_S")) or 600,
-            block_for_s=_parse_int("METRUX_BLOCK_FOR_S", get("METRUX_BLOCK_FOR_S")) or 900,
-            block_max_s=_parse_int("METRUX_BLOCK_MAX_S", get("METRUX_BLOCK_MAX_S"))
-            or 7 * 24 * 3600,
-            oidc_jwks_url=jwks_url,
-            oidc_issuer=get("METRUX_OIDC_ISSUER"),
-            oidc_audience=get("METRUX_OIDC_AUDIENCE"),
-            oidc_algorithms=algorithms,
-            member_session_hours=_parse_int(
-                "METRUX_MEMBER_SESSION_HOURS", get("METRUX_MEMBER_SESSION_HOURS")
-            )
-            or 12,
-        )
+        """Build settings from an environment mapping; raise SettingsError on a bad value.
+        An unset or blank variable takes its default."""
+        values: dict[str, Any] = {}
+        for field in dataclasses.fields(cls):
+            variable = field.metadata["variable"]
+            raw = environ.get(variable, "").strip()
+            if raw:
+                values[field.name] = field.metadata["parse"](variable, raw)
+        settings = cls(**values)
+        _check_together(settings)
+        return settings
 
     @property
     def effective_database_url(self) -> str:
@@ -239,6 +365,34 @@ class Settings:
     @property
     def embedded_redis_socket(self) -> Path:
         return (self.data_dir / "redis" / "redis.sock").resolve()
+
+
+def _check_together(settings: Settings) -> None:
+    """The rules that span settings."""
+    if settings.kek_provider is KekProviderName.AWS_KMS and settings.kms_key_id is None:
+        raise SettingsError("METRUX_KMS_KEY_ID", "required when METRUX_KEK_PROVIDER=aws-kms")
+    if settings.oidc_jwks_url is not None and settings.oidc_issuer is None:
+        raise SettingsError("METRUX_OIDC_ISSUER", "required with METRUX_OIDC_JWKS_URL")
+
+
+def render_markdown() -> str:
+    """The README's settings table (between its markers), from the declarations above."""
+    lines = ["| variable | default | meaning |", "|---|---|---|"]
+    for field in dataclasses.fields(Settings):
+        meta = field.metadata
+        lines.append(
+            f"| `{meta['variable']}` | {meta['shown'] or _shown(field)} | {meta['help']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _shown(field: dataclasses.Field[Any]) -> str:
+    default = field.default
+    if default is None:
+        return "none"
+    if isinstance(default, StrEnum | str):
+        return f"`{default}`"
+    return str(default)
 
 
 def parse_database_url(url: str) -> str:
@@ -266,7 +420,8 @@ def parse_database_url(url: str) -> str:
     )
 
 
-def _check_url(variable: str, url: str, schemes: set[str]) -> None:
+def _url(variable: str, url: str, schemes: set[str]) -> str:
+    """A URL with one of these schemes and a host, without a trailing slash."""
     try:
         parts = urlsplit(url)
     except ValueError as exc:
@@ -275,11 +430,32 @@ def _check_url(variable: str, url: str, schemes: set[str]) -> None:
         raise SettingsError(variable, f"scheme must be one of {', '.join(sorted(schemes))}")
     if parts.scheme != "unix" and not parts.hostname:
         raise SettingsError(variable, "has no host")
+    return url.rstrip("/")
 
 
-def _parse_enum(variable: str, value: str | None, enum: type[_E]) -> _E | None:
-    if value is None:
-        return None
+def _choice(variable: str, value: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise SettingsError(variable, f"must be one of {', '.join(choices)}")
+    return value
+
+
+def _redis_prefix(variable: str, value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9:_.-]{1,64}", value):
+        raise SettingsError(variable, "use 1-64 of A-Z a-z 0-9 : _ . -")
+    return value
+
+
+def _parse_algorithms(variable: str, value: str) -> tuple[str, ...]:
+    algorithms = tuple(a.strip() for a in value.split(",") if a.strip())
+    if not algorithms or not set(algorithms) <= _SIGNING_ALGORITHMS:
+        raise SettingsError(
+            variable,
+            f"use asymmetric algorithms among {', '.join(sorted(_SIGNING_ALGORITHMS))}",
+        )
+    return algorithms
+
+
+def _enum(variable: str, value: str, enum: type[_E]) -> _E:
     try:
         return enum(value.lower())
     except ValueError:
@@ -287,9 +463,7 @@ def _parse_enum(variable: str, value: str | None, enum: type[_E]) -> _E | None:
         raise SettingsError(variable, f"must be one of {choices}") from None
 
 
-def _parse_int(variable: str, value: str | None) -> int | None:
-    if value is None:
-        return None
+def _positive(variable: str, value: str) -> int:
     try:
         number = int(value)
     except ValueError:
@@ -304,10 +478,10 @@ _SIGNING_ALGORITHMS = frozenset(
 )
 
 
-def _parse_rate_limits(value: str | None) -> dict[RouteClass, Rate]:
+def _parse_rate_limits(variable: str, value: str) -> dict[RouteClass, Rate]:
     """'token=30/60,write=120/1m': classes not named keep their defaults."""
     limits = dict(DEFAULT_RATE_LIMITS)
-    for part in (value or "").split(","):
+    for part in value.split(","):
         if not part.strip():
             continue
         name, sep, rate = part.partition("=")
@@ -316,18 +490,18 @@ def _parse_rate_limits(value: str | None) -> dict[RouteClass, Rate]:
         except ValueError:
             choices = ", ".join(c.value for c in RouteClass)
             raise SettingsError(
-                "METRUX_RATE_LIMITS", f"unknown class {name.strip()!r}; use {choices}"
+                variable, f"unknown class {name.strip()!r}; use {choices}"
             ) from None
         try:
             limits[route_class] = Rate.parse(rate) if sep else Rate.parse("")
         except ValueError as exc:
-            raise SettingsError("METRUX_RATE_LIMITS", str(exc)) from None
+            raise SettingsError(variable, str(exc)) from None
     return limits
 
 
-def _parse_networks(variable: str, value: str | None) -> tuple[Network, ...]:
+def _parse_networks(variable: str, value: str) -> tuple[Network, ...]:
     networks = []
-    for part in (value or "").split(","):
+    for part in value.split(","):
         if not part.strip():
             continue
         try:
@@ -351,3 +525,7 @@ def _parse_kek(variable: str, value: str) -> bytes:
     if len(raw) != 32:
         raise SettingsError(variable, f"must decode to 32 bytes (got {len(raw)})")
     return raw
+
+
+if __name__ == "__main__":  # python -m core.settings: the README's settings table
+    print(render_markdown(), end="")

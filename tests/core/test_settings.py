@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import os
 from pathlib import Path
 
 import pytest
 
-from core.settings import KekProviderName, LogFormat, Settings, SettingsError
+from core.settings import KekProviderName, LogFormat, Settings, SettingsError, render_markdown
 
 
 def test_defaults_use_the_var_data_directory() -> None:
@@ -90,3 +91,76 @@ def test_secrets_stay_out_of_repr() -> None:
     settings = Settings(key_encryption_key=kek, resend_api_key="re_secret_value")
     assert repr(kek) not in repr(settings)
     assert "re_secret_value" not in repr(settings)
+
+
+def test_the_readme_settings_table_is_rendered_from_the_declarations() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    start = readme.index("<!-- settings: generated from core/settings.py")
+    start = readme.index("\n", start) + 1
+    end = readme.index("<!-- end of settings -->", start)
+    assert readme[start:end] == render_markdown(), (
+        "run `python -m core.settings` and paste its table into README.md"
+    )
+
+
+def test_every_setting_is_read_from_its_variable() -> None:
+    """Each declared row is parsed from its own variable: one set to a distinct valid value
+    changes exactly that field."""
+    samples = {
+        "METRUX_DATA_DIR": "elsewhere",
+        "DATABASE_URL": "postgresql://u@h/db",
+        "REDIS_URL": "redis://h:1/0",
+        "METRUX_KEK_PROVIDER": "aws-kms",
+        "KEY_ENCRYPTION_KEY": base64.b64encode(bytes(range(32))).decode(),
+        "METRUX_KMS_KEY_ID": "alias/x",
+        "METRUX_KMS_REGION": "eu-west-1",
+        "METRUX_KMS_ENDPOINT_URL": "http://kms.local:4566",
+        "KEY_ENCRYPTION_KEY_PREVIOUS": base64.b64encode(bytes(32)).decode(),
+        "METRUX_UPSTREAM_URL": "http://up.local:9",
+        "SENTRY_DSN": "https://k@sentry.local/1",
+        "RESEND_API_KEY": "re_test",
+        "METRUX_LOG_LEVEL": "debug",
+        "METRUX_LOG_FORMAT": "json",
+        "METRUX_REDIS_PREFIX": "other:",
+        "METRUX_BOOTSTRAP_TOKEN": "mxb_test",
+        "METRUX_PROXY_MAX_BODY_BYTES": "1024",
+        "METRUX_PROXY_RATE_PER_S": "3",
+        "METRUX_PROXY_BURST": "4",
+        "METRUX_PROXY_CONTROL_GRACE_S": "5",
+        "METRUX_PUBLIC_URL": "https://metrux.example",
+        "METRUX_RESEND_URL": "https://mail.example",
+        "METRUX_EMAIL_FROM": "X <x@example.com>",
+        "METRUX_PRICES_FILE": "prices.json",
+        "METRUX_RATE_LIMITS": "token=1/1",
+        "METRUX_TRUSTED_PROXIES": "10.0.0.1",
+        "METRUX_BLOCK_ALLOWLIST": "10.0.0.2",
+        "METRUX_BLOCK_AFTER": "2",
+        "METRUX_BLOCK_TARGET_AFTER": "3",
+        "METRUX_BLOCK_WINDOW_S": "4",
+        "METRUX_BLOCK_FOR_S": "5",
+        "METRUX_BLOCK_MAX_S": "6",
+        "METRUX_OIDC_JWKS_URL": "https://idp.example/jwks",
+        "METRUX_OIDC_ISSUER": "https://idp.example",
+        "METRUX_OIDC_AUDIENCE": "metrux",
+        "METRUX_OIDC_ALGORITHMS": "ES256",
+        "METRUX_MEMBER_SESSION_HOURS": "2",
+    }
+    fields = dataclasses.fields(Settings)
+    assert {f.metadata["variable"] for f in fields} == set(samples)
+    # Companions a value needs to be valid (KMS needs a key id; a JWKS URL an issuer).
+    needs = {
+        "METRUX_KEK_PROVIDER": "METRUX_KMS_KEY_ID",
+        "METRUX_OIDC_JWKS_URL": "METRUX_OIDC_ISSUER",
+    }
+    base = Settings()
+    for field in fields:
+        variable = field.metadata["variable"]
+        environ = {variable: samples[variable]}
+        if variable in needs:
+            environ[needs[variable]] = samples[needs[variable]]
+        parsed = Settings.from_env(environ)
+        changed = {f.name for f in fields if getattr(parsed, f.name) != getattr(base, f.name)}
+        assert field.name in changed, variable
+        assert changed <= {field.name} | {
+            f.name for f in fields if f.metadata["variable"] in environ
+        }, variable
