@@ -1,4 +1,5 @@
-"""Run the test suite's fake Anthropic API as a process, for the benchmark.
+"""Run the Anthropic stand-in (sandbox/standin.py, also the test suite's fake) as a process,
+for the benchmark.
 
 Usage: BENCH_API_KEY=... python -m bench.fake_upstream PORT STREAM_EVENTS PACE_MS
 (the key in the environment, not argv: another user may read a process's argv)
@@ -11,7 +12,7 @@ import sys
 
 from aiohttp import web
 
-from tests.fakes.anthropic import FakeAnthropic
+from sandbox.standin import FakeAnthropic
 
 
 def main() -> None:

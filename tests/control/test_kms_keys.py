@@ -22,10 +22,10 @@ from core.crypto.envelope import KeyContext, UnwrapError, WrappedKey, unwrap_sec
 from core.crypto.kek import KekRing, LocalKek, load_kek
 from core.settings import KekProviderName, Settings
 from proxy.attach import Unavailable, attach
+from sandbox.standin import MODEL
 from tests.conftest import CLOSED_UPSTREAM
 from tests.e2e.processes import finish, start_proxy_process
 from tests.factories import OPERATOR, TenantFixture, fake_anthropic_key, make_tenant
-from tests.fakes.anthropic import MODEL
 
 
 def kms_settings(settings: Settings, endpoint: str, key: str) -> Settings:

@@ -29,8 +29,8 @@ from proxy.attach import attach
 from proxy.key_opener import InProcessOpener
 from proxy.publisher import UsagePublisher
 from proxy.session import ProxySession
+from sandbox.standin import FakeAnthropic
 from tests.factories import TenantFixture, fake_anthropic_key, make_tenant
-from tests.fakes.anthropic import FakeAnthropic
 
 
 @dataclasses.dataclass

@@ -20,8 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from control.app import create_app
 from core.settings import Settings
+from sandbox.standin import FakeAnthropic
 from tests.factories import TenantFixture, fake_anthropic_key, make_tenant
-from tests.fakes.anthropic import FakeAnthropic
 
 METRUX = str(Path(sys.executable).with_name("metrux"))
 

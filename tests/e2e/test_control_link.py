@@ -26,10 +26,10 @@ from control.usage.ingest import UsageIngester
 from core.crypto.sealing import Recipient
 from core.redis_names import RedisNames
 from core.settings import Settings
+from sandbox.standin import MODEL, StreamReply
 from tests.control.test_usage_ingest import record
 from tests.e2e.conftest import Stack, start_proxy_for
 from tests.e2e.processes import RestartableControl, finish, start_proxy_process
-from tests.fakes.anthropic import MODEL, StreamReply
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.process  # starts the service's own processes

@@ -12,9 +12,7 @@ import pytest
 
 from core.cli import main
 from core.crypto.sealing import Recipient
-from tests.e2e.conftest import Stack
-from tests.factories import bearer, make_tenant
-from tests.fakes.anthropic import (
+from sandbox.standin import (
     MODEL,
     USAGE,
     JsonReply,
@@ -23,6 +21,8 @@ from tests.fakes.anthropic import (
     error_body,
     stream_events,
 )
+from tests.e2e.conftest import Stack
+from tests.factories import bearer, make_tenant
 
 
 async def call(stack: Stack, body: dict[str, Any]) -> tuple[bytes, int, bytes]:

@@ -12,8 +12,8 @@ import pytest
 from multidict import CIMultiDict
 
 from proxy import forward
+from sandbox.standin import MODEL, JsonReply, StreamReply, encode_event, stream_events
 from tests.e2e.conftest import Stack
-from tests.fakes.anthropic import MODEL, JsonReply, StreamReply, encode_event, stream_events
 
 BODY = (
     b'{ "model" : "'

@@ -18,9 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from control.app import create_app
 from core.settings import Settings
+from sandbox.standin import MODEL, FakeAnthropic
 from tests.e2e.test_sandbox import _gone, _records
 from tests.factories import fake_anthropic_key, make_tenant
-from tests.fakes.anthropic import MODEL, FakeAnthropic
 from tests.waiting import wait_until
 
 # What these tests check depends on the database: they run on SQLite and PostgreSQL;

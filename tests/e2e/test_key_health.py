@@ -14,9 +14,9 @@ import pytest
 from control import appkeys
 from control.email.sender import read_outbox
 from control.keys.monitor import KeyMonitor
+from sandbox.standin import MODEL, JsonReply, error_body
 from tests.e2e.conftest import Stack
 from tests.factories import TenantFixture, fake_anthropic_key, make_tenant
-from tests.fakes.anthropic import MODEL, JsonReply, error_body
 from tests.scan import Recorder, database_text
 
 PROMPT = [{"role": "user", "content": "hi"}]

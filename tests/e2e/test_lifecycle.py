@@ -15,8 +15,8 @@ from control.sessions import proxy_link
 from control.sessions import store as session_store
 from control.sessions.lifecycle import SessionState
 from proxy.limits import TokenBucket
+from sandbox.standin import MODEL, JsonReply, StreamReply
 from tests.e2e.conftest import Stack
-from tests.fakes.anthropic import MODEL, JsonReply, StreamReply
 
 PROMPT = [{"role": "user", "content": "hi"}]
 

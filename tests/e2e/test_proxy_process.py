@@ -17,8 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from core.redis_names import RedisNames
 from core.settings import Settings
 from core.usage import UsageRecord
+from sandbox.standin import MODEL
 from tests.e2e.processes import METRUX, finish, start_proxy_process
-from tests.fakes.anthropic import MODEL
 
 pytestmark = pytest.mark.process  # starts the service's own processes
 

@@ -12,8 +12,8 @@ import anthropic
 import pytest
 
 from proxy.meter.digest import canonical_sha256
+from sandbox.standin import MODEL, USAGE, JsonReply, StreamReply, message_body, stream_events
 from tests.e2e.conftest import Stack
-from tests.fakes.anthropic import MODEL, USAGE, JsonReply, StreamReply, message_body, stream_events
 
 PROMPT = [{"role": "user", "content": "Write a haiku about proxies."}]
 

@@ -10,7 +10,7 @@ import traceback
 from proxy.meter.counts import StreamFold, fold_json, token_counts
 from proxy.meter.digest import canonical_sha256, request_facts
 from proxy.meter.sse import SseEvent
-from tests.fakes.anthropic import USAGE, message_body, stream_events
+from sandbox.standin import USAGE, message_body, stream_events
 
 
 def fold(events: list[tuple[str, dict]]) -> StreamFold:

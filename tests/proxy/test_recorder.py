@@ -12,7 +12,7 @@ import pytest
 from core.usage import UsageRecord
 from proxy.meter.digest import canonical_sha256, request_facts
 from proxy.meter.recorder import CallRecorder
-from tests.fakes.anthropic import USAGE, encode_event, message_body, stream_events
+from sandbox.standin import USAGE, encode_event, message_body, stream_events
 
 REQUEST = json.dumps(
     {

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from proxy.meter.sse import SseEvent, SseParser
-from tests.fakes.anthropic import encode_event, stream_events
+from sandbox.standin import encode_event, stream_events
 
 EVENTS = stream_events(["Hi", " there", " ünïcödé"])
 WHOLE = b"".join(encode_event(name, data) for name, data in EVENTS)

@@ -19,10 +19,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from control.db.schema import api_keys
 from core.settings import Settings
+from sandbox.standin import FakeAnthropic
 from tests.conftest import CI
 from tests.e2e.processes import METRUX, free_port, metrux_env
 from tests.factories import fake_anthropic_key, make_tenant
-from tests.fakes.anthropic import FakeAnthropic
 from tests.security.memory import can_read_memory_of_others, live_copies
 from tests.waiting import wait_until
 

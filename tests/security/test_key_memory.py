@@ -20,9 +20,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.redis_names import RedisNames
 from core.settings import Settings
+from sandbox.standin import MODEL
 from tests.conftest import CI
 from tests.e2e.processes import finish, start_proxy_process
-from tests.fakes.anthropic import MODEL
 from tests.security.memory import can_read_memory_of_others, live_copies, status_field
 from tests.waiting import wait_until
 

@@ -10,8 +10,8 @@ import json
 
 import pytest
 
+from sandbox.standin import MODEL
 from tests.e2e.conftest import Stack
-from tests.fakes.anthropic import MODEL
 
 BODY = json.dumps(
     {"model": MODEL, "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}
