@@ -40,7 +40,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import aiohttp
 
@@ -292,7 +292,7 @@ def report(results: dict[str, float], concurrency: int) -> bool:
     return met
 
 
-def main() -> int:
+def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=2000, help="calls per point at c=1")
     parser.add_argument("--stream-calls", type=int, default=500)
@@ -311,12 +311,90 @@ def main() -> int:
         help="pause between the fake's events: a real stream arrives over time, and an "
         "unpaced fake would hog the CPU the load generator shares with it",
     )
-    args = parser.parse_args()
+    return parser.parse_args()
 
-    data_dir = Path(tempfile.mkdtemp(prefix="mxbench"))
-    alphabet = string.ascii_letters + string.digits
-    api_key = "sk-ant-api03-" + "".join(secrets.choice(alphabet) for _ in range(93)) + "AA"
-    env = {
+
+def _start_upstreams(
+    args: argparse.Namespace,
+    env: dict[str, str],
+    logs: IO[bytes],
+    ports: tuple[int, int, int],
+    processes: list[subprocess.Popen[bytes]],
+) -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes]]:
+    """The fake upstream (CPU 0), and the aiohttp and raw pass-throughs in front of it
+    (CPU 1, where the proxy runs), each added to `processes` as it starts; the two
+    pass-throughs."""
+    fake_port, bare_port, raw_port = ports
+    fake_argv = [sys.executable, "-m", "bench.fake_upstream", str(fake_port)]
+    fake = subprocess.Popen(
+        [*fake_argv, str(args.stream_events), str(args.stream_pace_ms)],
+        preexec_fn=pin(0), stdout=logs, stderr=logs, env=env,
+    )  # fmt: skip
+    processes.append(fake)
+    for module, port in (
+        ("bench.bare_passthrough", bare_port),
+        ("bench.raw_passthrough", raw_port),
+    ):
+        processes.append(
+            subprocess.Popen(
+                [sys.executable, "-m", module, str(port), f"http://127.0.0.1:{fake_port}"],
+                preexec_fn=pin(1),
+                stdout=logs,
+                stderr=logs,
+                env=env,
+            )
+        )
+    return processes[-2], processes[-1]
+
+
+def _start_control(
+    args: argparse.Namespace, env: dict[str, str], logs: IO[bytes], port: int
+) -> tuple[subprocess.Popen[bytes], str]:
+    """A migrated control plane with one tenant (CPU 0); the process and the owner's token."""
+    subprocess.run([args.metrux, "control", "migrate"], env=env, check=True, capture_output=True)
+    created = json.loads(
+        subprocess.run(
+            [args.metrux, "control", "create-tenant", "Bench", "--owner-email",
+             "bench@example.com"],
+            env=env, check=True, capture_output=True,
+        ).stdout
+    )  # fmt: skip
+    control = subprocess.Popen(
+        [args.metrux, "control", "serve", "--port", str(port)],
+        preexec_fn=pin(0), stdout=logs, stderr=logs, env=env,
+    )  # fmt: skip
+    return control, created["owner_token"]
+
+
+def _start_proxy(
+    args: argparse.Namespace,
+    env: dict[str, str],
+    logs: IO[bytes],
+    target: tuple[dict[str, Any], str, int],
+    processes: list[subprocess.Popen[bytes]],
+) -> tuple[subprocess.Popen[bytes], dict[str, Any], float]:
+    """The session's proxy (CPU 1), as the sandbox launcher starts it: `python -m proxy run`
+    from the same venv, added to `processes`. The process, its ready line, and its
+    start-to-ready time in ms."""
+    session, control_url, fake_port = target
+    started = time.perf_counter()
+    python = str(Path(args.metrux).with_name("python"))
+    proxy = subprocess.Popen(
+        [python, "-m", "proxy", "run", "--session", session["id"], "--control-url", control_url,
+         "--upstream", f"http://127.0.0.1:{fake_port}"],
+        preexec_fn=pin(1), stdout=subprocess.PIPE, stderr=logs,
+        env={**env, "METRUX_BOOTSTRAP_TOKEN": session["bootstrap_token"]},
+    )  # fmt: skip
+    processes.append(proxy)
+    assert proxy.stdout is not None
+    ready = json.loads(proxy.stdout.readline())
+    return proxy, ready, (time.perf_counter() - started) * 1000
+
+
+def _environment(data_dir: Path) -> dict[str, str]:
+    """The control plane's and proxy's environment: their own data directory and Redis
+    prefix, and no per-session rate limit to measure."""
+    return {
         **{k: v for k, v in os.environ.items() if not k.startswith(("METRUX_", "DATABASE_URL"))},
         "METRUX_DATA_DIR": str(data_dir),
         "KEY_ENCRYPTION_KEY": base64.b64encode(os.urandom(32)).decode(),
@@ -325,79 +403,39 @@ def main() -> int:
         "METRUX_PROXY_BURST": "1000000",
         "METRUX_LOG_FORMAT": "json",
     }
+
+
+def main() -> int:
+    args = _arguments()
+
+    data_dir = Path(tempfile.mkdtemp(prefix="mxbench"))
+    alphabet = string.ascii_letters + string.digits
+    api_key = "sk-ant-api03-" + "".join(secrets.choice(alphabet) for _ in range(93)) + "AA"
+    env = _environment(data_dir)
     processes: list[subprocess.Popen[bytes]] = []
     logs = open(data_dir / "processes.log", "wb")  # noqa: SIM115 - closed in finally
     try:
-        fake_port, control_port, bare_port = free_port(), free_port(), free_port()
-        raw_port = free_port()
+        fake_port, bare_port, raw_port = free_port(), free_port(), free_port()
         # The key travels in the environment, never argv (any user can read argv).
         bench_env = {**env, "BENCH_API_KEY": api_key}
-        fake_argv = [sys.executable, "-m", "bench.fake_upstream", str(fake_port)]
-        fake = subprocess.Popen(
-            [*fake_argv, str(args.stream_events), str(args.stream_pace_ms)],
-            preexec_fn=pin(0), stdout=logs, stderr=logs, env=bench_env,
-        )  # fmt: skip
-        processes.append(fake)
-        bare, raw = (
-            subprocess.Popen(
-                [sys.executable, "-m", module, str(port), f"http://127.0.0.1:{fake_port}"],
-                preexec_fn=pin(1),
-                stdout=logs,
-                stderr=logs,
-                env=bench_env,
-            )
-            for module, port in (
-                ("bench.bare_passthrough", bare_port),
-                ("bench.raw_passthrough", raw_port),
-            )
+        bare, raw = _start_upstreams(
+            args, bench_env, logs, (fake_port, bare_port, raw_port), processes
         )
-        processes.extend((bare, raw))
-        subprocess.run(
-            [args.metrux, "control", "migrate"], env=env, check=True, capture_output=True
-        )
-        created = json.loads(
-            subprocess.run(
-                [
-                    args.metrux,
-                    "control",
-                    "create-tenant",
-                    "Bench",
-                    "--owner-email",
-                    "bench@example.com",
-                ],
-                env=env,
-                check=True,
-                capture_output=True,
-            ).stdout
-        )
-        control = subprocess.Popen(
-            [args.metrux, "control", "serve", "--port", str(control_port)],
-            preexec_fn=pin(0), stdout=logs, stderr=logs, env=env,
-        )  # fmt: skip
+        control_port = free_port()
+        control, owner = _start_control(args, env, logs, control_port)
         processes.append(control)
         control_url = f"http://127.0.0.1:{control_port}"
         wait_http(control_url + "/healthz")
         wait_http(f"http://127.0.0.1:{fake_port}/v1/models")
         wait_http(f"http://127.0.0.1:{bare_port}/v1/models")
         wait_http(f"http://127.0.0.1:{raw_port}/v1/models")
-        owner = created["owner_token"]
         http_json("POST", control_url + "/v1/keys", owner, {"api_key": api_key})
         session = http_json(
             "POST", control_url + "/v1/sessions", owner, {"candidate_email": "c@example.com"}
         )
-        started = time.perf_counter()
-        # As the sandbox launcher starts it: `python -m proxy run`, from the same venv.
-        python = str(Path(args.metrux).with_name("python"))
-        proxy = subprocess.Popen(
-            [python, "-m", "proxy", "run", "--session", session["id"], "--control-url", control_url,
-             "--upstream", f"http://127.0.0.1:{fake_port}"],
-            preexec_fn=pin(1), stdout=subprocess.PIPE, stderr=logs,
-            env={**env, "METRUX_BOOTSTRAP_TOKEN": session["bootstrap_token"]},
-        )  # fmt: skip
-        processes.append(proxy)
-        assert proxy.stdout is not None
-        ready = json.loads(proxy.stdout.readline())
-        start_ms = (time.perf_counter() - started) * 1000
+        proxy, ready, start_ms = _start_proxy(
+            args, env, logs, (session, control_url, fake_port), processes
+        )
         start_cpu = cpu_seconds(proxy.pid)
         os.sched_setaffinity(0, {0} if 0 in os.sched_getaffinity(0) else os.sched_getaffinity(0))
         direct = Target("direct", f"http://127.0.0.1:{fake_port}", {"x-api-key": api_key})
@@ -417,17 +455,22 @@ def main() -> int:
         results["proxy CPU to ready (s)"] = start_cpu
         return 0 if report(results, args.concurrency) else 1
     finally:
-        for process in reversed(processes):
-            process.terminate()
-        for process in processes:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(timeout=15)
+        _stop(processes, data_dir)
         logs.close()
-        sock = data_dir / "redis" / "redis.sock"
-        if sock.exists():
-            from core.redis_server import stop_embedded_redis
 
-            stop_embedded_redis(sock)
+
+def _stop(processes: list[subprocess.Popen[bytes]], data_dir: Path) -> None:
+    """Stop what the run started, the embedded Redis server included."""
+    for process in reversed(processes):
+        process.terminate()
+    for process in processes:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=15)
+    sock = data_dir / "redis" / "redis.sock"
+    if sock.exists():
+        from core.redis_server import stop_embedded_redis
+
+        stop_embedded_redis(sock)
 
 
 if __name__ == "__main__":

@@ -80,47 +80,54 @@ class UsagePublisher:
             self._wake.clear()
             while self._queue and not self.fenced:
                 batch = [self._queue[i] for i in range(min(BATCH, len(self._queue)))]
-                try:
-                    delivery = await self._send(batch)
-                except LinkDown as exc:
-                    log.warning(
-                        "usage_publish_retrying",
-                        error=str(exc),
-                        pending=len(self._queue),
-                        delay_s=backoff.delay,
-                    )
-                    await backoff.sleep()
-                    continue
-                except RecordsRefused:
-                    log.error("usage_records_not_accepted", count=len(batch))
-                    self.refused += len(batch)
-                    delivery = Delivery(0, [])
-                except CredentialRefused:
-                    self.fenced = True
-                    log.error("proxy_credential_refused", unsent=len(self._queue))
-                    self._drained.set()  # nothing more will leave: let flush() answer now
-                    if self._on_refused is not None:
-                        self._on_refused("credential_refused")
-                    break
-                except Exception:
-                    # Whatever went wrong, the records stay queued: this loop must not die.
-                    log.exception("usage_publish_failed", pending=len(self._queue))
-                    await backoff.sleep()
-                    continue
-                backoff.reset()
-                if delivery.refused:
-                    # Never accepted, however often sent: a bug to look into, not to retry.
-                    self.refused += len(delivery.refused)
-                    log.error(
-                        "usage_records_refused",
-                        count=len(delivery.refused),
-                        reasons=sorted({str(r.get("reason")) for r in delivery.refused}),
-                    )
-                for _ in batch:
-                    self._queue.popleft()
+                if await self._deliver(batch, backoff):
+                    for _ in batch:
+                        self._queue.popleft()
             if not self._queue:
                 self._urgent.clear()
                 self._drained.set()
+
+    async def _deliver(self, batch: list[bytes], backoff: Backoff) -> bool:
+        """Send one batch: True once it is done with (stored, or refused for good), False
+        to send it again (after the backoff) or when the proxy is fenced."""
+        try:
+            delivery = await self._send(batch)
+        except LinkDown as exc:
+            log.warning(
+                "usage_publish_retrying",
+                error=str(exc),
+                pending=len(self._queue),
+                delay_s=backoff.delay,
+            )
+            await backoff.sleep()
+            return False
+        except RecordsRefused:
+            log.error("usage_records_not_accepted", count=len(batch))
+            self.refused += len(batch)
+            backoff.reset()
+            return True
+        except CredentialRefused:
+            self.fenced = True
+            log.error("proxy_credential_refused", unsent=len(self._queue))
+            self._drained.set()  # nothing more will leave: let flush() answer now
+            if self._on_refused is not None:
+                self._on_refused("credential_refused")
+            return False
+        except Exception:
+            # Whatever went wrong, the records stay queued: this loop must not die.
+            log.exception("usage_publish_failed", pending=len(self._queue))
+            await backoff.sleep()
+            return False
+        backoff.reset()
+        if delivery.refused:
+            # Never accepted, however often sent: a bug to look into, not to retry.
+            self.refused += len(delivery.refused)
+            log.error(
+                "usage_records_refused",
+                count=len(delivery.refused),
+                reasons=sorted({str(r.get("reason")) for r in delivery.refused}),
+            )
+        return True
 
     async def flush(self, within: float) -> bool:
         """Wait up to `within` seconds for every record to be sent; False if some remain."""

@@ -15,10 +15,14 @@ import base64
 import json
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core.settings import Settings
+
+if TYPE_CHECKING:
+    from control.evidence.chain import TranscriptCheck
 
 
 def register(parts: Any) -> None:
@@ -79,6 +83,27 @@ def _fetch_digest(control_url: str, session_id: str) -> dict[str, Any]:
     return asyncio.run(go())
 
 
+def _findings(check: TranscriptCheck) -> Iterator[str]:
+    """What the check found, one line each: every call's verdict, then what differs."""
+    for verdict in check.verdicts:
+        parts = []
+        if not verdict.request_matches:
+            parts.append("request differs")
+        if not verdict.response_matches:
+            parts.append("response differs")
+        yield f"call {verdict.seq}: {'matches' if verdict.matches else ', '.join(parts)}"
+    if check.missing:
+        yield f"the transcript lacks the last {check.missing} recorded calls"
+    if check.extra:
+        yield f"the transcript has {check.extra} calls that were never recorded"
+    for problem in check.chain.problems:
+        yield f"chain: {problem}"
+    if check.sealed_link_matches is False:
+        yield "seal: the sealed link does not match the chain"
+    if check.first_mismatch is not None:
+        yield f"first differing call: {check.first_mismatch}"
+
+
 def run_verify(args: argparse.Namespace, settings: Settings) -> int:
     from control.evidence.chain import verify_transcript
 
@@ -95,22 +120,7 @@ def run_verify(args: argparse.Namespace, settings: Settings) -> int:
         print("metrux: the digest is for another session", file=sys.stderr)
         return 2
     check = verify_transcript(digest, calls)
-    for verdict in check.verdicts:
-        parts = []
-        if not verdict.request_matches:
-            parts.append("request differs")
-        if not verdict.response_matches:
-            parts.append("response differs")
-        print(f"call {verdict.seq}: {'matches' if verdict.matches else ', '.join(parts)}")
-    if check.missing:
-        print(f"the transcript lacks the last {check.missing} recorded calls")
-    if check.extra:
-        print(f"the transcript has {check.extra} calls that were never recorded")
-    for problem in check.chain.problems:
-        print(f"chain: {problem}")
-    if check.sealed_link_matches is False:
-        print("seal: the sealed link does not match the chain")
-    if check.first_mismatch is not None:
-        print(f"first differing call: {check.first_mismatch}")
+    for line in _findings(check):
+        print(line)
     print("VERIFIED" if check.ok else "NOT VERIFIED")
     return 0 if check.ok else 1

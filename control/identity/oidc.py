@@ -14,6 +14,7 @@ import asyncio
 import dataclasses
 import json
 import time
+from typing import Any
 
 import aiohttp
 import jwt
@@ -99,7 +100,8 @@ class JwksVerifier:
             raise IdentityError("token signed by an unknown key")
         return key
 
-    async def verify(self, token: str) -> Identity:
+    def _header(self, token: str) -> tuple[str, str]:
+        """The token's accepted signing algorithm and key id, before any key is fetched."""
         if not token or len(token) > MAX_TOKEN_CHARS:
             raise IdentityError("token missing or too long")
         try:
@@ -112,12 +114,15 @@ class JwksVerifier:
         kid = header.get("kid")
         if not isinstance(kid, str) or not kid:
             raise IdentityError("token names no signing key (kid)")
-        key = await self._key(kid)
+        return str(algorithm), kid
+
+    def _decode(self, token: str, key: jwt.PyJWK, algorithm: str) -> dict[str, Any]:
+        """The verified claims; each way a token can fail says what failed."""
         options: Options = {"require": ["exp", "iat", "sub", "iss"]}
         if self._audience is None:
             options["verify_aud"] = False
         try:
-            claims = jwt.decode(
+            return jwt.decode(
                 token,
                 key=key.key,
                 algorithms=[algorithm],
@@ -136,6 +141,10 @@ class JwksVerifier:
             raise IdentityError(f"token lacks the {exc.claim!r} claim") from None
         except jwt.PyJWTError:
             raise IdentityError("token signature or claims are invalid") from None
+
+    async def verify(self, token: str) -> Identity:
+        algorithm, kid = self._header(token)
+        claims = self._decode(token, await self._key(kid), algorithm)
         email = claims.get("email")
         verified = claims.get("email_verified")
         return Identity(

@@ -10,8 +10,10 @@ recycling upload workers, left for the hardening issue.)
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -20,11 +22,11 @@ from control.audit import store as audit
 from control.audit.actions import AuditAction
 from control.audit.store import Actor
 from control.keys import store
-from control.keys.health import KeyStatus, Verdict, after_check
+from control.keys.health import Health, KeyStatus, Verdict, after_check
 from control.keys.store import KeyRecord
 from control.keys.validation import KeyChecker
 from control.web.errors import ApiError, not_found
-from core.crypto.envelope import KeyContext, encrypt_with
+from core.crypto.envelope import KeyContext, WrappedKey, encrypt_with
 from core.crypto.provider import KekError, KekProvider
 
 
@@ -68,7 +70,6 @@ async def upload_key(
     now = now or dt.datetime.now(dt.UTC)
     key_id = str(uuid.uuid4())
     secret = bytearray(api_key, "ascii")
-    context = KeyContext(tenant_id=tenant_id, key_id=key_id)
     try:
         key_print = fingerprint(secret)
         last_four = secret[-4:].decode("ascii")
@@ -76,35 +77,12 @@ async def upload_key(
             existing = await store.find_live_by_fingerprint(conn, tenant_id, key_print)
         if existing is not None:
             raise ApiError(409, "conflict_error", f"this key is already uploaded as {existing.id}")
-        try:
-            data_key = await kek.generate_data_key(context.as_dict())
-        except KekError as exc:
-            # KMS down or refusing: nothing is stored, and the refusal is on record.
-            await _audit_refused_upload(engine, actor, tenant_id, last_four, str(exc), now)
-            raise ApiError(
-                503,
-                "api_error",
-                "the key-encryption service is unavailable; nothing was stored, try again",
-            ) from None
-        try:
-            wrapped = encrypt_with(data_key, secret, context)
-            result = await checker.check(wrapped, context, data_key.plaintext)
-        finally:
-            data_key.wipe()
-        if result.verdict is Verdict.REJECTED:
-            await _audit_refused_upload(
-                engine, actor, tenant_id, last_four, f"anthropic: {result.reason}", now
-            )
-            raise ApiError(
-                422,
-                "validation_error",
-                f"Anthropic refused this key ({result.reason}); it was not stored. "
-                "Check that it is an active API key of your organisation.",
-            )
-        health = after_check(KeyStatus.UNVERIFIED, 0, result, now)
+        refused = functools.partial(_audit_refused_upload, engine, actor, tenant_id, last_four)
+        wrapped, health = await _wrap_and_check(
+            kek, checker, secret, KeyContext(tenant_id=tenant_id, key_id=key_id), refused, now
+        )
     finally:
         secret[:] = bytes(len(secret))
-
     async with engine.begin() as conn:
         becomes_default = make_default or await store.get_default(conn, tenant_id) is None
         if becomes_default:
@@ -144,6 +122,42 @@ async def upload_key(
             now=now,
         )
     return record
+
+
+async def _wrap_and_check(
+    kek: KekProvider,
+    checker: KeyChecker,
+    secret: bytearray,
+    context: KeyContext,
+    refused: Callable[[str, dt.datetime], Awaitable[None]],
+    now: dt.datetime,
+) -> tuple[WrappedKey, Health]:
+    """The key wrapped under a new data key, and its health after Anthropic's verdict. A
+    refusal (KMS down, or Anthropic refusing the key) is audited through `refused`."""
+    try:
+        data_key = await kek.generate_data_key(context.as_dict())
+    except KekError as exc:
+        # KMS down or refusing: nothing is stored, and the refusal is on record.
+        await refused(str(exc), now)
+        raise ApiError(
+            503,
+            "api_error",
+            "the key-encryption service is unavailable; nothing was stored, try again",
+        ) from None
+    try:
+        wrapped = encrypt_with(data_key, secret, context)
+        result = await checker.check(wrapped, context, data_key.plaintext)
+    finally:
+        data_key.wipe()
+    if result.verdict is Verdict.REJECTED:
+        await refused(f"anthropic: {result.reason}", now)
+        raise ApiError(
+            422,
+            "validation_error",
+            f"Anthropic refused this key ({result.reason}); it was not stored. "
+            "Check that it is an active API key of your organisation.",
+        )
+    return wrapped, after_check(KeyStatus.UNVERIFIED, 0, result, now)
 
 
 async def _audit_refused_upload(

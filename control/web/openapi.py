@@ -44,31 +44,62 @@ def _error(description: str) -> dict[str, Any]:
     }
 
 
-def _operation(name: str, path: str, meta: Endpoint, components: dict[str, Any]) -> dict[str, Any]:
-    op: dict[str, Any] = {"operationId": name, "summary": meta.summary, "tags": [meta.tag]}
+# What each kind of token-checked route declares: its security scheme and its 401/403s.
+_Scheme = tuple[list[dict[str, list[str]]], dict[str, str]]
+_AUTH_SCHEMES: dict[Auth, _Scheme] = {
+    Auth.BOOTSTRAP: (
+        [{"bootstrapToken": []}],
+        {
+            "401": "missing, invalid or already used bootstrap token",
+            "403": "the session is not live or its key was revoked",
+        },
+    ),
+    Auth.PROXY: (
+        [{"proxyCredential": []}],
+        {"401": "missing, invalid or superseded proxy credential"},
+    ),
+    Auth.SANDBOX: (
+        [{"sessionToken": []}],
+        {"401": "missing or invalid session token", "403": "the session is no longer live"},
+    ),
+    Auth.REPORT: (
+        [{"memberToken": []}, {"reportLink": []}],
+        {"401": "no member token, or an unknown or expired report link"},
+    ),
+    Auth.CANDIDATE: ([{"candidateToken": []}], {"401": "missing or invalid candidate token"}),
+}
+_MEMBER_SCHEME: _Scheme = (
+    [{"memberToken": []}, {"operatorToken": []}],
+    {"401": "missing or invalid API token", "403": "the member's role may not do this"},
+)
+
+
+_NO_SCHEME: _Scheme = ([], {})
+
+
+def _parameters(path: str, meta: Endpoint) -> list[dict[str, Any]]:
     parameters = [
         {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
         for p in _PATH_PARAM.findall(path)
     ]
     if meta.query is not None:
+        properties = meta.query.model_json_schema()["properties"]
         for field, info in meta.query.model_fields.items():
-            schema = meta.query.model_json_schema()["properties"][field]
             parameters.append(
                 {
                     "name": field,
                     "in": "query",
                     "required": info.is_required(),
                     "description": info.description or "",
-                    "schema": schema,
+                    "schema": properties[field],
                 }
             )
-    if parameters:
-        op["parameters"] = parameters
-    if meta.body is not None:
-        op["requestBody"] = {
-            "required": True,
-            "content": {"application/json": {"schema": _schema_ref(meta.body, components)}},
-        }
+    return parameters
+
+
+def _responses(
+    meta: Endpoint, components: dict[str, Any], errors: dict[str, str], has_path: bool
+) -> dict[str, Any]:
     success: dict[str, Any] = {"description": "success"}
     if meta.response is not None:
         success["content"] = {
@@ -81,31 +112,32 @@ def _operation(name: str, path: str, meta: Endpoint, components: dict[str, Any])
         responses["400"] = _error("the body is not JSON")
         responses["413"] = _error("the body is too large")
         responses["415"] = _error("the body is not application/json")
-    if meta.auth is Auth.BOOTSTRAP:
-        op["security"] = [{"bootstrapToken": []}]
-        responses["401"] = _error("missing, invalid or already used bootstrap token")
-        responses["403"] = _error("the session is not live or its key was revoked")
-    if meta.auth is Auth.PROXY:
-        op["security"] = [{"proxyCredential": []}]
-        responses["401"] = _error("missing, invalid or superseded proxy credential")
-    if meta.auth is Auth.SANDBOX:
-        op["security"] = [{"sessionToken": []}]
-        responses["401"] = _error("missing or invalid session token")
-        responses["403"] = _error("the session is no longer live")
-    if meta.auth is Auth.REPORT:
-        op["security"] = [{"memberToken": []}, {"reportLink": []}]
-        responses["401"] = _error("no member token, or an unknown or expired report link")
-    if meta.auth is Auth.CANDIDATE:
-        op["security"] = [{"candidateToken": []}]
-        responses["401"] = _error("missing or invalid candidate token")
-    if not meta.public:
-        op["security"] = [{"memberToken": []}, {"operatorToken": []}]
-        op["x-roles"] = sorted(role.value for role in meta.access)
-        responses["401"] = _error("missing or invalid API token")
-        responses["403"] = _error("the member's role may not do this")
-    if parameters and any(p["in"] == "path" for p in parameters):
+    responses.update({status: _error(text) for status, text in errors.items()})
+    if has_path:
         responses["404"] = _error("no such object in this tenant")
-    op["responses"] = responses
+    return responses
+
+
+def _operation(name: str, path: str, meta: Endpoint, components: dict[str, Any]) -> dict[str, Any]:
+    op: dict[str, Any] = {"operationId": name, "summary": meta.summary, "tags": [meta.tag]}
+    parameters = _parameters(path, meta)
+    if parameters:
+        op["parameters"] = parameters
+    if meta.body is not None:
+        op["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": _schema_ref(meta.body, components)}},
+        }
+    # A member route's token wins over any other its auth kind names.
+    security, errors = (
+        _MEMBER_SCHEME if not meta.public else _AUTH_SCHEMES.get(meta.auth, _NO_SCHEME)
+    )
+    if security:
+        op["security"] = security
+    if not meta.public:
+        op["x-roles"] = sorted(role.value for role in meta.access)
+    has_path = any(p["in"] == "path" for p in parameters)
+    op["responses"] = _responses(meta, components, errors, has_path)
     return op
 
 

@@ -9,6 +9,7 @@ the stream's deltas so that its digest equals the digest of the same non-streame
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from proxy.meter.sse import SseEvent
@@ -68,26 +69,36 @@ class StreamFold:
         if not isinstance(data, dict):
             return
         kind = data.get("type", event.name)
-        if kind == "content_block_delta":
-            self._delta(data.get("index"), data.get("delta") or {})
-        elif kind == "content_block_start":
-            index = data.get("index")
-            if isinstance(index, int) and isinstance(data.get("content_block"), dict):
-                self._blocks[index] = dict(data["content_block"])
-        elif kind == "content_block_stop":
-            self._finish_block(data.get("index"))
-        elif kind == "message_start":
-            message = data.get("message") or {}
-            self.model = message.get("model")
-            self.usage_start = message.get("usage")
-        elif kind == "message_delta":
-            self.stop_reason = (data.get("delta") or {}).get("stop_reason", self.stop_reason)
-            if isinstance(data.get("usage"), dict):
-                self.usage_delta = data["usage"]
-        elif kind == "message_stop":
-            self.message_stopped = True
-        elif kind == "error":
-            self.error_type = (data.get("error") or {}).get("type", "error")
+        handler = _HANDLERS.get(kind) if isinstance(kind, str) else None  # a list is unhashable
+        if handler is not None:
+            handler(self, data)
+
+    def _on_delta(self, data: dict[str, Any]) -> None:
+        self._delta(data.get("index"), _mapping(data.get("delta")))
+
+    def _on_block_start(self, data: dict[str, Any]) -> None:
+        index = data.get("index")
+        if isinstance(index, int) and isinstance(data.get("content_block"), dict):
+            self._blocks[index] = dict(data["content_block"])
+
+    def _on_block_stop(self, data: dict[str, Any]) -> None:
+        self._finish_block(data.get("index"))
+
+    def _on_message_start(self, data: dict[str, Any]) -> None:
+        message = _mapping(data.get("message"))
+        self.model = message.get("model")
+        self.usage_start = message.get("usage")
+
+    def _on_message_delta(self, data: dict[str, Any]) -> None:
+        self.stop_reason = _mapping(data.get("delta")).get("stop_reason", self.stop_reason)
+        if isinstance(data.get("usage"), dict):
+            self.usage_delta = data["usage"]
+
+    def _on_message_stop(self, data: dict[str, Any]) -> None:
+        self.message_stopped = True
+
+    def _on_error(self, data: dict[str, Any]) -> None:
+        self.error_type = _mapping(data.get("error")).get("type", "error")
 
     def _delta(self, index: object, delta: dict[str, Any]) -> None:
         block = self._blocks.get(index) if isinstance(index, int) else None
@@ -126,6 +137,23 @@ class StreamFold:
 
     def counts(self) -> dict[str, int | None]:
         return token_counts(self.usage_start, self.usage_delta)
+
+
+def _mapping(value: object) -> dict[str, Any]:
+    """A JSON object as it came, or an empty one for anything else an upstream sent."""
+    return value if isinstance(value, dict) else {}
+
+
+# The stream events that change what a fold holds, by their type.
+_HANDLERS: dict[str, Callable[[StreamFold, dict[str, Any]], None]] = {
+    "content_block_delta": StreamFold._on_delta,
+    "content_block_start": StreamFold._on_block_start,
+    "content_block_stop": StreamFold._on_block_stop,
+    "message_start": StreamFold._on_message_start,
+    "message_delta": StreamFold._on_message_delta,
+    "message_stop": StreamFold._on_message_stop,
+    "error": StreamFold._on_error,
+}
 
 
 def fold_json(body: bytes) -> dict[str, Any]:

@@ -104,3 +104,25 @@ def test_request_facts_whose_content_cannot_be_re_encoded_keep_the_body_digest()
         sys.setrecursionlimit(limit)
     assert digests.request_sha256 == hashlib.sha256(body).hexdigest()
     assert digests.message_sha256s == ()
+
+
+def test_stream_events_of_any_json_shape_are_ignored_not_fatal() -> None:
+    """Whatever JSON an upstream puts in an event (a type that is a list or a number,
+    fields of the wrong kind), the fold skips it and keeps what it had."""
+    fold = StreamFold()
+    for name, data in stream_events(["ok"]):
+        fold.add(SseEvent(name, json.dumps(data)))
+    before = fold.counts()
+    for odd in (
+        {"type": ["message_start"]},
+        {"type": 7},
+        {"type": None},
+        {"type": "message_delta", "delta": "stop", "usage": [1]},
+        {"type": "content_block_start", "index": "0", "content_block": []},
+        {"type": "content_block_delta", "index": 99, "delta": {"type": "text_delta"}},
+        [1, 2],
+        "text",
+    ):
+        fold.add(SseEvent("message_delta", json.dumps(odd)))
+    assert fold.counts() == before
+    assert fold.message_stopped
