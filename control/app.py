@@ -104,7 +104,9 @@ async def end_signal_streams(app: web.Application) -> None:
 async def keys_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[appkeys.settings]
     app[appkeys.kek] = load_kek(settings)
-    app[appkeys.key_checker] = ProcessKeyChecker(settings.upstream_url)
+    app[appkeys.key_checker] = ProcessKeyChecker(
+        settings.upstream_url, settings.key_check_timeout_s
+    )
     app[appkeys.key_monitor] = KeyMonitor(
         app[appkeys.engine], app[appkeys.kek], app[appkeys.key_checker], app[appkeys.email]
     )
@@ -113,7 +115,7 @@ async def keys_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def workers_ctx(app: web.Application) -> AsyncIterator[None]:
     """Run the background workers in this process (`metrux control serve` does by default)."""
-    tasks = start_workers(
+    app[appkeys.workers] = start_workers(
         app[appkeys.redis],
         app[appkeys.engine],
         app[appkeys.names],
@@ -122,7 +124,7 @@ async def workers_ctx(app: web.Application) -> AsyncIterator[None]:
         app[appkeys.metrics],
     )
     yield
-    await stop_workers(tasks)
+    await stop_workers(app[appkeys.workers])
 
 
 def create_app(settings: Settings, *, workers: bool = False) -> web.Application:

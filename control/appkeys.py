@@ -15,6 +15,7 @@ from control.ops.metrics import ControlMetrics
 from control.sessions.signals import SignalHub, SignalPublisher
 from control.usage.prices import PriceTable
 from control.web.context import settings_key
+from control.workers import Workers
 from core.crypto.provider import KekProvider
 from core.ratelimit import RateLimiter
 from core.redis_names import RedisNames
@@ -34,3 +35,4 @@ prices = web.AppKey("prices", PriceTable)
 metrics = web.AppKey("metrics", ControlMetrics)
 limiter = web.AppKey("limiter", RateLimiter)
 blocklist = web.AppKey("blocklist", Blocklist)
+workers = web.AppKey("workers", Workers)  # set when this process runs the workers

@@ -1,4 +1,4 @@
-"""`metrux control …`: migrate, serve, worker, outbox, create-tenant.
+"""`metrux control …`: migrate, serve, worker, outbox, usage dead-letters, create-tenant.
 
 Handlers import what they need when they run: `register` runs in every `metrux` process
 (the proxy's included), which must not pay for the control plane's dependencies.
@@ -51,16 +51,7 @@ def register(parts: Any) -> None:
     )
     cmd.set_defaults(handler=run_worker)
 
-    retention = commands.add_parser("retention", help="the retention policy")
-    steps = retention.add_subparsers(dest="step", required=True, metavar="STEP")
-    cmd = steps.add_parser("run", help="apply the retention rules once (serve runs this hourly)")
-    cmd.add_argument("--dry-run", action="store_true", help="count what would change")
-    cmd.add_argument(
-        "--now", type=_timestamp, default=None, help="act as if it were this ISO 8601 time"
-    )
-    cmd.set_defaults(handler=run_retention)
-    cmd = steps.add_parser("doc", help="print the retention table as docs/retention.md")
-    cmd.set_defaults(handler=run_retention_doc)
+    _register_retention(commands)
 
     cmd = commands.add_parser(
         "rewrap", help="re-wrap every stored key under another KEK (no downtime, resumable)"
@@ -84,6 +75,8 @@ def register(parts: Any) -> None:
     cmd = commands.add_parser("outbox", help="print emails waiting for delivery (no provider set)")
     cmd.set_defaults(handler=run_outbox)
 
+    _register_usage(commands)
+
     from control.guard.cli import register as register_guard
 
     register_guard(commands, _operator)
@@ -92,6 +85,43 @@ def register(parts: Any) -> None:
     cmd.add_argument("name")
     cmd.add_argument("--owner-email", required=True)
     cmd.set_defaults(handler=run_create_tenant)
+
+
+def _register_retention(commands: Any) -> None:
+    retention = commands.add_parser("retention", help="the retention policy")
+    steps = retention.add_subparsers(dest="step", required=True, metavar="STEP")
+    cmd = steps.add_parser("run", help="apply the retention rules once (serve runs this hourly)")
+    cmd.add_argument("--dry-run", action="store_true", help="count what would change")
+    cmd.add_argument(
+        "--now", type=_timestamp, default=None, help="act as if it were this ISO 8601 time"
+    )
+    cmd.set_defaults(handler=run_retention)
+    cmd = steps.add_parser("doc", help="print the retention table as docs/retention.md")
+    cmd.set_defaults(handler=run_retention_doc)
+
+
+def _register_usage(commands: Any) -> None:
+    usage = commands.add_parser("usage", help="usage records")
+    steps = usage.add_subparsers(dest="step", required=True, metavar="STEP")
+    cmd = steps.add_parser(
+        "dead-letters",
+        help="print the usage records the ingester could not store, newest first, with why "
+        "(JSON lines; the read is audited)",
+    )
+    cmd.add_argument("--tenant", default=None, help="only this tenant's")
+    cmd.add_argument("--limit", type=_positive, default=100)
+    cmd.add_argument("--payload", action="store_true", help="include each record as queued")
+    cmd.set_defaults(handler=run_dead_letters)
+
+
+def _positive(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError("give a whole number") from None
+    if not 1 <= number <= 10_000:
+        raise argparse.ArgumentTypeError("give a number from 1 to 10000")
+    return number
 
 
 def _timestamp(value: str) -> dt.datetime:
@@ -200,7 +230,7 @@ def run_worker(args: argparse.Namespace, settings: Settings) -> int:
         monitor = KeyMonitor(
             engine,
             load_kek(settings),
-            ProcessKeyChecker(settings.upstream_url),
+            ProcessKeyChecker(settings.upstream_url, settings.key_check_timeout_s),
             make_sender(settings, engine),
         )
         try:
@@ -234,6 +264,29 @@ def run_outbox(args: argparse.Namespace, settings: Settings) -> int:
 
     for message in asyncio.run(go()):
         print(json.dumps(message, default=str))
+    return 0
+
+
+def run_dead_letters(args: argparse.Namespace, settings: Settings) -> int:
+    from control.db.engine import create_engine
+    from control.usage.service import read_dead_letters
+
+    if not asyncio.run(_is_current(settings)):
+        return _fail("the database schema is not current: run `metrux control migrate` first")
+
+    async def go() -> list[dict[str, object]]:
+        engine = create_engine(settings.effective_database_url)
+        try:
+            return await read_dead_letters(
+                engine, _operator(), tenant_id=args.tenant, limit=args.limit
+            )
+        finally:
+            await engine.dispose()
+
+    for letter in asyncio.run(go()):
+        if not args.payload:
+            letter.pop("payload", None)
+        print(json.dumps(letter, default=str))
     return 0
 
 

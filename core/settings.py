@@ -332,6 +332,14 @@ class Settings:
         _http_url,
         help="where proxies send Claude calls",
     )
+    key_check_timeout_s: float = setting(
+        "METRUX_KEY_CHECK_TIMEOUT_S",
+        5.0,
+        _positive_float,
+        shown="5",
+        help="how long Anthropic has to answer the check of an uploaded key (or the key "
+        "monitor's) before the key is stored `unverified` and checked again later",
+    )
     sentry_dsn: str | None = setting(
         "SENTRY_DSN",
         None,
@@ -498,6 +506,13 @@ class Settings:
         _parse_algorithms,
         shown="`RS256`",
         help="accepted signing algorithms, comma-separated (asymmetric only)",
+    )
+    ready_max_backlog_s: int = setting(
+        "METRUX_READY_MAX_BACKLOG_S",
+        300,
+        _positive,
+        help="`/readyz` fails while the oldest usage record waiting to be stored is older "
+        "than this, in seconds",
     )
     member_session_hours: int = setting(
         "METRUX_MEMBER_SESSION_HOURS",

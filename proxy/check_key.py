@@ -32,7 +32,7 @@ from proxy.keyring import SessionKey
 from proxy.transport import HttpClient, UpstreamError
 from proxy.unseal import Unopenable, open_into_page
 
-TIMEOUT_S = 5.0
+TIMEOUT_S = 5.0  # unless the grant says otherwise (METRUX_KEY_CHECK_TIMEOUT_S)
 ANTHROPIC_VERSION = "2023-06-01"
 
 
@@ -74,14 +74,16 @@ def open_grant(grant: dict[str, Any], recipient: Recipient) -> SessionKey:
     return key
 
 
-async def ask_anthropic(upstream_url: str, key: SessionKey) -> tuple[str, str]:
+async def ask_anthropic(
+    upstream_url: str, key: SessionKey, timeout_s: float = TIMEOUT_S
+) -> tuple[str, str]:
     http = HttpClient(upstream_url)
     headers = {"anthropic-version": ANTHROPIC_VERSION, "accept-encoding": "identity"}
     # The key goes into a head this process owns and zeroes once sent.
     head = http.head("GET", "/v1/models?limit=1", headers, 0, key=key)
     try:
-        async with asyncio.timeout(TIMEOUT_S):
-            response = await http.send(head, read_timeout=TIMEOUT_S)
+        async with asyncio.timeout(timeout_s):
+            response = await http.send(head, read_timeout=timeout_s)
             response.release()
             return verdict_for(response.status)
     except TimeoutError:
@@ -112,7 +114,8 @@ def main() -> int:
         print(f"metrux key check: unusable grant ({type(exc).__name__})", file=sys.stderr)
         return 2
     try:
-        verdict, reason = asyncio.run(ask_anthropic(str(grant["upstream_url"]), key))
+        timeout_s = float(grant.get("timeout_s", TIMEOUT_S))
+        verdict, reason = asyncio.run(ask_anthropic(str(grant["upstream_url"]), key, timeout_s))
     finally:
         key.clear()
     _say({"verdict": verdict, "reason": reason})

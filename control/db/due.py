@@ -22,5 +22,5 @@ class Due:
         result = await conn.execute(select(func.count()).select_from(self.ids.subquery()))
         return int(result.scalar_one())
 
-    async def take(self, conn: AsyncConnection, limit: int) -> list[str]:
+    async def take(self, conn: AsyncConnection, limit: int) -> list[Any]:
         return [row[0] for row in await conn.execute(self.ids.limit(limit))]

@@ -308,6 +308,22 @@ invites = Table(
     _id("session_id", ForeignKey("sessions.id", ondelete="SET NULL")),
 )
 
+# Usage records the database would not take, each with why: the rest of its batch is
+# stored, and an operator reads these with `metrux control usage dead-letters`. The payload
+# is the record as queued (counts, timings, ids, digests; never prompt text), bounded.
+usage_dead_letters = Table(
+    "usage_dead_letters",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("stream_entry_id", String(64), nullable=False),
+    Column("record_id", String(64)),
+    _id("session_id"),
+    _id("tenant_id"),
+    Column("reason", String(500), nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False, index=True),
+)
+
 # Emails waiting for an operator to deliver them, when no email provider is configured.
 email_outbox = Table(
     "email_outbox",

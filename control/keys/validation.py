@@ -25,9 +25,8 @@ from core.crypto.blob import KeyContext, WrappedKey
 from core.crypto.sealing import SealError, load_target, seal, seal_info
 
 log = structlog.get_logger(__name__)
-CHECK_TIMEOUT_S = 5.0
 # The child's own start-up (imports) comes on top of the call's timeout.
-PROCESS_TIMEOUT_S = CHECK_TIMEOUT_S + 25.0
+PROCESS_STARTUP_S = 25.0
 
 
 class KeyChecker(Protocol):
@@ -37,8 +36,9 @@ class KeyChecker(Protocol):
 
 
 class ProcessKeyChecker:
-    def __init__(self, upstream_url: str) -> None:
+    def __init__(self, upstream_url: str, timeout_s: float = 5.0) -> None:
         self._upstream_url = upstream_url
+        self._timeout_s = timeout_s  # how long Anthropic has to answer
 
     def __repr__(self) -> str:
         return f"<ProcessKeyChecker {self._upstream_url}>"
@@ -55,7 +55,7 @@ class ProcessKeyChecker:
             env={"PATH": os.environ.get("PATH", "")},
         )  # fmt: skip
         try:
-            async with asyncio.timeout(PROCESS_TIMEOUT_S):
+            async with asyncio.timeout(self._timeout_s + PROCESS_STARTUP_S):
                 return await self._converse(child, wrapped, context, data_key)
         except (TimeoutError, OSError, ValueError, KeyError, SealError) as exc:
             log.warning("key_check_process_failed", error=type(exc).__name__)
@@ -85,6 +85,7 @@ class ProcessKeyChecker:
             "tenant_id": context.tenant_id,
             "key_id": context.key_id,
             "upstream_url": self._upstream_url,
+            "timeout_s": self._timeout_s,
             "sealed_key": {
                 "sealed_data_key": seal(data_key, target, info).hex(),
                 "nonce": wrapped.nonce.hex(),

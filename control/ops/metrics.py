@@ -45,6 +45,16 @@ class ControlMetrics:
             "proxy credential's (wrong_session: alert on any)",
             ["reason"], registry=self.registry,
         )  # fmt: skip
+        self.dead_letters = Counter(
+            "metrux_usage_dead_letters",
+            "Usage records the ingester could not store, kept in the dead-letter table, by "
+            "reason (invalid, unreadable, unknown_session, refused_by_database); alert on any",
+            ["reason"], registry=self.registry,
+        )  # fmt: skip
+        self.worker_restarts = Counter(
+            "metrux_worker_restarts", "Background workers restarted after a crash, by worker",
+            ["worker"], registry=self.registry,
+        )  # fmt: skip
         self.backlog = Gauge(
             "metrux_usage_records_backlog",
             "Usage records on the stream not yet stored (read at scrape)",

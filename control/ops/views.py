@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from typing import Literal
+import time
+from typing import Any, Literal
 
 import structlog
 from aiohttp import web
@@ -44,14 +45,51 @@ async def _check_redis(app: web.Application) -> None:
     await app[appkeys.redis].ping()
 
 
+class NotReady(Exception):
+    pass
+
+
+async def _check_workers(app: web.Application) -> None:
+    workers = app.get(appkeys.workers)  # set when this process runs the workers
+    if workers is not None and (down := workers.down()):
+        raise NotReady(f"down: {', '.join(down)}")
+
+
+async def _check_ingest(app: web.Application) -> None:
+    """The oldest record waiting on the ingest stream is not older than the setting allows
+    (stored records leave the stream, so its first entry is the oldest unstored)."""
+    oldest: Any = await app[appkeys.redis].xrange(app[appkeys.names].usage_stream, count=1)
+    if not oldest:
+        return
+    entry_id = oldest[0][0]
+    queued_ms = int((entry_id.decode() if isinstance(entry_id, bytes) else entry_id).split("-")[0])
+    age_s = time.time() - queued_ms / 1000
+    if age_s > app[appkeys.settings].ready_max_backlog_s:
+        raise NotReady(f"the oldest record waiting has waited {age_s:.0f} s")
+
+
 @routes.get("/readyz")
-@endpoint("The database and Redis are reachable", access=PUBLIC, response=Readiness, tag="ops")
+@endpoint(
+    "The database and Redis are reachable, this process's background workers are running, "
+    "and usage ingestion keeps up",
+    access=PUBLIC,
+    response=Readiness,
+    tag="ops",
+)
 async def readyz(request: web.Request) -> web.Response:
     checks: dict[str, str] = {}
-    for name, check in (("database", _check_database), ("redis", _check_redis)):
+    for name, check in (
+        ("database", _check_database),
+        ("redis", _check_redis),
+        ("workers", _check_workers),
+        ("ingest", _check_ingest),
+    ):
         try:
             await asyncio.wait_for(check(request.app), CHECK_TIMEOUT_S)
             checks[name] = "ok"
+        except NotReady as exc:
+            log.warning("readiness_check_failed", check=name, reason=str(exc))
+            checks[name] = "failed"
         except Exception as exc:  # any failure means "not ready"; the type is logged
             log.warning("readiness_check_failed", check=name, error=type(exc).__name__)
             checks[name] = "failed"

@@ -18,6 +18,7 @@ CANDIDATE_INACTIVITY = 730 * DAY  # 2 years without sign-in or invite
 CANDIDATE_NOTICE = 30 * DAY  # from the pre-deletion notice to the deletion
 DELETION_REQUEST_WINDOW = 30 * DAY  # a self-serve request is carried out within this
 TENANT_GRACE = 30 * DAY  # after closure, then anonymised
+USAGE_DEAD_LETTERS = 30 * DAY  # usage records the database refused, kept for diagnosis
 AUDIT_TARGET = 730 * DAY  # in the primary database; archival is a deployment concern
 
 
@@ -76,6 +77,13 @@ RULES: tuple[Rule, ...] = (
         then="destroyed (the wrapped blob is deleted) at revocation or at tenant closure",
         enforced_by="`metrux control close-tenant` (`key:revoke`); the retention worker "
         "destroys any left on a closed tenant",
+    ),
+    Rule(
+        data="Usage records the database refused (`metrux control usage dead-letters`): "
+        "counts, timings, ids and digests, with the reason",
+        keep=f"{_days(USAGE_DEAD_LETTERS)}",
+        then="deleted",
+        enforced_by="retention worker (counted as `usage_dead_letters_deleted`)",
     ),
     Rule(
         data="Audit events",

@@ -32,6 +32,7 @@ from control.retention import rules
 from control.retention.erasure import SYSTEM, anonymise_tenant, erase_candidate
 from control.sessions import store as session_store
 from control.tenants import store as tenant_store
+from control.usage import store as usage_store
 
 log = structlog.get_logger(__name__)
 
@@ -78,6 +79,7 @@ class RetentionWorker:
             self._send_notices,
             self._destroy_closed_tenants_keys,
             self._anonymise_tenants,
+            self._delete_dead_letters,
         ):
             await step(report)
         erased = (
@@ -96,7 +98,7 @@ class RetentionWorker:
         report: Report,
         name: str,
         due: Due,
-        apply: Callable[[AsyncConnection, list[str]], Awaitable[int]],
+        apply: Callable[[AsyncConnection, list[Any]], Awaitable[int]],
     ) -> None:
         """Take due ids in batches and apply the change to each batch in a transaction.
         A dry run only counts what is due."""
@@ -280,6 +282,21 @@ class RetentionWorker:
 
         await self._batches(
             report, "tenants_anonymised", tenant_store.due_anonymise(closed_before), apply
+        )
+
+    # --- usage dead letters --------------------------------------------------------------
+
+    async def _delete_dead_letters(self, report: Report) -> None:
+        created_before = report.now - rules.USAGE_DEAD_LETTERS
+
+        async def apply(conn: AsyncConnection, ids: list[int]) -> int:
+            return await usage_store.delete_dead_letters(conn, ids, created_before=created_before)
+
+        await self._batches(
+            report,
+            "usage_dead_letters_deleted",
+            usage_store.due_dead_letters(created_before),
+            apply,
         )
 
 

@@ -3,21 +3,26 @@
 A proxy posts its records with its own credential. The session and tenant come from that
 credential; a record that names any other session or tenant is refused (and counted),
 never stored. Each record is validated alone, against the columns it will be stored in, so
-one bad record is refused without holding up the others or the ingester behind them.
-Accepted records go onto the internal Redis stream that the ingester drains; the ingester
-makes them idempotent by record id.
+one bad record is refused without holding up the others or the ingester behind them:
+types, ranges and timestamps are checked, and a free-text field longer than its column
+(a model name the candidate chose, say) is kept cut to fit, ending in TRUNCATED_MARK, so
+the call is still accounted for. NUL characters, which PostgreSQL cannot store in text,
+become U+FFFD. Accepted records go onto the internal Redis stream that the ingester
+drains; the ingester makes them idempotent by record id (control/usage/ingest.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import math
 from collections.abc import Callable
 from typing import Annotated, Any
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
@@ -32,14 +37,34 @@ from core.usage import UsageRecord
 MAX_RECORDS_PER_BATCH = 500
 MAX_BATCH_BYTES = 8 * 1024 * 1024
 MAX_MESSAGES = 20_000  # message digests in one record
-MAX_COUNT = 2**53  # token and byte counts: anything larger is not a real count
+MAX_COUNT = 2**53  # byte counts (BIGINT): anything larger is not a real count
+MAX_TOKENS = 2**31 - 1  # token counts are INTEGER columns
+MAX_USAGE_BYTES = 16 * 1024  # Anthropic's usage object is a few hundred bytes
+TRUNCATED_MARK = "…[cut]"
+
+
+def _fit(limit: int) -> Callable[[Any], Any]:
+    """A free-text value cut to `limit` characters (ending in TRUNCATED_MARK), with NULs
+    replaced; anything that is not a string is left for the type check to refuse."""
+
+    def fit(value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        value = value.replace("\x00", "\ufffd")
+        if len(value) > limit:
+            return value[: limit - len(TRUNCATED_MARK)] + TRUNCATED_MARK
+        return value
+
+    return fit
+
 
 Hex64 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 Hex64OrEmpty = Annotated[str, StringConstraints(pattern=r"^(?:[0-9a-f]{64})?$")]
 Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
+Tokens = Annotated[int, Field(ge=0, le=MAX_TOKENS)]
 Text36 = Annotated[str, StringConstraints(min_length=1, max_length=36)]
-Text64 = Annotated[str, StringConstraints(min_length=1, max_length=64)]
-Text200 = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+Text64 = Annotated[str, BeforeValidator(_fit(64)), StringConstraints(min_length=1)]
+Text200 = Annotated[str, BeforeValidator(_fit(200)), StringConstraints(min_length=1)]
 
 
 class RecordIn(BaseModel):
@@ -61,11 +86,11 @@ class RecordIn(BaseModel):
     model_served: Text200 | None = None
     upstream_request_id: Text200 | None = None
     stop_reason: Text64 | None = None
-    input_tokens: Count | None = None
-    output_tokens: Count | None = None
-    cache_creation_input_tokens: Count | None = None
-    cache_read_input_tokens: Count | None = None
-    reserved_output_tokens: Count | None = None
+    input_tokens: Tokens | None = None
+    output_tokens: Tokens | None = None
+    cache_creation_input_tokens: Tokens | None = None
+    cache_read_input_tokens: Tokens | None = None
+    reserved_output_tokens: Tokens | None = None
     usage: dict[str, Any] | None = None
     ttfb_ms: Annotated[float, Field(ge=0)] | None = None
     latency_ms: Annotated[float, Field(ge=0)] | None = None
@@ -86,9 +111,26 @@ class RecordIn(BaseModel):
     def _float(cls, value: Any) -> Any:
         # JSON has one number type: a whole number of milliseconds arrives as an int.
         if isinstance(value, int) and not isinstance(value, bool):
-            return float(value)
+            try:
+                return float(value)
+            except OverflowError:
+                raise ValueError("must be a finite number") from None
         if isinstance(value, float) and not math.isfinite(value):
             raise ValueError("must be a finite number")
+        return value
+
+    @field_validator("usage")
+    @classmethod
+    def _usage(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        # Kept as JSON: it must encode, and fit. Anthropic's is a few hundred bytes.
+        if value is None:
+            return None
+        try:
+            encoded = json.dumps(value)
+        except (ValueError, RecursionError):
+            raise ValueError("must be plain JSON") from None
+        if len(encoded) > MAX_USAGE_BYTES:
+            return {"truncated": True}
         return value
 
     @field_validator("started_at")
@@ -96,11 +138,11 @@ class RecordIn(BaseModel):
     def _timestamp(cls, value: str) -> str:
         try:
             parsed = dt.datetime.fromisoformat(value)
-        except ValueError:
-            raise ValueError("must be an ISO 8601 timestamp") from None
-        if parsed.tzinfo is None:
-            raise ValueError("must carry a UTC offset")
-        return parsed.astimezone(dt.UTC).isoformat()
+            if parsed.tzinfo is None:
+                raise ValueError("must carry a UTC offset")
+            return parsed.astimezone(dt.UTC).isoformat()
+        except (ValueError, OverflowError):
+            raise ValueError("must be an ISO 8601 timestamp with a UTC offset") from None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -124,7 +166,7 @@ def _record_id(item: object) -> str | None:
     return value if isinstance(value, str) and len(value) <= 64 else None
 
 
-def _first_error(exc: ValidationError) -> str:
+def first_error(exc: ValidationError) -> str:
     error = exc.errors()[0]
     where = ".".join(str(part) for part in error["loc"]) or "record"
     return f"{where}: {error['msg']}"
@@ -145,7 +187,7 @@ def sort_records(
         try:
             valid = RecordIn.model_validate(item)
         except ValidationError as exc:
-            refused.append(Refusal(_record_id(item), "invalid", _first_error(exc)))
+            refused.append(Refusal(_record_id(item), "invalid", first_error(exc)))
             continue
         if valid.session_id != session_id or valid.tenant_id != tenant_id:
             refused.append(

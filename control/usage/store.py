@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from control.db.schema import sessions, usage_records
+from control.db.due import Due
+from control.db.schema import sessions, usage_dead_letters, usage_records
 from core.usage import GENERATION_ENDPOINT, UsageRecord, charged_output_tokens
 
 
@@ -160,3 +162,69 @@ async def budget_spent(conn: AsyncConnection, session_id: str) -> tuple[int, int
             reserved=row.reserved_output_tokens,
         )
     return calls, tokens
+
+
+MAX_DEAD_PAYLOAD = 64 * 1024
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A queued record the database would not take, and why."""
+
+    stream_entry_id: str
+    reason: str
+    payload: str
+    record_id: str | None = None
+    session_id: str | None = None
+    tenant_id: str | None = None
+
+
+async def insert_dead_letters(
+    conn: AsyncConnection, letters: Sequence[DeadLetter], *, now: dt.datetime
+) -> None:
+    def text(value: str | None, limit: int) -> str | None:
+        # What the database refused may be what it cannot store: NULs, or too long.
+        return None if value is None else value.replace("\x00", "\ufffd")[:limit]
+
+    await conn.execute(
+        insert(usage_dead_letters),
+        [
+            {
+                "stream_entry_id": text(letter.stream_entry_id, 64),
+                "record_id": text(letter.record_id, 64),
+                "session_id": text(letter.session_id, 36),
+                "tenant_id": text(letter.tenant_id, 36),
+                "reason": text(letter.reason, 500),
+                "payload": text(letter.payload, MAX_DEAD_PAYLOAD),
+                "created_at": now,
+            }
+            for letter in letters
+        ],
+    )
+
+
+async def list_dead_letters(
+    conn: AsyncConnection, *, limit: int, tenant_id: str | None = None
+) -> list[dict[str, Any]]:
+    """The newest dead letters first (one tenant's, if named)."""
+    query = select(usage_dead_letters).order_by(usage_dead_letters.c.id.desc()).limit(limit)
+    if tenant_id is not None:
+        query = query.where(usage_dead_letters.c.tenant_id == tenant_id)
+    return [dict(row._mapping) for row in await conn.execute(query)]
+
+
+def due_dead_letters(created_before: dt.datetime) -> Due:
+    return Due(
+        select(usage_dead_letters.c.id).where(usage_dead_letters.c.created_at <= created_before)
+    )
+
+
+async def delete_dead_letters(
+    conn: AsyncConnection, ids: list[int], *, created_before: dt.datetime
+) -> int:
+    result = await conn.execute(
+        delete(usage_dead_letters).where(
+            usage_dead_letters.c.id.in_(ids), usage_dead_letters.c.created_at <= created_before
+        )
+    )
+    return result.rowcount

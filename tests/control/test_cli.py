@@ -287,3 +287,42 @@ def test_scan_logs_finds_a_live_key_in_any_usual_form_and_names_it_by_id(
     code, _, err = run(env, "control", "scan-logs", str(tmp_path / "missing.log"))
     assert code == 1
     assert "no such file" in err
+
+
+async def test_usage_dead_letters_lists_them_and_the_read_is_audited(
+    run: Any, tmp_path: Path, database_url: str, engine: Any
+) -> None:
+    from sqlalchemy import select
+
+    from control.db.schema import audit_events
+    from control.usage import store
+
+    letters = [
+        store.DeadLetter("1-0", "invalid: started_at: bad", '{"x": 1}', "r1", "s1", "t1"),
+        store.DeadLetter("2-0", "unknown_session", '{"x": 2}', "r2", "s2", "t2"),
+    ]
+    async with engine.begin() as conn:
+        await store.insert_dead_letters(conn, letters, now=dt.datetime.now(dt.UTC))
+    env = _env(tmp_path, database_url)
+    args = ("control", "usage", "dead-letters")
+    code, out, _ = await asyncio.to_thread(run, env, *args)
+    assert code == 0
+    rows = [json.loads(line) for line in out.splitlines() if line.startswith('{"id"')]
+    assert [(r["record_id"], r["reason"]) for r in rows] == [
+        ("r2", "unknown_session"),
+        ("r1", "invalid: started_at: bad"),
+    ]
+    assert "payload" not in rows[0]
+    code, out, _ = await asyncio.to_thread(run, env, *args, "--tenant", "t1", "--payload")
+    [row] = [json.loads(line) for line in out.splitlines() if line.startswith('{"id"')]
+    assert (row["record_id"], row["payload"]) == ("r1", '{"x": 1}')
+    async with engine.connect() as conn:
+        reads = (
+            await conn.execute(
+                select(audit_events.c.details).where(audit_events.c.action == "operator:read")
+            )
+        ).all()
+    assert len(reads) == 2
+    with pytest.raises(SystemExit) as refused:  # argparse's usage error
+        run(env, "control", "usage", "dead-letters", "--limit", "0")
+    assert refused.value.code == 2

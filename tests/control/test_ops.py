@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import socket
+import time
 from typing import Any
 
 import pytest
 
+from control import appkeys
 from control.app import create_app
+from core.redis_names import RedisNames
 from core.settings import Settings
 
 # What these tests check depends on the database: they run on SQLite and PostgreSQL.
@@ -23,7 +26,10 @@ async def test_healthz_answers_without_auth(client: Any) -> None:
 async def test_readyz_reports_database_and_redis(client: Any) -> None:
     async with client.get("/readyz") as r:
         assert r.status == 200
-        assert await r.json() == {"status": "ready", "checks": {"database": "ok", "redis": "ok"}}
+        assert await r.json() == {
+            "status": "ready",
+            "checks": {"database": "ok", "redis": "ok", "workers": "ok", "ingest": "ok"},
+        }
 
 
 def _closed_port() -> int:
@@ -41,8 +47,37 @@ async def test_readyz_is_503_when_redis_is_unreachable(
         assert r.status == 503
         assert await r.json() == {
             "status": "unavailable",
-            "checks": {"database": "ok", "redis": "failed"},
+            "checks": {"database": "ok", "redis": "failed", "workers": "ok", "ingest": "failed"},
         }
+
+
+async def test_readyz_is_503_while_a_worker_of_this_process_is_down(
+    aiohttp_client: Any, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = await aiohttp_client(create_app(settings, workers=True))
+    async with client.get("/readyz") as r:
+        assert ((await r.json())["checks"]["workers"], r.status) == ("ok", 200)
+    workers = client.app[appkeys.workers]
+    monkeypatch.setattr(workers.states[0], "running", False)  # crashed, waiting to restart
+    async with client.get("/readyz") as r:
+        assert r.status == 503
+        assert (await r.json())["checks"]["workers"] == "failed"
+
+
+async def test_readyz_is_503_while_usage_ingestion_falls_behind(
+    client: Any, settings: Settings
+) -> None:
+    names = RedisNames(settings.redis_prefix)
+    redis = client.app[appkeys.redis]
+    waited_s = settings.ready_max_backlog_s + 60
+    queued_at_ms = int((time.time() - waited_s) * 1000)
+    await redis.xadd(names.usage_stream, {"record": "{}"}, id=f"{queued_at_ms}-0")
+    async with client.get("/readyz") as r:
+        assert r.status == 503
+        assert (await r.json())["checks"]["ingest"] == "failed"
+    await redis.delete(names.usage_stream)  # stored: nothing waits any more
+    async with client.get("/readyz") as r:
+        assert r.status == 200
 
 
 async def test_responses_carry_a_request_id(client: Any) -> None:

@@ -144,6 +144,8 @@ def test_every_setting_is_read_from_its_variable() -> None:
         "METRUX_OIDC_AUDIENCE": "metrux",
         "METRUX_OIDC_ALGORITHMS": "ES256",
         "METRUX_MEMBER_SESSION_HOURS": "2",
+        "METRUX_READY_MAX_BACKLOG_S": "30",
+        "METRUX_KEY_CHECK_TIMEOUT_S": "9",
     }
     fields = dataclasses.fields(Settings)
     assert {f.metadata["variable"] for f in fields} == set(samples)

@@ -49,7 +49,12 @@ async def test_sigterm_finishes_the_request_in_flight_then_exits(
     upstream_server = await aiohttp_server(upstream)
     tenant = await make_tenant(engine)
     port = free_port()
-    env = metrux_env(settings, METRUX_UPSTREAM_URL=str(upstream_server.make_url("")).rstrip("/"))
+    env = metrux_env(
+        settings,
+        METRUX_UPSTREAM_URL=str(upstream_server.make_url("")).rstrip("/"),
+        # The check waits for the shutdown below; on a busy machine that can take seconds.
+        METRUX_KEY_CHECK_TIMEOUT_S="120",
+    )
     process = await asyncio.create_subprocess_exec(
         METRUX, "control", "serve", "--port", str(port), "--no-workers",
         env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
