@@ -18,7 +18,7 @@ from proxy.errors import ProxyError, not_found, unauthorized
 from proxy.forward import forward
 from proxy.headers import request_head
 from proxy.http.messages import response_head
-from proxy.http.request import Refusal
+from proxy.http.request import Refusal, Request
 from proxy.keepalive import KeepaliveWatchdog
 from proxy.keyring import KeyCleared
 from proxy.limits import too_many
@@ -26,7 +26,7 @@ from proxy.meter.digest import RequestFacts, request_facts
 from proxy.meter.recorder import CallRecorder
 from proxy.metrics import ProxyMetrics
 from proxy.publisher import UsagePublisher
-from proxy.routes import Kind, Route, match
+from proxy.routes import Kind, Route, match, plain_path
 from proxy.session import ProxySession
 from proxy.transport import ClientGone, Downstream, Upstream
 
@@ -47,6 +47,22 @@ def _ok(payload: dict[str, str], *, keep_alive: bool) -> bytes:
         keep_alive=keep_alive,
     )
     return head + body
+
+
+def _route(request: Request) -> Route:
+    """The request's route: only a path that reads one way is matched, and only the API
+    surface is routed."""
+    if not plain_path(request.path):
+        raise ProxyError(
+            400,
+            "invalid_request_error",
+            "the request path must read one way: no percent-escapes, no . or .. or empty "
+            "segments, no backslashes",
+        )
+    route = match(request.method, request.path)
+    if route is None:
+        raise not_found(request.method.decode("latin-1"), request.path.decode("latin-1"))
+    return route
 
 
 class Calls:
@@ -73,11 +89,7 @@ class Calls:
         try:
             try:
                 request = call.request
-                route = match(request.method, request.path)
-                if route is None:
-                    raise not_found(
-                        request.method.decode("latin-1"), request.path.decode("latin-1")
-                    )
+                route = _route(request)
                 if route.kind is Kind.RELAY:
                     await self._relay(call, route)
                 else:

@@ -1,16 +1,18 @@
 """The routes the proxy serves: the Anthropic API surface the clients use, and its own
 disconnect and keepalive calls for the sandbox launcher. Pure.
 
-Anything else is a 404 in Anthropic's error shape and is never forwarded. Paths are
-matched as sent, percent-encoding included: a model id that is, or decodes to, `.` or
-`..`, or holds a slash, is not a model id.
+Anything else is a 404 in Anthropic's error shape and is never forwarded. A path is
+routed only if it reads one way: `plain_path` refuses (400) any path that percent-decoding
+or dot-segment removal would change (any `%`, a `.` or `..` segment, an empty segment, a
+backslash, a control or non-ASCII byte). What is routed is then exactly what is checked
+and exactly what is forwarded. (Absolute-form targets are refused as they are parsed,
+proxy/http/request.py.)
 """
 
 from __future__ import annotations
 
 import dataclasses
 from enum import Enum
-from urllib.parse import unquote_to_bytes
 
 
 class Kind(Enum):
@@ -37,21 +39,29 @@ _MODEL = Route(Kind.RELAY, "/v1/models/{model_id}")
 _MODEL_PREFIX = b"/v1/models/"
 
 
-def _is_model_id(segment: bytes) -> bool:
-    if not segment or b"/" in segment:
+_UNPLAIN = frozenset(b"%\\") | frozenset(range(0x21)) | frozenset(range(0x7F, 0x100))
+
+
+def plain_path(path: bytes) -> bool:
+    """Whether the path reads one way: percent-decoding and dot-segment removal (RFC 3986)
+    leave it as it is. Pure."""
+    if not path.startswith(b"/") or _UNPLAIN.intersection(path):
         return False
-    decoded = unquote_to_bytes(segment)
-    return decoded not in (b".", b"..") and not any(c in decoded for c in b"/\\\x00")
+    *inner, last = path[1:].split(b"/")
+    return last not in (b".", b"..") and not any(s in (b"", b".", b"..") for s in inner)
 
 
 def match(method: bytes, path: bytes) -> Route | None:
+    """The route of a plain path (see `plain_path`), or None."""
     route = _EXACT.get((method, path))
     if route is not None:
         return route
     if (
         method == b"GET"
         and path.startswith(_MODEL_PREFIX)
-        and _is_model_id(path[len(_MODEL_PREFIX) :])
+        and len(path) > len(_MODEL_PREFIX)
+        and b"/" not in path[len(_MODEL_PREFIX) :]
+        and plain_path(path)
     ):
         return _MODEL
     return None

@@ -45,7 +45,7 @@ class Refusal(Exception):
 @dataclasses.dataclass(slots=True, eq=False)
 class Request:
     """A request's head. Names and values are the bytes the client sent; `path` and
-    `query` come from the target (absolute-form targets lose their scheme and host)."""
+    `query` come from the target, which must be a path (origin-form)."""
 
     method: bytes
     path: bytes
@@ -170,6 +170,10 @@ class RequestReader:
     def on_headers_complete(self) -> None:
         self._in_head = False
         parser = self._parser
+        if not self._url.startswith(b"/"):
+            # Absolute-form (or `*`): the proxy is no forward proxy, and a host in the
+            # target is one more way for a request to read two ways.
+            self._refuse(400, "invalid_request_error", "send the request target as a path")
         try:
             url = httptools.parse_url(self._url)
         except httptools.HttpParserInvalidURLError:

@@ -152,6 +152,41 @@ async def test_anything_else_is_an_anthropic_shaped_404(
     assert stack.fake.requests == []
 
 
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/v1/models/..",
+        "/v1/models/%2e%2e",
+        "/v1/models/%2E%2e",
+        "/v1/models/..%2F..%2Fv1%2Fmessages",
+        "/v1/models/a%5Cb",
+        "/v1/models/claude%2Dsonnet-5-5",
+        "/v1/models/a\\b",
+        "/v1/./models",
+        "/v1//models",
+        "http://127.0.0.1/v1/models/..",
+        "http://api.anthropic.com/v1/models",
+    ],
+)
+async def test_a_path_that_reads_two_ways_is_refused_and_never_forwarded(
+    stack: Stack, target: str
+) -> None:
+    """Sent raw, as no client library would: the target is refused before any route is
+    chosen, so no request with the customer's key leaves for another path."""
+    host, port = stack.proxy_url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(
+        f"GET {target} HTTP/1.1\r\nHost: x\r\nx-api-key: {stack.sandbox_token}\r\n"
+        "Connection: close\r\n\r\n".encode()
+    )
+    answer = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 ")
+    assert json.loads(body)["error"]["type"] == "invalid_request_error"
+    assert stack.fake.requests == []
+
+
 async def test_oversized_body_is_413_without_contacting_upstream(stack: Stack) -> None:
     status, body, _ = await post(
         stack, "/v1/messages", b"x" * (stack.settings.proxy_max_body_bytes + 1)

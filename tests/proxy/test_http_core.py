@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from urllib.parse import unquote_to_bytes
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from proxy.http.connection import (
     BodyDone,
@@ -14,7 +18,7 @@ from proxy.http.connection import (
 from proxy.http.messages import CONTINUE, BodyFraming, response_head
 from proxy.http.request import END, RequestReader
 from proxy.http.response import ResponseCut, ResponseHead, ResponseReader
-from proxy.routes import Kind, match
+from proxy.routes import Kind, match, plain_path
 
 BODY = b'{"model":"m","max_tokens":8}'
 
@@ -189,10 +193,13 @@ def test_an_upgrade_request_is_answered_then_the_connection_closes() -> None:
     assert conn.answered(dispatch.exchange) == [Close()]
 
 
-def test_absolute_form_targets_lose_their_host() -> None:
+@pytest.mark.parametrize("target", [b"http://evil.example/v1/messages?beta=true", b"*"])
+def test_only_origin_form_targets_are_read(target: bytes) -> None:
     conn = ServerConnection(max_body=1024)
-    [dispatch] = conn.receive(post(path=b"http://evil.example/v1/messages?beta=true"))
-    assert dispatch.exchange.request.target == b"/v1/messages?beta=true"
+    actions = conn.receive(post(path=target))
+    [send] = [a for a in actions if isinstance(a, Send)]
+    assert send.data.startswith(b"HTTP/1.1 400 ")
+    assert b"send the request target as a path" in send.data
 
 
 @pytest.mark.parametrize(
@@ -204,6 +211,11 @@ def test_absolute_form_targets_lose_their_host() -> None:
         (b"GET", b"/v1/models/claude-sonnet-5-5", "/v1/models/{model_id}"),
         (b"GET", b"/v1/models/..", None),
         (b"GET", b"/v1/models/%2e%2E", None),
+        (b"GET", b"/v1/models/claude%2Dsonnet", None),  # harmless, but reads two ways
+        (b"GET", b"/v1/models/a\\b", None),
+        (b"POST", b"/v1//messages", None),
+        (b"POST", b"/v1/./messages", None),
+        (b"GET", b"/v1/models/caf\xc3\xa9", None),
         (b"GET", b"/v1/models/.", None),
         (b"GET", b"/v1/models/..%2Fadmin", None),
         (b"GET", b"/v1/models/a%5Cb", None),
@@ -278,3 +290,39 @@ def test_response_framing_keeps_a_length_and_chunks_the_rest() -> None:
     assert chunked.end() == b"0\r\n\r\n"
     sized = BodyFraming(5)
     assert (sized.chunk(b"hello"), sized.end()) == (b"hello", b"")
+
+
+def _normalised(path: bytes) -> bytes:
+    """RFC 3986: percent-decode, then remove dot segments (section 5.2.4)."""
+    decoded = unquote_to_bytes(path)
+    out: list[bytes] = []
+    for segment in decoded.split(b"/")[1:]:
+        if segment == b"..":
+            if out:
+                out.pop()
+        elif segment != b".":
+            out.append(segment)
+    trailing = decoded.endswith((b"/.", b"/.."))
+    return b"/" + b"/".join(out) + (b"/" if trailing else b"")
+
+
+_SEGMENTS = st.sampled_from(
+    [b"v1", b"models", b"messages", b"count_tokens", b"claude-x", b".", b"..", b"", b"%2e",
+     b"%2E%2e", b"%2F", b"..%2F", b"%5C", b"a\\b", b"%00", b"\xff", b"admin"]
+)  # fmt: skip
+
+
+@given(
+    st.sampled_from([b"GET", b"POST"]),
+    st.lists(_SEGMENTS, min_size=1, max_size=6).map(lambda parts: b"/" + b"/".join(parts)),
+)
+def test_a_routed_path_reads_one_way(method: bytes, path: bytes) -> None:
+    """Whatever the segments, a path the proxy routes is its own normal form: what it
+    checked is what Anthropic would read, and what it forwards."""
+    route = match(method, path)
+    if route is None:
+        return
+    assert plain_path(path)
+    assert _normalised(path) == path
+    assert route.endpoint in ("/v1/messages", "/v1/messages/count_tokens", "/v1/models",
+                              "/v1/models/{model_id}")  # fmt: skip
