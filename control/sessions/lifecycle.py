@@ -1,7 +1,9 @@
 """The session state machine, as a pure transition table.
 
-issued → active (first attach) → (submitted →) grading → graded, or ended / expired /
-revoked from any live state. Terminal states accept nothing.
+issued → active (first attach) → submitted (the candidate's submit) → graded (an owner or
+admin's grading-complete), or ended / expired / revoked from any live state. Grading
+completes only a submitted (or grading) session: a live session that was never submitted
+is ended, not graded, and an ended one stays ended. Terminal states accept nothing.
 """
 
 from __future__ import annotations
@@ -44,7 +46,10 @@ _TRANSITIONS: dict[SessionEvent, tuple[frozenset[SessionState], SessionState | N
     # ATTACH keeps a submitted/grading session's state (a grader's proxy attaches there).
     SessionEvent.ATTACH: (_LIVE, None),
     SessionEvent.END: (_LIVE, SessionState.ENDED),
-    SessionEvent.GRADING_COMPLETE: (_LIVE, SessionState.GRADED),
+    SessionEvent.GRADING_COMPLETE: (
+        frozenset({SessionState.SUBMITTED, SessionState.GRADING}),
+        SessionState.GRADED,
+    ),
     SessionEvent.REVOKE: (_LIVE, SessionState.REVOKED),
     SessionEvent.EXPIRE: (_LIVE, SessionState.EXPIRED),
     SessionEvent.SUBMIT: (

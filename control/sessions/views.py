@@ -107,8 +107,9 @@ async def end_session(request: web.Request) -> web.Response:
 
 @routes.post("/v1/sessions/{session_id}/grading-complete")
 @endpoint(
-    "Mark grading complete: the session's proxy clears the key and exits",
-    access=ANY_MEMBER,
+    "Mark grading of a submitted session complete: its proxy clears the key and exits "
+    "(409 from any other state)",
+    access=ADMINS,
     response=SessionOut,
 )
 async def grading_complete(request: web.Request) -> web.Response:

@@ -29,6 +29,46 @@ def test_every_route_declares_its_access() -> None:
     assert undeclared == []
 
 
+OWNER, ADMIN, REVIEWER = Role.OWNER, Role.ADMIN, Role.REVIEWER
+# The intended roles of every member route, reviewed one by one: reviewers read sessions
+# and their evidence (and may share a report for an hour); everything that changes keys,
+# members, invites or a session's course is for owners and admins.
+INTENDED = {
+    ("POST", "/v1/keys"): {OWNER, ADMIN},
+    ("GET", "/v1/keys"): {OWNER, ADMIN, REVIEWER},
+    ("GET", "/v1/keys/{key_id}"): {OWNER, ADMIN, REVIEWER},
+    ("POST", "/v1/keys/{key_id}/default"): {OWNER, ADMIN},
+    ("POST", "/v1/keys/{key_id}/check"): {OWNER, ADMIN},
+    ("DELETE", "/v1/keys/{key_id}"): {OWNER, ADMIN},
+    ("POST", "/v1/members"): {OWNER, ADMIN},
+    ("GET", "/v1/members"): {OWNER, ADMIN},
+    ("DELETE", "/v1/members/{member_id}"): {OWNER, ADMIN},
+    ("POST", "/v1/invites"): {OWNER, ADMIN},
+    ("GET", "/v1/invites"): {OWNER, ADMIN},
+    ("POST", "/v1/sessions"): {OWNER, ADMIN},
+    ("GET", "/v1/sessions/{session_id}"): {OWNER, ADMIN, REVIEWER},
+    ("POST", "/v1/sessions/{session_id}/end"): {OWNER, ADMIN},
+    ("POST", "/v1/sessions/{session_id}/grading-complete"): {OWNER, ADMIN},
+    ("POST", "/v1/sessions/{session_id}/grader-token"): {OWNER, ADMIN},
+    ("POST", "/v1/sessions/{session_id}/bootstrap-token"): {OWNER, ADMIN},
+    ("GET", "/v1/sessions/{session_id}/usage"): {OWNER, ADMIN, REVIEWER},
+    ("GET", "/v1/sessions/{session_id}/usage/summary"): {OWNER, ADMIN, REVIEWER},
+    ("GET", "/v1/audit"): {OWNER, ADMIN},
+    ("GET", "/v1/sessions/{session_id}/digest"): {OWNER, ADMIN, REVIEWER},
+    ("GET", "/v1/sessions/{session_id}/report"): {OWNER, ADMIN, REVIEWER},
+    ("GET", "/v1/sessions/{session_id}/report.csv"): {OWNER, ADMIN, REVIEWER},
+    ("POST", "/v1/sessions/{session_id}/report-link"): {OWNER, ADMIN, REVIEWER},
+    ("POST", "/v1/auth/logout"): {OWNER, ADMIN, REVIEWER},
+}
+
+
+def test_every_member_route_allows_exactly_its_intended_roles() -> None:
+    """A new member route must be added here with its roles; a declaration that drifts
+    from this table fails."""
+    declared = {(m, p): set(endpoint_of(h).access) for m, p, h in ROUTES if (m, p) in PROTECTED}
+    assert declared == INTENDED
+
+
 def test_only_ops_and_invite_token_routes_are_open_and_only_attach_takes_a_bootstrap_token() -> (
     None
 ):

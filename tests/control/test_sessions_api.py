@@ -137,11 +137,33 @@ async def test_an_ended_session_cannot_attach_or_end_again(
     assert [e["action"] for e in await _audit(client, tenant, "session:end")] == ["session:end"]
 
 
-async def test_grading_complete(client: Any, engine: AsyncEngine) -> None:
-    tenant, _, created = await _setup(client, engine)
+async def _submit(client: Any, created: dict[str, Any]) -> None:
     async with client.post(
-        f"/v1/sessions/{created['id']}/grading-complete", headers=tenant.auth
+        f"/v1/sessions/{created['id']}/submit", headers=bearer(created["sandbox_token"])
     ) as r:
+        assert (r.status, (await r.json())["state"]) == (200, "submitted")
+
+
+async def test_grading_complete_needs_a_submitted_session_and_an_owner_or_admin(
+    client: Any, engine: AsyncEngine
+) -> None:
+    tenant, _, created = await _setup(client, engine)
+    grade = f"/v1/sessions/{created['id']}/grading-complete"
+    async with client.post(grade, headers=tenant.auth) as r:  # still live: not submitted
+        assert r.status == 409
+        assert (await r.json())["error"][
+            "message"
+        ] == "a session that is issued cannot grading complete"
+    await _submit(client, created)
+    async with client.post(
+        "/v1/members", json={"email": "rev@example.com", "role": "reviewer"}, headers=tenant.auth
+    ) as r:
+        reviewer = bearer((await r.json())["token"])
+    async with client.post(grade, headers=reviewer) as r:
+        assert r.status == 403
+    async with client.get(f"/v1/sessions/{created['id']}", headers=tenant.auth) as r:
+        assert (await r.json())["state"] == "submitted"  # the reviewer changed nothing
+    async with client.post(grade, headers=tenant.auth) as r:
         body = await r.json()
     assert (body["state"], body["ended_at"] is not None) == ("graded", True)
 

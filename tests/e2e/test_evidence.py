@@ -67,6 +67,10 @@ async def test_the_chain_verifies_a_faithful_transcript_and_pinpoints_a_tampered
     assert [r["chain_seq"] for r in records] == [1, 2, 3, 4]
 
     async with stack.control.post(
+        f"/v1/sessions/{stack.session_id}/submit", headers=bearer(stack.sandbox_token)
+    ) as r:
+        assert r.status == 200
+    async with stack.control.post(
         f"/v1/sessions/{stack.session_id}/grading-complete", headers=stack.tenant.auth
     ) as r:
         assert r.status == 200

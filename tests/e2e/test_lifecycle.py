@@ -26,6 +26,16 @@ async def stopped(stack: Stack) -> str | None:
     return stack.proxy.stop_reason
 
 
+async def submit(stack: Stack) -> None:
+    """The candidate submits; the proxy retires the candidate's token."""
+    async with stack.control.post(
+        f"/v1/sessions/{stack.session_id}/submit",
+        headers={"Authorization": f"Bearer {stack.sandbox_token}"},
+    ) as r:
+        assert (r.status, (await r.json())["state"]) == (200, "submitted")
+    await asyncio.wait_for(stack.proxy.candidate_retired.wait(), 5)
+
+
 @pytest.mark.parametrize(
     ("path", "reason"),
     [("end", "signal_end"), ("grading-complete", "signal_grading_complete")],
@@ -34,6 +44,8 @@ async def test_control_plane_transition_clears_the_key(
     stack: Stack, path: str, reason: str
 ) -> None:
     await stack.sdk().messages.create(model=MODEL, max_tokens=8, messages=PROMPT)
+    if path == "grading-complete":  # only a submitted session is graded
+        await submit(stack)
     async with stack.control.post(
         f"/v1/sessions/{stack.session_id}/{path}", headers=stack.tenant.auth
     ) as r:
@@ -240,12 +252,7 @@ async def test_the_key_never_leaves_the_proxy(stack: Stack, log_output) -> None:
 
 async def test_after_submit_only_the_grader_works_until_grading_completes(stack: Stack) -> None:
     await stack.sdk().messages.create(model=MODEL, max_tokens=8, messages=PROMPT)
-    async with stack.control.post(
-        f"/v1/sessions/{stack.session_id}/submit",
-        headers={"Authorization": f"Bearer {stack.sandbox_token}"},
-    ) as r:
-        assert (r.status, (await r.json())["state"]) == (200, "submitted")
-    await asyncio.wait_for(stack.proxy.candidate_retired.wait(), 5)
+    await submit(stack)
     with pytest.raises(anthropic.PermissionDeniedError, match="only the grader"):
         await stack.sdk().messages.create(model=MODEL, max_tokens=8, messages=PROMPT)
     grader = stack.sdk(api_key=stack.grader_token)
