@@ -30,7 +30,10 @@ class AuditQuery(BaseModel):
     @field_validator("cursor")
     @classmethod
     def _cursor_is_an_id(cls, value: str | None) -> str | None:
-        if value is not None and not value.isdigit():
+        # ASCII digits only ("²".isdigit() is True), and within the id column's range.
+        if value is not None and not (
+            value.isascii() and value.isdigit() and len(value) <= 19 and int(value) < 2**63
+        ):
             raise ValueError("not a cursor returned by this API")
         return value
 

@@ -97,10 +97,26 @@ def parse_json_text(text: str, model: type[_M]) -> tuple[object, _M]:
         raise ApiError(
             400, "invalid_request_error", f"body is not valid JSON: {exc.msg} at {exc.pos}"
         ) from None
+    except ValueError:  # an integer of more digits than Python will read (4,300)
+        raise ApiError(400, "invalid_request_error", "body holds a number too long") from None
+    if _holds_nul(data):
+        raise ApiError(400, "invalid_request_error", "body holds a NUL character")
     try:
         return data, model.model_validate(data)
     except ValidationError as exc:
         raise validation_error(exc) from None
+
+
+def _holds_nul(value: object) -> bool:
+    """Whether any string in a parsed JSON document (keys included) holds a NUL: no column
+    of ours can store one, and no real input has one."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_holds_nul(item) for item in value)
+    return False
 
 
 def parse_query(request: web.Request, model: type[_M]) -> _M:

@@ -97,6 +97,9 @@ def validation_error(exc: ValidationError, where: str = "body") -> ApiError:
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if "\x00" in request.path or any("\x00" in k + v for k, v in request.query.items()):
+        # Ids and filters are compared in the database, which cannot hold a NUL.
+        return error_response(400, "invalid_request_error", "the URL holds a NUL character")
     try:
         return await handler(request)
     except ApiError as exc:

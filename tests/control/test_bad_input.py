@@ -70,6 +70,54 @@ BAD_REQUESTS: list[tuple[str, str, object, int, str]] = [
     ("GET", "/v1/audit?since=yesterday", None, 422, "validation_error"),
     ("GET", "/v1/audit?since=2026-01-01T00:00:00", None, 422, "validation_error"),
     ("GET", "/v1/audit?bogus=1", None, 422, "validation_error"),
+    # Cursors: ASCII digits within the id column's range ("²".isdigit() is True).
+    ("GET", "/v1/audit?cursor=²", None, 422, "validation_error"),
+    ("GET", "/v1/audit?cursor=99999999999999999999", None, 422, "validation_error"),
+    ("GET", "/v1/audit?cursor=" + "9" * 5000, None, 422, "validation_error"),
+    ("GET", "/v1/audit?cursor=-1", None, 422, "validation_error"),
+    # A JSON integer longer than Python reads (4,300 digits), in any body.
+    # (a key upload's body is capped below that: 413, as above)
+    ("POST", "/v1/sessions", raw('{"deadline": ' + "9" * 5000 + "}"), 400, "invalid_request_error"),
+    (
+        "POST",
+        "/v1/members",
+        raw('{"email": "a@example.com", "role": "admin", "n": ' + "1" * 4301 + "}"),
+        400,
+        "invalid_request_error",
+    ),
+    (
+        "POST",
+        "/v1/invites",
+        raw('{"candidate_email": "a@example.com", "max_requests": ' + "1" * 9000 + "}"),
+        400,
+        "invalid_request_error",
+    ),
+    # NUL characters, which no column can store, in bodies and URLs.
+    (
+        "POST",
+        "/v1/members",
+        {"email": "a\x00b@example.com", "role": "admin"},
+        400,
+        "invalid_request_error",
+    ),
+    (
+        "POST",
+        "/v1/invites",
+        {"candidate_email": "c@example.com\x00", "assessment_name": "x"},
+        400,
+        "invalid_request_error",
+    ),
+    (
+        "POST",
+        "/v1/sessions",
+        {"candidate_email": "c@example.com", "allowed_models": ["m\x00"]},
+        400,
+        "invalid_request_error",
+    ),
+    ("POST", "/v1/keys", {"api_key": KEY, "name": "key\x00"}, 400, "invalid_request_error"),
+    ("GET", "/v1/sessions/%00", None, 400, "invalid_request_error"),
+    ("GET", "/v1/audit?action=%00", None, 400, "invalid_request_error"),
+    ("DELETE", "/v1/members/a%00b", None, 400, "invalid_request_error"),
     ("PUT", "/v1/keys", None, 405, "method_not_allowed"),
     ("GET", "/v1/nothing-here", None, 404, "not_found_error"),
 ]
@@ -89,7 +137,7 @@ def _request_kwargs(body: object, auth: dict[str, str]) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("method", "path", "body", "status", "error_type"),
     BAD_REQUESTS,
-    ids=[f"{m} {p} {s}" for m, p, _, s, _ in BAD_REQUESTS],
+    ids=[f"{m} {p[:48]} {s}" for m, p, _, s, _ in BAD_REQUESTS],
 )
 async def test_bad_request_is_refused_in_the_error_shape_and_changes_nothing(
     client: Any,

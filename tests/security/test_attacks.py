@@ -157,6 +157,18 @@ CATALOGUE = [
     Attack("traversal_dots", "GET", "/v1/sessions/%2e%2e", 404, "not_found_error"),
     Attack("traversal_report", "GET", "/v1/sessions/..%2F{session_id}/report", 404,
            "not_found_error"),
+    # Input no column can hold, and numbers past what a parser reads.
+    Attack("nul_in_path_id", "GET", "/v1/sessions/%00", 400, "invalid_request_error"),
+    Attack("nul_in_query", "GET", "/v1/audit?action=key%00upload", 400, "invalid_request_error"),
+    Attack("nul_in_email", "POST", "/v1/invites", 400, "invalid_request_error",
+           json_body={"candidate_email": "a\x00@example.com", "assessment_name": "x"}),
+    Attack("superscript_cursor", "GET", "/v1/audit?cursor=%C2%B2", 422, "validation_error"),
+    Attack("cursor_past_bigint", "GET", "/v1/audit?cursor=" + "9" * 20, 422, "validation_error"),
+    Attack("cursor_of_5000_digits", "GET", "/v1/audit?cursor=" + "9" * 5000, 422,
+           "validation_error"),
+    Attack("integer_of_5000_digits", "POST", "/v1/sessions", 400, "invalid_request_error",
+           raw_body=b'{"candidate_email": "c@example.com", "max_requests": ' + b"9" * 5000
+           + b"}"),
     # Header floods and oversized headers.
     Attack("header_flood", "GET", "/v1/keys", 400, "", api_shape=False,
            headers={f"x-h{n}": "v" for n in range(200)}),

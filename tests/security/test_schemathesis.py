@@ -5,8 +5,11 @@ token, must never cause a server error and must always answer in the API's error
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,8 +46,6 @@ def live_control(settings: Settings, tmp_path: Path) -> Iterator[tuple[str, str]
         [METRUX, "control", "create-tenant", "Fuzz Co", "--owner-email", "o@fuzz.example"],
         env=env, capture_output=True, check=True, text=True,
     )  # fmt: skip
-    import json
-
     token = json.loads(created.stdout)["owner_token"]
     log = (tmp_path / "control.log").open("w")
     process = subprocess.Popen(
@@ -101,3 +102,71 @@ def test_no_generated_request_breaks_the_api(live_control: tuple[str, str]) -> N
     assert sum(200 <= code < 300 for code in statuses) >= 20
     assert sum(code in (400, 404, 409, 415, 422) for code in statuses) >= 20
     print(f"schemathesis: {len(statuses)} requests over {len(exercised)} operations")
+
+
+HUGE = "9" * 5000  # more digits than Python reads as an int (4,300)
+POISON_VALUES = ['"a\\u0000b"', HUGE, "-" + HUGE, "1e400", '"' + "x" * 10_000 + '"']
+
+
+def _operations(base: str) -> list[tuple[str, str, dict[str, Any]]]:
+    with urllib.request.urlopen(f"{base}/openapi.json", timeout=10) as response:  # noqa: S310
+        document = json.loads(response.read())
+    return [
+        (method.upper(), path, operation)
+        for path, methods in document["paths"].items()
+        for method, operation in methods.items()
+    ]
+
+
+def _call(method: str, url: str, token: str, body: str | None = None) -> tuple[int, str]:
+    request = urllib.request.Request(  # noqa: S310
+        url,
+        method=method,
+        data=None if body is None else body.encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def test_nuls_and_huge_numbers_in_every_field_never_break_the_api(
+    live_control: tuple[str, str],
+) -> None:
+    """Every operation, every path parameter, query parameter and top-level body field,
+    given a NUL, a number past what Python reads, an infinite float and an oversized
+    string: a 4xx in the error shape, never a 5xx."""
+    base, token = live_control
+    tried = 0
+    for method, path, operation in _operations(base):
+        names = [p["name"] for p in operation.get("parameters", []) if p["in"] == "query"]
+        schema = (
+            operation.get("requestBody", {}).get("content", {}).get("application/json", {})
+        ).get("schema", {})
+        fields = list(_properties(schema, base))
+        concrete = re.sub(r"\{[^}]+\}", "00000000-0000-0000-0000-000000000000", path)
+        urls = [base + re.sub(r"\{[^}]+\}", "%00", path), base + re.sub(r"\{[^}]+\}", HUGE, path)]
+        urls += [f"{base}{concrete}?{name}={value}" for name in names for value in ("%00", HUGE)]
+        for url in urls if "{" in path or names else []:
+            status, text = _call(method, url, token, "{}" if method in ("POST", "PUT") else None)
+            tried += 1
+            assert status < 500, (method, url[:120], text[:300])
+        for field in fields:
+            for value in POISON_VALUES:
+                status, text = _call(method, base + concrete, token, f'{{"{field}": {value}}}')
+                tried += 1
+                assert status < 500, (method, path, field, value[:20], text[:300])
+                if status >= 400:
+                    assert isinstance(json.loads(text)["error"]["message"], str)
+    assert tried >= 150, tried
+
+
+def _properties(schema: dict[str, Any], base: str) -> list[str]:
+    """The top-level property names of a body schema (following one $ref)."""
+    if "$ref" in schema:
+        with urllib.request.urlopen(f"{base}/openapi.json", timeout=10) as response:  # noqa: S310
+            components = json.loads(response.read())["components"]["schemas"]
+        schema = components[schema["$ref"].rsplit("/", 1)[-1]]
+    return list(schema.get("properties", {}))
