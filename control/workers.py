@@ -104,6 +104,7 @@ def usage_ingester(
         await monitor.on_records(records)
         if metrics is not None:
             metrics.ingested.inc(len(records))
+            metrics.key_reflected.inc(sum(r.key_reflected for r in records))
 
     def on_dead(letters: list[DeadLetter]) -> None:
         if metrics is not None:

@@ -58,6 +58,9 @@ class UsageRecord:
     chain_seq: int | None = None
     chain_prev: str | None = None
     chain_link: str | None = None
+    # The upstream's answer held the customer's key (or its last characters); the proxy
+    # overwrote it before the sandbox saw it (proxy/reflection.py). Audited as key:reflected.
+    key_reflected: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         """The record as a JSON object (how a proxy posts it to the control plane)."""

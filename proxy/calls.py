@@ -197,7 +197,15 @@ class Calls:
                 reserved_output_tokens=reservation.output_tokens if reservation else None,
                 chain=session.next_link,
             )
-            await forward(call, self.upstream, head, body, stream=facts.stream, recorder=recorder)
+            await forward(
+                call,
+                self.upstream,
+                head,
+                body,
+                stream=facts.stream,
+                recorder=recorder,
+                key=session.key,
+            )
         finally:
             if reservation is not None:
                 session.budget.settle(reservation, recorder.record if recorder else None)

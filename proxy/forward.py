@@ -17,7 +17,9 @@ from proxy.errors import ProxyError
 from proxy.headers import downstream_headers
 from proxy.http.messages import BodyFraming, response_head
 from proxy.http.response import ResponseCut
+from proxy.keyring import SessionKey
 from proxy.meter.recorder import CallRecorder
+from proxy.reflection import BodyScrubber, scrub_headers
 from proxy.transport import (
     WAIT,
     ClientGone,
@@ -45,9 +47,11 @@ async def forward(
     *,
     stream: bool,
     recorder: CallRecorder,
+    key: SessionKey,
 ) -> None:
     """Send `head` (which holds the key; zeroed here once sent) and `body` upstream and
-    relay the answer to `call`. Raises ProxyError when the client can still be answered."""
+    relay the answer to `call`, with any echo of `key` overwritten. Raises ProxyError when
+    the client can still be answered."""
     try:
         conn = await upstream.connect()
     except (UpstreamError, TimeoutError) as exc:
@@ -58,7 +62,7 @@ async def forward(
     try:
         conn.send(head, body)
         recorder.on_request_sent()
-        reusable = await _relay(call, conn, head, stream, recorder)
+        reusable = await _relay(call, conn, head, stream, recorder, key)
     except asyncio.CancelledError:
         # The client went away: dropping the upstream connection cancels the generation.
         recorder.on_end(error_type="client_aborted", status=499)
@@ -89,6 +93,7 @@ async def _relay(
     head: bytearray,
     stream: bool,
     recorder: CallRecorder,
+    key: SessionKey,
 ) -> bool:
     """Relay one response; True when the upstream connection can carry another call."""
     timeout = STREAM_IDLE_TIMEOUT_S if stream else RESPONSE_TIMEOUT_S
@@ -98,7 +103,9 @@ async def _relay(
     if 300 <= answer.status < 400:
         recorder.on_end(error_type="upstream_redirect", status=502)
         raise ProxyError(502, "api_error", "upstream answered with a redirect; not followed")
-    headers = downstream_headers(answer.headers)
+    headers, reflected = scrub_headers(downstream_headers(answer.headers), key)
+    if reflected:
+        recorder.on_key_reflected()
     request_id = answer.request_id
     recorder.on_response_start(
         answer.status,
@@ -121,22 +128,46 @@ async def _relay(
             keep_alive=call.will_keep_alive(),
         )
     ]
+    await _relay_body(call, conn, framing, out, recorder, BodyScrubber(key), read_timeout_s=timeout)
+    return True
+
+
+async def _relay_body(
+    call: Downstream,
+    conn: UpstreamConnection,
+    framing: BodyFraming,
+    out: list[bytes],
+    recorder: CallRecorder,
+    scrubber: BodyScrubber,
+    *,
+    read_timeout_s: float,
+) -> None:
+    """Relay the body as it arrives, scrubbed, after what `out` holds (the head)."""
     sent: list[bytes] = []
     while True:
         chunk = conn.read_ready()
         if chunk is WAIT:
             _send(call, out, sent, recorder)
             await call.drain()
-            chunk = await conn.read_chunk(timeout)
+            chunk = await conn.read_chunk(read_timeout_s)
         if chunk is None:
             break
         if chunk:
-            out.append(framing.chunk(chunk))  # type: ignore[arg-type]
-            sent.append(chunk)  # type: ignore[arg-type]
+            chunk = scrubber.feed(chunk)  # type: ignore[arg-type]
+            if scrubber.hits == 1:  # the first: a cut stream is recorded with it too
+                recorder.on_key_reflected()
+            if chunk:
+                out.append(framing.chunk(chunk))
+                sent.append(chunk)
+    held = scrubber.finish()
+    if held:
+        out.append(framing.chunk(held))
+        sent.append(held)
+    if scrubber.hits:
+        recorder.on_key_reflected()  # a hit held back to the end
     out.append(framing.end())
     _send(call, out, sent, recorder)
     recorder.on_end()
-    return True
 
 
 def _send(call: Downstream, out: list[bytes], sent: list[bytes], recorder: CallRecorder) -> None:

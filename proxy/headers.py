@@ -7,8 +7,9 @@ session may restrict anthropic-beta to an allowlist; the response is asked for u
 so the meter can read it, and the real key goes in x-api-key. The head is built in a
 `bytearray` the caller zeroes once it is sent: the key is never in an immutable object.
 
-Downstream: hop-by-hop headers and lengths are dropped (the proxy frames the response
-itself); everything else passes, request-id and rate-limit headers included.
+Downstream: hop-by-hop headers, lengths (the proxy frames the response itself), cookies and
+anthropic-organization-id are dropped; everything else passes, request-id and rate-limit
+headers included.
 """
 
 from __future__ import annotations
@@ -70,7 +71,10 @@ _REQUEST_DROP = HOP_BY_HOP | {
     b"x-forwarded-port",
     b"x-real-ip",
 }
-_RESPONSE_DROP = HOP_BY_HOP | {b"content-length"}
+# Cookies (the sandbox has no business with the upstream's) and the customer's Anthropic
+# organization id (it identifies the customer to whoever holds it) never reach the sandbox.
+# Rate-limit and request-id headers pass: Claude Code reads them.
+_RESPONSE_DROP = HOP_BY_HOP | {b"content-length", b"set-cookie", b"anthropic-organization-id"}
 
 
 def _connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes]:

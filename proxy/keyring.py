@@ -69,6 +69,14 @@ class SessionKey:
             raise KeyCleared(f"key is {self._state.value}")
         target[:] = self._buffer
 
+    def view(self) -> memoryview | None:
+        """A view of the key's bytes, for searching responses for it (proxy/reflection.py);
+        None once cleared. The caller releases it before anything else runs: a view held
+        across an await would keep the page from being released."""
+        if self._state is not KeyState.ARMED:
+            return None
+        return memoryview(self._buffer)
+
     def clear(self) -> None:
         """Zero the buffer in place and release its page. Idempotent."""
         self._buffer[:] = bytes(len(self._buffer))

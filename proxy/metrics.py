@@ -68,6 +68,7 @@ class ProxyMetrics:
         self.ttfb: dict[str, _Histogram] = {}
         self.tokens = dict.fromkeys(_TOKEN_FIELDS, 0)
         self.published = 0
+        self.key_reflected = 0
         self._unsent = unsent
         self._key_armed = key_armed
         self._in_flight = in_flight
@@ -87,6 +88,8 @@ class ProxyMetrics:
             if value:
                 tokens[kind] += value
         self.published += 1
+        if record.key_reflected:
+            self.key_reflected += 1
 
     def collect(self) -> Iterator[Metric]:
         from prometheus_client.core import (
@@ -128,6 +131,11 @@ class ProxyMetrics:
         yield tokens
         yield CounterMetricFamily(
             "metrux_proxy_records", "Usage records handed to the publisher", value=self.published
+        )
+        yield CounterMetricFamily(
+            "metrux_proxy_key_reflected",
+            "Upstream answers that held the key, overwritten before the sandbox saw them",
+            value=self.key_reflected,
         )
         for name, text, read in (
             ("metrux_proxy_records_unsent",

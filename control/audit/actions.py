@@ -15,6 +15,7 @@ class AuditAction(StrEnum):
     KEY_STATUS = "key:status"
     KEY_DEFAULT = "key:default"
     KEY_REWRAP = "key:rewrap"
+    KEY_REFLECTED = "key:reflected"  # an upstream answer held the key; the proxy scrubbed it
     SESSION_CREATE = "session:create"
     SESSION_END = "session:end"
     SESSION_GRADING_COMPLETE = "session:grading_complete"

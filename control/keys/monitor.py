@@ -176,7 +176,9 @@ class KeyMonitor:
             raise KeyUnavailable(key.id) from None
 
     async def on_records(self, records: Sequence[UsageRecord]) -> None:
-        """Act on refusals of a session's key among freshly ingested usage records."""
+        """Act on freshly ingested usage records: audit any answer that reflected the key,
+        and act on refusals of a session's key."""
+        await self._audit_reflections([r for r in records if r.key_reflected])
         refusals = {
             r.session_id: r.error_type
             for r in records
@@ -212,6 +214,36 @@ class KeyMonitor:
         for key in invalidated:
             log.warning("key_refused_in_use", key_id=key.id, reason=key.status_reason)
             await self._tell_owners(key)
+
+    async def _audit_reflections(self, records: Sequence[UsageRecord]) -> None:
+        """An upstream sent the key back and the proxy overwrote it: the customer's audit
+        log says so, once per call, naming the key, the session and the upstream's request."""
+        if not records:
+            return
+        now = dt.datetime.now(dt.UTC)
+        async with self._engine.begin() as conn:
+            keys = await store.keys_of_sessions(conn, {r.session_id for r in records})
+            for record in records:
+                key = keys.get(record.session_id)
+                if key is None:
+                    continue
+                await audit.record(
+                    conn,
+                    SYSTEM,
+                    AuditAction.KEY_REFLECTED,
+                    tenant_id=key.tenant_id,
+                    target_type="api_key",
+                    target_id=key.id,
+                    session_id=record.session_id,
+                    details={
+                        "last_four": key.last_four,
+                        "record_id": record.record_id,
+                        "upstream_request_id": record.upstream_request_id,
+                        "endpoint": record.endpoint,
+                    },
+                    now=now,
+                )
+        log.error("key_reflected_by_upstream", count=len(records))
 
     async def _tell_owners(self, key: KeyRecord) -> None:
         async with self._engine.connect() as conn:

@@ -51,6 +51,12 @@ class ControlMetrics:
             "reason (invalid, unreadable, unknown_session, refused_by_database); alert on any",
             ["reason"], registry=self.registry,
         )  # fmt: skip
+        self.key_reflected = Counter(
+            "metrux_key_reflected",
+            "Upstream answers that held a customer key, scrubbed by the proxy (audited as "
+            "key:reflected); alert on any",
+            registry=self.registry,
+        )
         self.worker_restarts = Counter(
             "metrux_worker_restarts", "Background workers restarted after a crash, by worker",
             ["worker"], registry=self.registry,

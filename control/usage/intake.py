@@ -105,6 +105,7 @@ class RecordIn(BaseModel):
     chain_seq: Annotated[int, Field(ge=1, le=2**31 - 1)] | None = None
     chain_prev: Hex64 | None = None
     chain_link: Hex64 | None = None
+    key_reflected: bool = False
 
     @field_validator("ttfb_ms", "latency_ms", mode="before")
     @classmethod

@@ -38,6 +38,7 @@ class CallRecorder:
         "_method",
         "_parser",
         "_publish",
+        "_reflected",
         "_request_id",
         "_reserved",
         "_response_sha",
@@ -88,6 +89,7 @@ class CallRecorder:
         self.bytes_in = bytes_in
         self.bytes_out = 0
         self.record: UsageRecord | None = None
+        self._reflected = False
 
     def on_request_sent(self) -> None:
         """The request is on its way: hash it now, while Anthropic works on it."""
@@ -99,6 +101,10 @@ class CallRecorder:
         if event_stream:
             self._parser = SseParser()
             self._fold = StreamFold()
+
+    def on_key_reflected(self) -> None:
+        """The upstream sent the key back; it was overwritten before the client saw it."""
+        self._reflected = True
 
     def on_chunk(self, chunk: bytes) -> None:
         if self._ttfb is None:
@@ -171,6 +177,7 @@ class CallRecorder:
             bytes_in=self.bytes_in,
             bytes_out=self.bytes_out,
             reserved_output_tokens=self._reserved,
+            key_reflected=self._reflected,
             request_sha256=digests.request_sha256,
             system_sha256=digests.system_sha256,
             message_sha256s=list(digests.message_sha256s),

@@ -12,7 +12,14 @@ import pytest
 from multidict import CIMultiDict
 
 from proxy import forward
-from sandbox.standin import MODEL, JsonReply, StreamReply, encode_event, stream_events
+from sandbox.standin import (
+    MODEL,
+    JsonReply,
+    StreamReply,
+    encode_event,
+    message_body,
+    stream_events,
+)
 from tests.e2e.conftest import Stack
 
 BODY = (
@@ -268,3 +275,56 @@ async def test_client_disconnect_cancels_the_upstream_stream(stack: Stack) -> No
     assert (record["complete"], record["error_type"]) == (False, "client_aborted")
     assert record["input_tokens"] == 25
     assert stack.proxy.in_flight == 0
+
+
+async def test_cookies_and_the_organization_id_never_reach_the_sandbox(stack: Stack) -> None:
+    stack.fake.enqueue(
+        JsonReply(
+            headers={
+                "set-cookie": "__cf_bm=abc; path=/; HttpOnly",
+                "anthropic-organization-id": "org-0000-customer",
+            }
+        )
+    )
+    status, _, headers = await post(stack, "/v1/messages")
+    assert status == 200
+    assert "set-cookie" not in headers
+    assert "anthropic-organization-id" not in headers
+    # What Claude Code reads passes.
+    assert headers["anthropic-ratelimit-requests-remaining"] == "3999"
+    assert headers["request-id"].startswith("req_")
+
+
+async def test_a_reflected_key_is_overwritten_recorded_and_audited(stack: Stack) -> None:
+    """An upstream that echoes the key, in a header, a JSON body and a stream sent in 7-byte
+    chunks (every echo straddles chunks): the sandbox sees stars, each call is recorded as
+    reflecting the key, and the customer's audit log says so."""
+    key = stack.api_key
+    stack.fake.enqueue(
+        JsonReply(
+            body=message_body(f"your key is {key}, masked …{key[-16:]}"),
+            headers={"x-debug-echo": f"x-api-key={key}"},
+        ),
+        StreamReply(
+            events=stream_events(["key: ", key + " and " + key[-16:]]),
+            split_every=7,
+        ),
+    )
+    status, body, headers = await post(stack, "/v1/messages")
+    assert status == 200
+    assert headers["x-debug-echo"] == "x-api-key=" + "*" * len(key)
+    text = json.loads(body)["content"][0]["text"]
+    assert text == f"your key is {'*' * len(key)}, masked …{'*' * 16}"
+    status, streamed, _ = await post(
+        stack, "/v1/messages", BODY.replace(b'"max_tokens"', b'"stream": true, "max_tokens"')
+    )
+    assert status == 200
+    for piece in (key, key[:50], key[50:], key[-16:], key[20:40]):
+        assert piece.encode() not in body + streamed + str(headers).encode()
+    assert b"*" * 16 in streamed
+    await stack.records()  # published, ingested, seen by the key monitor
+    async with stack.control.get("/v1/audit?action=key:reflected", headers=stack.tenant.auth) as r:
+        events = (await r.json())["events"]
+    assert len(events) == 2
+    assert {e["target_id"] for e in events} == {stack.key_id}
+    assert all(e["session_id"] == stack.session_id for e in events)
