@@ -38,14 +38,14 @@ def _overwrite(data: bytearray, needles: list[memoryview]) -> int:
     return hits
 
 
-def _could_begin(data: bytearray, needles: list[memoryview]) -> int:
+def _could_begin(data: bytes | bytearray, needles: list[memoryview]) -> int:
     """How many bytes at the end of `data` could be the start of a needle."""
     held = 0
     for needle in needles:
         first = needle[:1]
         at = data.find(first, max(0, len(data) - len(needle) + 1))
         while at != -1:
-            if data[at:] == needle[: len(data) - at]:
+            if data.find(needle[: len(data) - at], at) == at:  # the rest of data begins it
                 held = max(held, len(data) - at)
                 break
             at = data.find(first, at + 1)
@@ -55,34 +55,42 @@ def _could_begin(data: bytearray, needles: list[memoryview]) -> int:
 class BodyScrubber:
     """One response body's scrubber: `feed` each chunk, `finish` at the end."""
 
-    __slots__ = ("_held", "_key", "hits")
+    __slots__ = ("_alphabet", "_held", "_key", "hits")
 
     def __init__(self, key: SessionKey) -> None:
         self._key = key
-        self._held = bytearray()
+        self._held = b""
         self.hits = 0
+        view = key.view()
+        # The bytes a key is made of (its character set, not the key): a chunk that ends in
+        # any other byte, as SSE events and JSON do, cannot end in the start of an echo.
+        self._alphabet = frozenset(view) if view is not None else frozenset()
+        if view is not None:
+            view.release()
 
     def feed(self, chunk: bytes) -> bytes:
-        """What of the body so far can go to the client."""
+        """What of the body so far can go to the client (usually `chunk` itself, uncopied)."""
         needles = _needles(self._key)
         try:
             if not needles:  # cleared: nothing left to search for
                 return self.finish() + chunk
-            data = self._held + chunk
-            self.hits += _overwrite(data, needles)
-            keep = _could_begin(data, needles)
+            data: bytes | bytearray = self._held + chunk if self._held else chunk
+            if data.find(needles[1]) != -1:  # every echo of the key holds its tail
+                data = bytearray(data)
+                self.hits += _overwrite(data, needles)
+            keep = _could_begin(data, needles) if data and data[-1] in self._alphabet else 0
             if keep:
-                self._held = data[-keep:]
-                del data[-keep:]
+                self._held = bytes(data[-keep:])
+                data = data[:-keep]
             else:
-                self._held = bytearray()
-            return bytes(data)
+                self._held = b""
+            return data if isinstance(data, bytes) else bytes(data)
         finally:
             for needle in reversed(needles):
                 needle.release()
 
     def finish(self) -> bytes:
-        held, self._held = bytes(self._held), bytearray()
+        held, self._held = self._held, b""
         return held
 
 
