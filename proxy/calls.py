@@ -65,6 +65,35 @@ def _route(request: Request) -> Route:
     return route
 
 
+def _refuse_encoded(request: Request) -> None:
+    """A compressed body is one the limits cannot read: refused (the clients send none)."""
+    if any(
+        len(name) == 16
+        and name.lower() == b"content-encoding"
+        and value.strip().lower() not in (b"", b"identity")
+        for name, value in request.headers
+    ):
+        raise ProxyError(
+            400, "invalid_request_error", "send the request body uncompressed (no content-encoding)"
+        )
+
+
+def _refuse_ambiguous(facts: RequestFacts, route: Route) -> None:
+    """A body the proxy would read otherwise than Anthropic might does not leave: a field
+    named twice, or a generation whose max_tokens (what it reserves) is not a whole number."""
+    if facts.duplicate is not None:
+        raise ProxyError(
+            400, "invalid_request_error", f"the body names the field {facts.duplicate!r} twice"
+        )
+    if route.generation and not facts.max_tokens_valid:
+        message = (
+            "max_tokens: a positive integer is required"
+            if facts.parsed
+            else "the body must be a JSON object"
+        )
+        raise ProxyError(400, "invalid_request_error", message)
+
+
 class Calls:
     """The handler for every sandbox request of the proxy's one session."""
 
@@ -165,8 +194,10 @@ class Calls:
         session = self.session
         request = call.request
         actor = self._admit(call)
+        _refuse_encoded(request)
         body = await call.body()
         facts = request_facts(body) if body else self._empty_facts
+        _refuse_ambiguous(facts, route)
         if route.endpoint.startswith("/v1/messages"):
             session.budget.check_model(facts.model)
         reservation = session.budget.admit(facts.max_tokens) if route.generation else None

@@ -328,3 +328,37 @@ async def test_a_reflected_key_is_overwritten_recorded_and_audited(stack: Stack)
     assert len(events) == 2
     assert {e["target_id"] for e in events} == {stack.key_id}
     assert all(e["session_id"] == stack.session_id for e in events)
+
+
+AMBIGUOUS = [
+    (b'{"model": "claude-sonnet-5-5", "model": "claude-opus-9", "max_tokens": 8, "messages": []}',
+     {}, "names the field 'model' twice"),
+    (b'{"model": "claude-sonnet-5-5", "max_tokens": 8, "max_tokens": 99999, "messages": []}',
+     {}, "names the field 'max_tokens' twice"),
+    (b'{"model": "claude-sonnet-5-5", "max_tokens": 100.0, "messages": []}', {}, "max_tokens"),
+    (b'{"model": "claude-sonnet-5-5", "max_tokens": "100", "messages": []}', {}, "max_tokens"),
+    (b'{"model": "claude-sonnet-5-5", "max_tokens": 0, "messages": []}', {}, "max_tokens"),
+    (b'{"model": "claude-sonnet-5-5", "max_tokens": true, "messages": []}', {}, "max_tokens"),
+    (b'{"model": "claude-sonnet-5-5", "messages": []}', {}, "max_tokens"),
+    (b"\xef\xbb\xbf" + BODY, {}, "must be a JSON object"),
+    (BODY, {"content-encoding": "gzip"}, "uncompressed"),
+    (BODY, {"content-encoding": "identity, br"}, "uncompressed"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("body", "headers", "says"), AMBIGUOUS)
+async def test_a_request_the_proxy_could_read_otherwise_than_anthropic_is_refused(
+    stack: Stack, body: bytes, headers: dict[str, str], says: str
+) -> None:
+    status, answer, _ = await post(stack, "/v1/messages", body, **headers)
+    assert status == 400
+    error = json.loads(answer)
+    assert (error["type"], error["error"]["type"]) == ("error", "invalid_request_error")
+    assert says in error["error"]["message"]
+    assert stack.fake.requests == []
+
+
+async def test_count_tokens_needs_no_max_tokens(stack: Stack) -> None:
+    body = b'{"model": "claude-sonnet-5-5", "messages": [{"role": "user", "content": "hi"}]}'
+    status, _, _ = await post(stack, "/v1/messages/count_tokens", body)
+    assert status == 200

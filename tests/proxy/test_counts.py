@@ -7,8 +7,12 @@ import json
 import sys
 import traceback
 
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
 from proxy.meter.counts import StreamFold, fold_json, token_counts
-from proxy.meter.digest import canonical_sha256, request_facts
+from proxy.meter.digest import DuplicateKey, canonical_sha256, parse_top_level, request_facts
 from proxy.meter.sse import SseEvent
 from sandbox.standin import USAGE, message_body, stream_events
 
@@ -126,3 +130,27 @@ def test_stream_events_of_any_json_shape_are_ignored_not_fatal() -> None:
         fold.add(SseEvent("message_delta", json.dumps(odd)))
     assert fold.counts() == before
     assert fold.message_stopped
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda children: st.lists(children) | st.dictionaries(st.text(), children),
+    max_leaves=20,
+)
+
+
+@given(st.dictionaries(st.text(), _JSON), st.sampled_from([None, 0, 2]))
+def test_the_top_level_walk_reads_what_json_loads_reads(
+    data: dict[str, object], indent: int | None
+) -> None:
+    text = json.dumps(data, indent=indent)
+    assert parse_top_level(text) == json.loads(text)
+
+
+def test_a_top_level_field_named_twice_is_refused_and_nested_ones_are_not() -> None:
+    with pytest.raises(DuplicateKey, match="model"):
+        parse_top_level('{"model": "a", "max_tokens": 1, "model": "b"}')
+    assert parse_top_level('{"m": [{"a": 1, "a": 2}]}') == {"m": [{"a": 2}]}
+    for bad in ('{"a": 1,}', '{"a" 1}', '{"a": 1} x', "{a: 1}"):
+        with pytest.raises(ValueError):  # noqa: PT011 - json's own errors are ValueErrors
+            parse_top_level(bad)
