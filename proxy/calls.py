@@ -94,6 +94,17 @@ def _refuse_ambiguous(facts: RequestFacts, route: Route) -> None:
         raise ProxyError(400, "invalid_request_error", message)
 
 
+def _check_server_tools(facts: RequestFacts, allowed: frozenset[str] | None) -> None:
+    """Server-side tools reach the internet from Anthropic, past the sandbox's egress
+    rules: a session may allow only some (or none)."""
+    if allowed is None or facts.server_tools <= allowed:
+        return
+    refused = ", ".join(sorted(facts.server_tools - allowed))
+    raise ProxyError(
+        403, "permission_error", f"server tool(s) not allowed in this session: {refused}"
+    )
+
+
 class Calls:
     """The handler for every sandbox request of the proxy's one session."""
 
@@ -200,6 +211,7 @@ class Calls:
         _refuse_ambiguous(facts, route)
         if route.endpoint.startswith("/v1/messages"):
             session.budget.check_model(facts.model)
+            _check_server_tools(facts, session.info.allowed_server_tools)
         reservation = session.budget.admit(facts.max_tokens) if route.generation else None
         recorder: CallRecorder | None = None
         try:

@@ -28,6 +28,7 @@ class SessionInfo:
     max_output_tokens: int | None = None
     allowed_models: list[str] | None = None
     allowed_betas: frozenset[str] | None = None  # None: every anthropic-beta passes
+    allowed_server_tools: frozenset[str] | None = None  # None: every server-side tool
     chain_head: ChainHead | None = None  # None: the session's first proxy
     epoch: int = 0  # this attach's number: a later attach of the session fences this proxy
     spent_requests: int = 0  # what the session's records already count against its budget
@@ -52,6 +53,11 @@ class SessionInfo:
             allowed_models=limits.get("allowed_models"),
             allowed_betas=(
                 frozenset(limits["allowed_betas"]) if limits.get("allowed_betas") else None
+            ),
+            allowed_server_tools=(
+                None
+                if limits.get("allowed_server_tools") is None
+                else frozenset(limits["allowed_server_tools"])
             ),
             chain_head=ChainHead(int(head["seq"]), str(head["link"])) if head else None,
         )

@@ -190,6 +190,7 @@ sessions = Table(
     Column("max_output_tokens", Integer),
     Column("allowed_models", JSON),
     Column("allowed_betas", JSON),  # anthropic-beta values the proxy passes; NULL: all
+    Column("allowed_server_tools", JSON),  # server-side tools a call may use; NULL: all
     Column("created_at", UTCDateTime, nullable=False),
     Column("created_by", String(100)),
     Column("updated_at", UTCDateTime, nullable=False),
@@ -301,6 +302,7 @@ invites = Table(
     Column("max_output_tokens", Integer),
     Column("allowed_models", JSON),
     Column("allowed_betas", JSON),
+    Column("allowed_server_tools", JSON),
     Column("expires_at", UTCDateTime, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("created_by", String(100)),

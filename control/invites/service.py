@@ -82,6 +82,11 @@ async def create_invite(
             max_output_tokens=request.max_output_tokens,
             allowed_models=request.allowed_models,
             allowed_betas=request.allowed_betas,
+            allowed_server_tools=(
+                None
+                if request.allowed_server_tools is None
+                else sorted(set(request.allowed_server_tools))
+            ),
             expires_at=now + dt.timedelta(hours=request.expires_in_hours),
             created_at=now,
             created_by=actor.id,
@@ -160,6 +165,7 @@ async def accept_invite(
             max_output_tokens=row["max_output_tokens"],
             allowed_models=row["allowed_models"],
             allowed_betas=row["allowed_betas"],
+            allowed_server_tools=row["allowed_server_tools"],
         )
         # No bootstrap token: the candidate must hold nothing that can attach a proxy.
         created = await issue_session(

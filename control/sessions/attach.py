@@ -68,6 +68,7 @@ class AttachGrant:
                 "max_output_tokens": s.max_output_tokens,
                 "allowed_models": s.allowed_models,
                 "allowed_betas": s.allowed_betas,
+                "allowed_server_tools": s.allowed_server_tools,
             },
             "spent": {"requests": self.spent[0], "output_tokens": self.spent[1]},
             "chain_head": (

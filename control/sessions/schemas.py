@@ -15,6 +15,8 @@ MAX_DURATION = dt.timedelta(days=14)
 
 
 BETA_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,99}")
+# Anthropic's server-side tools, which run at Anthropic and reach the internet from there.
+ServerTool = Literal["web_search", "web_fetch", "code_execution", "mcp"]
 
 
 class SessionLimits(BaseModel):
@@ -29,6 +31,13 @@ class SessionLimits(BaseModel):
         None,
         max_length=50,
         description="anthropic-beta values the proxy passes on (others are dropped); default: all",
+    )
+    allowed_server_tools: list[ServerTool] | None = Field(
+        None,
+        max_length=4,
+        description="server-side tools a call may use (web_search, web_fetch, code_execution, "
+        "mcp): they reach the internet from Anthropic, past the sandbox's egress rules. "
+        "Default: all; [] allows none",
     )
 
     @field_validator("allowed_models")
@@ -66,6 +75,7 @@ class Limits(BaseModel):
     max_output_tokens: int | None
     allowed_models: list[str] | None
     allowed_betas: list[str] | None = None
+    allowed_server_tools: list[str] | None = None
 
 
 class SessionOut(BaseModel):

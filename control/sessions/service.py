@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import uuid
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -63,6 +64,11 @@ class SessionTerms:
     max_output_tokens: int | None = None
     allowed_models: list[str] | None = None
     allowed_betas: list[str] | None = None
+    allowed_server_tools: list[str] | None = None
+
+
+def _list(values: list[Any] | None) -> list[str] | None:
+    return None if values is None else sorted(set(values))
 
 
 async def audit_session(
@@ -159,6 +165,7 @@ async def issue_session(
         max_output_tokens=terms.max_output_tokens,
         allowed_models=terms.allowed_models,
         allowed_betas=terms.allowed_betas,
+        allowed_server_tools=terms.allowed_server_tools,
         created_at=now,
         created_by=actor.id,
         updated_at=now,
@@ -196,6 +203,7 @@ async def create_session(
         max_output_tokens=request.max_output_tokens,
         allowed_models=request.allowed_models,
         allowed_betas=request.allowed_betas,
+        allowed_server_tools=_list(request.allowed_server_tools),
     )
     async with engine.begin() as conn:
         created = await issue_session(conn, actor, tenant_id=tenant_id, terms=terms, now=now)

@@ -39,6 +39,7 @@ class SessionRecord:
     bootstrap_used_at: dt.datetime | None = None
     proxy_epoch: int = 0
     soft_deleted_at: dt.datetime | None = None
+    allowed_server_tools: list[str] | None = None  # None: every server-side tool
 
 
 def _record(row: Any) -> SessionRecord:

@@ -38,6 +38,7 @@ def _out(session: SessionRecord, proxy_online: bool | None = None) -> SessionOut
             max_output_tokens=session.max_output_tokens,
             allowed_models=session.allowed_models,
             allowed_betas=session.allowed_betas,
+            allowed_server_tools=session.allowed_server_tools,
         ),
         created_at=session.created_at,
         updated_at=session.updated_at,

@@ -88,6 +88,30 @@ def parse_top_level(text: str) -> Any:
     return fields
 
 
+# Anthropic's server-side tools by the prefix of their versioned type (web_search_20250305,
+# code_execution_20250825, …), and the MCP connector (its mcp_toolset tools, or a top-level
+# mcp_servers list). They run at Anthropic and reach the internet from there.
+_SERVER_TOOL_TYPES = (
+    ("web_search_", "web_search"),
+    ("web_fetch_", "web_fetch"),
+    ("code_execution_", "code_execution"),
+    ("mcp_toolset", "mcp"),
+)
+
+
+def server_tools_of(data: dict[str, Any]) -> frozenset[str]:
+    """The server-side tools a Messages request asks for. Pure."""
+    found: set[str] = set()
+    tools = data.get("tools")
+    for tool in tools if isinstance(tools, list) else ():
+        kind = tool.get("type") if isinstance(tool, dict) else None
+        if isinstance(kind, str):
+            found.update(name for prefix, name in _SERVER_TOOL_TYPES if kind.startswith(prefix))
+    if data.get("mcp_servers"):
+        found.add("mcp")
+    return frozenset(found)
+
+
 class RequestFacts:
     """What the limits need before a call leaves (model, stream, max_tokens), and the
     request's digests, which only the record needs: `digests()` computes them on first use,
@@ -107,6 +131,7 @@ class RequestFacts:
         "max_tokens_valid",
         "model",
         "parsed",
+        "server_tools",
         "stream",
     )
 
@@ -116,6 +141,7 @@ class RequestFacts:
         self._digests: RequestDigests | None = None
         self.duplicate = duplicate
         self.parsed = isinstance(data, dict)  # a JSON object the limits could read
+        self.server_tools = server_tools_of(data) if isinstance(data, dict) else frozenset()
         if not isinstance(data, dict):
             self.model: str | None = None
             self.stream = False

@@ -42,7 +42,9 @@ async def _invite(client: Any, tenant: TenantFixture, **extra: Any) -> dict[str,
 
 async def test_invite_is_sent_looked_up_and_accepted_once(client: Any, engine: AsyncEngine) -> None:
     tenant = await _tenant_with_key(client, engine)
-    invite = await _invite(client, tenant, max_requests=40)
+    invite = await _invite(
+        client, tenant, max_requests=40, allowed_server_tools=["web_fetch", "web_fetch"]
+    )
     token = invite["invite_token"]
     assert token.startswith("mxi_")
     [email] = await read_outbox(engine)
@@ -67,6 +69,7 @@ async def test_invite_is_sent_looked_up_and_accepted_once(client: Any, engine: A
     async with client.get(f"/v1/sessions/{accepted['session_id']}", headers=tenant.auth) as r:
         session = await r.json()
     assert session["limits"]["max_requests"] == 40
+    assert session["limits"]["allowed_server_tools"] == ["web_fetch"]
     async with client.post(f"/v1/invites/{token}/accept") as r:
         assert r.status == 404  # single use
     async with client.get(f"/v1/invites/{token}") as r:
@@ -181,8 +184,9 @@ async def test_invites_are_tenant_scoped(client: Any, engine: AsyncEngine) -> No
         ({"allowed_models": ["m" * 201]}, "allowed_models"),
         ({"allowed_betas": ["Not A Beta"]}, "allowed_betas"),
         ({"max_requests": 0}, "max_requests"),
+        ({"allowed_server_tools": ["shell"]}, "allowed_server_tools"),
     ],
-    ids=["model-name-too-long", "bad-beta-name", "no-requests"],
+    ids=["model-name-too-long", "bad-beta-name", "no-requests", "unknown-server-tool"],
 )
 async def test_an_invite_checks_its_limits_as_a_session_does(
     client: Any, engine: AsyncEngine, limits: dict[str, Any], field: str

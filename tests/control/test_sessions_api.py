@@ -62,6 +62,7 @@ async def test_issue_returns_both_tokens_once_and_stores_only_hashes(
         "max_output_tokens": None,
         "allowed_models": ["claude-haiku-4-5"],
         "allowed_betas": None,
+        "allowed_server_tools": None,
     }
     async with client.get(f"/v1/sessions/{created['id']}", headers=tenant.auth) as r:
         shown = await r.json()

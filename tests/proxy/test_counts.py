@@ -12,7 +12,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from proxy.meter.counts import StreamFold, fold_json, token_counts
-from proxy.meter.digest import DuplicateKey, canonical_sha256, parse_top_level, request_facts
+from proxy.meter.digest import (
+    DuplicateKey,
+    canonical_sha256,
+    parse_top_level,
+    request_facts,
+    server_tools_of,
+)
 from proxy.meter.sse import SseEvent
 from sandbox.standin import USAGE, message_body, stream_events
 
@@ -154,3 +160,19 @@ def test_a_top_level_field_named_twice_is_refused_and_nested_ones_are_not() -> N
     for bad in ('{"a": 1,}', '{"a" 1}', '{"a": 1} x', "{a: 1}"):
         with pytest.raises(ValueError):  # noqa: PT011 - json's own errors are ValueErrors
             parse_top_level(bad)
+
+
+@pytest.mark.parametrize(
+    ("body", "tools"),
+    [
+        ({"tools": [{"type": "web_search_20250305", "name": "web_search"}]}, {"web_search"}),
+        ({"tools": [{"type": "web_fetch_20250910", "name": "web_fetch"}]}, {"web_fetch"}),
+        ({"tools": [{"type": "code_execution_20250825", "name": "x"}]}, {"code_execution"}),
+        ({"tools": [{"type": "mcp_toolset", "mcp_server_name": "x"}]}, {"mcp"}),
+        ({"mcp_servers": [{"type": "url", "url": "https://x", "name": "x"}]}, {"mcp"}),
+        ({"tools": [{"name": "bash", "input_schema": {}}, {"type": "bash_20250124"}]}, set()),
+        ({"tools": "not a list", "mcp_servers": []}, set()),
+    ],
+)
+def test_the_server_side_tools_a_request_asks_for(body: dict[str, object], tools: set[str]) -> None:
+    assert server_tools_of(body) == tools

@@ -105,7 +105,6 @@ async def test_a_pipelined_second_request_is_not_smuggled_past_the_first(stack: 
 @pytest.mark.parametrize(
     ("target", "host", "extra"),
     [
-        ("http://evil.example/v1/messages", "sandbox", b""),  # absolute-form target
         ("/v1/messages", "evil.example", b""),
         ("/v1/messages", "sandbox", b"X-Forwarded-Host: evil.example\r\nForwarded: host=e\r\n"),
         ("/v1/messages", "sandbox", b"X-Forwarded-Proto: http\r\nX-Forwarded-For: 6.6.6.6\r\n"),
@@ -125,13 +124,29 @@ async def test_the_sandbox_cannot_redirect_or_relabel_the_upstream_call(
     assert seen.headers["x-api-key"] == stack.api_key
 
 
-@pytest.mark.parametrize(
-    "target", ["/v1/../admin", "/_proxy/debug", "/v1/messages/../../etc/passwd", "/metrics"]
-)
+@pytest.mark.parametrize("target", ["/_proxy/debug", "/metrics", "/v1/admin"])
 async def test_paths_outside_the_api_are_404_and_never_forwarded(stack: Stack, target: str) -> None:
     status, received = await _raw(stack, _request(stack, target=target))
     assert status == 404
     assert b'"not_found_error"' in received
+    assert stack.fake.requests == []
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/v1/../admin",
+        "/v1/messages/../../etc/passwd",
+        "http://evil.example/v1/messages",  # absolute-form: the proxy is no forward proxy
+    ],
+)
+async def test_paths_that_read_two_ways_are_400_and_never_forwarded(
+    stack: Stack, log_output: io.StringIO, target: str
+) -> None:
+    status, received = await _raw(stack, _request(stack, target=target))
+    _assert_no_secret(stack, log_output, received)
+    assert status == 400
+    assert b'"invalid_request_error"' in received
     assert stack.fake.requests == []
 
 
@@ -170,9 +185,54 @@ async def test_a_slow_loris_cannot_hold_the_proxy(stack: Stack) -> None:
     del reader
 
 
-async def test_a_body_too_deep_to_parse_is_still_relayed_not_a_proxy_error(stack: Stack) -> None:
+async def test_a_body_too_deep_to_parse_is_refused_for_a_generation_and_relayed_otherwise(
+    stack: Stack,
+) -> None:
+    """A generation the proxy cannot read cannot be held to the budget: a clear 400. A
+    count_tokens call spends nothing and is relayed as it is (Anthropic answers it)."""
     deep = b'{"model": "' + MODEL.encode() + b'", "messages": ' + b"[" * 20000 + b"]" * 20000 + b"}"
-    _, received = await _raw(stack, _request(stack, body=deep))
+    status, received = await _raw(stack, _request(stack, body=deep))
+    assert status == 400
+    assert b"the body must be a JSON object" in received
+    assert stack.fake.requests == []
+    _, received = await _raw(stack, _request(stack, target="/v1/messages/count_tokens", body=deep))
     assert b"x-metrux-proxy-error" not in received.lower()
     assert len(stack.fake.requests) == 1
     assert stack.fake.requests[0].body == deep
+
+
+def _with_tools(tools: str, extra: str = "") -> bytes:
+    return (
+        b'{"model": "' + MODEL.encode() + b'", "max_tokens": 16, "messages": '
+        b'[{"role": "user", "content": "hi"}], "tools": ' + tools.encode() + extra.encode() + b"}"
+    )
+
+
+WEB_SEARCH = '[{"type": "web_search_20250305", "name": "web_search", "max_uses": 3}]'
+WEB_FETCH = '[{"type": "web_fetch_20250910", "name": "web_fetch"}]'
+CLIENT_TOOL = '[{"name": "run", "input_schema": {"type": "object"}}]'
+MCP = ', "mcp_servers": [{"type": "url", "url": "https://mcp.example/sse", "name": "x"}]'
+
+
+@pytest.mark.parametrize("stack", [{"allowed_server_tools": ["web_fetch"]}], indirect=True)
+async def test_server_tools_outside_the_session_allowlist_are_refused(stack: Stack) -> None:
+    """They run at Anthropic and reach the internet from there, past the sandbox's egress
+    rules: a session allows only those named."""
+    for body in (_with_tools(WEB_SEARCH), _with_tools(CLIENT_TOOL, MCP)):
+        status, received = await _raw(stack, _request(stack, body=body))
+        assert status == 403
+        assert b"server tool(s) not allowed in this session" in received
+    assert stack.fake.requests == []
+    for body in (_with_tools(WEB_FETCH), _with_tools(CLIENT_TOOL)):
+        assert (await _raw(stack, _request(stack, body=body)))[0] == 200
+    assert len(stack.fake.requests) == 2
+    async with stack.control.get(
+        f"/v1/sessions/{stack.session_id}", headers=stack.tenant.auth
+    ) as r:
+        assert (await r.json())["limits"]["allowed_server_tools"] == ["web_fetch"]
+
+
+async def test_by_default_every_server_tool_passes(stack: Stack) -> None:
+    for body in (_with_tools(WEB_SEARCH), _with_tools(CLIENT_TOOL, MCP)):
+        assert (await _raw(stack, _request(stack, body=body)))[0] == 200
+    assert len(stack.fake.requests) == 2
