@@ -24,7 +24,8 @@ def good(**overrides: Any) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("overrides", "where"),
     [
-        ({"model_requested": "m" * 201}, "model_requested"),
+        ({"model_requested": 7}, "model_requested"),  # too long is kept, cut (test_ingest_poison)
+        ({"input_tokens": 2**31}, "input_tokens"),  # past the INTEGER column
         ({"started_at": "yesterday"}, "started_at"),
         ({"started_at": "2026-11-29T10:00:00"}, "started_at"),  # no offset
         ({"output_tokens": 12.0}, "output_tokens"),

@@ -77,7 +77,10 @@ async def test_up_serves_and_stops_everything_on_ctrl_c() -> None:
                         break
                 except aiohttp.ClientError:
                     await asyncio.sleep(0.1)
-        assert ready == {"status": "ready", "checks": {"database": "ok", "redis": "ok"}}
+        assert ready == {
+            "status": "ready",
+            "checks": {"database": "ok", "redis": "ok", "workers": "ok", "ingest": "ok"},
+        }
         socket_path = Path(directory) / "redis" / "redis.sock"
         assert ping(socket_path)
         process.send_signal(signal.SIGINT)
