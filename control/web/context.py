@@ -109,13 +109,19 @@ def parse_json_text(text: str, model: type[_M]) -> tuple[object, _M]:
 
 def _holds_nul(value: object) -> bool:
     """Whether any string in a parsed JSON document (keys included) holds a NUL: no column
-    of ours can store one, and no real input has one."""
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_holds_nul(item) for item in value)
+    of ours can store one, and no real input has one. Iterative: a document nested nearly
+    as deep as the parser allows must not exhaust the stack here."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
     return False
 
 

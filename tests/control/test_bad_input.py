@@ -92,6 +92,14 @@ BAD_REQUESTS: list[tuple[str, str, object, int, str]] = [
         400,
         "invalid_request_error",
     ),
+    # Nested nearly as deep as the parser allows: checked without exhausting the stack.
+    (
+        "POST",
+        "/v1/members",
+        raw('{"role": "admin", "email": ' + "[" * 900 + "]" * 900 + "}"),
+        422,
+        "validation_error",
+    ),
     # NUL characters, which no column can store, in bodies and URLs.
     (
         "POST",
