@@ -25,12 +25,15 @@ class KeyCleared(Exception):
 
 
 class SessionKey:
-    __slots__ = ("_buffer", "_memory", "_state")
+    __slots__ = ("_buffer", "_memory", "_state", "alphabet")
 
     def __init__(self) -> None:
         self._buffer: bytearray | memoryview = bytearray()
         self._memory: LockedBuffer | None = None
         self._state = KeyState.SEALED
+        # The bytes the key is made of (its character set, not the key), for the
+        # reflection scrub's quick test of a chunk's last byte (proxy/reflection.py).
+        self.alphabet: frozenset[int] = frozenset()
 
     def __repr__(self) -> str:
         return f"<SessionKey {self._state.value}>"
@@ -56,6 +59,7 @@ class SessionKey:
         self._buffer = buffer
         self._memory = memory
         self._state = KeyState.ARMED
+        self.alphabet = frozenset(buffer)
 
     @property
     def size(self) -> int:
@@ -81,6 +85,7 @@ class SessionKey:
         """Zero the buffer in place and release its page. Idempotent."""
         self._buffer[:] = bytes(len(self._buffer))
         self._state = KeyState.CLEARED
+        self.alphabet = frozenset()
         if self._memory is not None:
             self._buffer = bytearray()  # release the view so the mapping can close
             self._memory.close()

@@ -55,18 +55,12 @@ def _could_begin(data: bytes | bytearray, needles: list[memoryview]) -> int:
 class BodyScrubber:
     """One response body's scrubber: `feed` each chunk, `finish` at the end."""
 
-    __slots__ = ("_alphabet", "_held", "_key", "hits")
+    __slots__ = ("_held", "_key", "hits")
 
     def __init__(self, key: SessionKey) -> None:
         self._key = key
         self._held = b""
         self.hits = 0
-        view = key.view()
-        # The bytes a key is made of (its character set, not the key): a chunk that ends in
-        # any other byte, as SSE events and JSON do, cannot end in the start of an echo.
-        self._alphabet = frozenset(view) if view is not None else frozenset()
-        if view is not None:
-            view.release()
 
     def feed(self, chunk: bytes) -> bytes:
         """What of the body so far can go to the client (usually `chunk` itself, uncopied)."""
@@ -78,7 +72,9 @@ class BodyScrubber:
             if data.find(needles[1]) != -1:  # every echo of the key holds its tail
                 data = bytearray(data)
                 self.hits += _overwrite(data, needles)
-            keep = _could_begin(data, needles) if data and data[-1] in self._alphabet else 0
+            # A chunk that ends in a byte no key is made of, as SSE events and JSON do,
+            # cannot end in the start of an echo.
+            keep = _could_begin(data, needles) if data and data[-1] in self._key.alphabet else 0
             if keep:
                 self._held = bytes(data[-keep:])
                 data = data[:-keep]
