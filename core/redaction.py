@@ -193,9 +193,25 @@ def redact_value(value: Any) -> Any:
     return redact_text(repr(value))
 
 
+# Email addresses in log lines: a candidate's erasure cannot reach logs, so none go there.
+_EMAIL = re.compile(r"[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63})+")
+
+
+def _without_emails(value: Any) -> Any:
+    if isinstance(value, str):
+        return _EMAIL.sub("[redacted:email]", value) if "@" in value else value
+    if isinstance(value, dict):
+        return {k: _without_emails(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_without_emails(v) for v in value]
+    return value
+
+
 def redact_event(
     logger: object, method_name: str, event_dict: MutableMapping[str, Any]
 ) -> dict[str, Any]:
-    """structlog processor: redact every field of the event; run it last before rendering."""
-    redacted: dict[str, Any] = redact_value(event_dict)  # a Mapping in, a dict out
+    """structlog processor: redact every field of the event, email addresses included (log
+    lines only: they are personal data no deletion request can reach); run it last before
+    rendering."""
+    redacted: dict[str, Any] = _without_emails(redact_value(event_dict))
     return redacted

@@ -54,7 +54,8 @@ class OutboxSender:
                 body=email.body,
                 now=dt.datetime.now(dt.UTC),
             )
-        log.info("email_queued_in_outbox", to=email.to, subject=email.subject)
+        # No address or subject in the logs: an erasure request cannot reach log lines.
+        log.info("email_queued_in_outbox", tenant_id=email.tenant_id)
 
 
 class ResendSender:
@@ -84,7 +85,7 @@ class ResendSender:
                     raise EmailError(f"email provider answered {response.status}")
         except aiohttp.ClientError as exc:
             raise EmailError(f"email provider unreachable ({type(exc).__name__})") from None
-        log.info("email_sent", to=email.to, subject=email.subject)
+        log.info("email_sent", tenant_id=email.tenant_id)
 
 
 def make_sender(settings: Settings, engine: AsyncEngine) -> EmailSender:

@@ -44,7 +44,8 @@ async def sign_in(
 ) -> tuple[MemberRecord, IssuedSession]:
     """A new browser session for the member this verified identity is (in `tenant_id`, if
     it belongs to several tenants). `actor` is the request's; its id becomes the member's."""
-    if identity.email is None or identity.email_verified is False:
+    # An identity provider that does not say the email is verified has not verified it.
+    if identity.email is None or identity.email_verified is not True:
         raise unauthenticated("identity token refused: it carries no verified email")
     email = normalise_email(identity.email)
     async with engine.begin() as conn:

@@ -188,6 +188,8 @@ async def test_forged_or_unfit_identity_tokens_are_refused(
         ),
         "no_sub": provider.token(email, sub=None),
         "unverified_email": provider.token(email, email_verified=False),
+        "email_verified_missing": provider.token(email, email_verified=None),
+        "email_verified_a_string": provider.token(email, email_verified="true"),
         "garbage": "not.a.jwt",
     }
     r = await _handoff(app_client, tokens[forge])

@@ -93,3 +93,16 @@ def test_console_format_is_redacted_too() -> None:
     finally:
         structlog.reset_defaults()
         logging.getLogger().handlers[:] = saved
+
+
+def test_email_addresses_never_reach_a_log_line(log_output: io.StringIO) -> None:
+    """A deletion request cannot reach logs, so no address goes there: in a field, in the
+    message, or in a stdlib line (an access log's request line)."""
+    structlog.get_logger("t").info(
+        "invited ada.lovelace+test@example.co.uk", to="ada@example.com", emails=["b@x.io"]
+    )
+    logging.getLogger("aiohttp.access").warning('"GET /v1/x?email=c%40d.io&e=f@g.dev"')
+    out = log_output.getvalue()
+    for address in ("ada.lovelace+test@example.co.uk", "ada@example.com", "b@x.io", "f@g.dev"):
+        assert address not in out
+    assert out.count("[redacted:email]") == 4

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import json
 import os
 import sys
@@ -51,7 +52,11 @@ while not os.path.exists(done) and time.monotonic() < deadline:
 
 
 async def test_candidate_journey(
-    aiohttp_server: Any, settings: Settings, engine: AsyncEngine, tmp_path: Path
+    aiohttp_server: Any,
+    settings: Settings,
+    engine: AsyncEngine,
+    tmp_path: Path,
+    log_output: io.StringIO,
 ) -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     api_key = fake_anthropic_key()
@@ -201,6 +206,12 @@ async def test_candidate_journey(
         "session:grading_complete",
         "session:seal",
     ]
+    # Nothing personal or secret in any log line of the journey: the control plane's (with
+    # its workers and email outbox) and the launcher's and proxy's.
+    logs = log_output.getvalue() + (tmp_path / "sandbox.log").read_text()
+    for text in ("ada@example.com", "x@example.com", invite["invite_token"], bootstrap):
+        assert text not in logs
+    assert "email_queued_in_outbox" in logs  # the invite's email was logged, without its address
 
 
 async def _grader_token_for(control: str, customer: Any, session_id: str) -> str:
