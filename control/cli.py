@@ -258,7 +258,7 @@ def run_outbox(args: argparse.Namespace, settings: Settings) -> int:
     async def go() -> list[dict[str, object]]:
         engine = create_engine(settings.effective_database_url)
         try:
-            return await read_outbox(engine)
+            return await read_outbox(engine, _operator())
         finally:
             await engine.dispose()
 

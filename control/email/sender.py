@@ -15,6 +15,9 @@ import aiohttp
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from control.audit import store as audit
+from control.audit.actions import AuditAction
+from control.audit.store import Actor
 from control.email import store
 from core.settings import Settings
 
@@ -94,6 +97,17 @@ def make_sender(settings: Settings, engine: AsyncEngine) -> EmailSender:
     return OutboxSender(engine)
 
 
-async def read_outbox(engine: AsyncEngine) -> list[dict[str, object]]:
-    async with engine.connect() as conn:
-        return await store.list_messages(conn)
+async def read_outbox(engine: AsyncEngine, actor: Actor) -> list[dict[str, object]]:
+    """Every message waiting in the outbox, all tenants'. The read is audited: the
+    messages hold candidates' addresses and invite links."""
+    async with engine.begin() as conn:
+        messages = await store.list_messages(conn)
+        await audit.record(
+            conn,
+            actor,
+            AuditAction.OPERATOR_READ,
+            tenant_id=None,
+            target_type="email_outbox",
+            details={"command": "outbox", "rows": len(messages)},
+        )
+    return messages

@@ -36,7 +36,7 @@ def register(commands: Any, operator: Callable[[], Any]) -> None:
         "scan-logs", help="report lines holding a live customer key (by fingerprint); exit 1 if any"
     )
     cmd.add_argument("files", nargs="+", type=Path, metavar="FILE")
-    cmd.set_defaults(handler=run_scan_logs)
+    cmd.set_defaults(handler=run_scan_logs, operator=operator)
 
 
 def _fail(message: str) -> int:
@@ -113,7 +113,7 @@ def run_scan_logs(args: argparse.Namespace, settings: Settings) -> int:
     async def fingerprints() -> dict[str, Any]:
         engine = create_engine(settings.effective_database_url)
         try:
-            return await live_fingerprints(engine)
+            return await live_fingerprints(engine, args.operator())
         finally:
             await engine.dispose()
 

@@ -17,6 +17,9 @@ from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from control.audit import store as audit
+from control.audit.actions import AuditAction
+from control.audit.store import Actor
 from control.keys import store
 from core.redaction import decode_layers
 
@@ -40,9 +43,18 @@ class Finding:
     key: LiveKey
 
 
-async def live_fingerprints(engine: AsyncEngine) -> dict[str, LiveKey]:
-    async with engine.connect() as conn:
+async def live_fingerprints(engine: AsyncEngine, actor: Actor) -> dict[str, LiveKey]:
+    """Every live key's fingerprint, all tenants'. The read is audited."""
+    async with engine.begin() as conn:
         rows = await store.live_fingerprints(conn)
+        await audit.record(
+            conn,
+            actor,
+            AuditAction.OPERATOR_READ,
+            tenant_id=None,
+            target_type="api_key",
+            details={"command": "scan-logs", "keys": len(rows)},
+        )
     return {fingerprint: LiveKey(*rest) for fingerprint, *rest in rows}
 
 

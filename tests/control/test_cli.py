@@ -141,6 +141,17 @@ async def test_outbox_prints_queued_invites(
     [message] = [json.loads(line) for line in out.splitlines() if line.startswith('{"id"')]
     assert message["to_email"] == "cand@example.com"
     assert token in message["body"]
+    async with engine.connect() as conn:
+        from sqlalchemy import select
+
+        from control.db.schema import audit_events
+
+        [read] = (
+            await conn.execute(
+                select(audit_events.c.details).where(audit_events.c.action == "operator:read")
+            )
+        ).all()
+    assert json.loads(read.details)["command"] == "outbox"  # every tenant's emails: audited
 
 
 def test_retention_run_and_doc_and_operator(run: Any, tmp_path: Path, database_url: str) -> None:
@@ -287,6 +298,24 @@ def test_scan_logs_finds_a_live_key_in_any_usual_form_and_names_it_by_id(
     code, _, err = run(env, "control", "scan-logs", str(tmp_path / "missing.log"))
     assert code == 1
     assert "no such file" in err
+
+    async def reads() -> list[str]:
+        from sqlalchemy import select
+
+        from control.db.engine import create_engine
+        from control.db.schema import audit_events
+
+        engine = create_engine(database_url)
+        async with engine.connect() as conn:
+            rows = await conn.execute(
+                select(audit_events.c.details).where(audit_events.c.action == "operator:read")
+            )
+            found = [json.loads(row.details)["command"] for row in rows]
+        await engine.dispose()
+        return found
+
+    # Each scan read every tenant's key fingerprints: audited (the missing file read none).
+    assert asyncio.run(reads()) == ["scan-logs", "scan-logs"]
 
 
 async def test_usage_dead_letters_lists_them_and_the_read_is_audited(

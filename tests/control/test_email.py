@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from control.app import create_app
 from control.email.sender import read_outbox
 from core.settings import Settings
-from tests.factories import fake_anthropic_key, make_tenant
+from tests.factories import OPERATOR, fake_anthropic_key, make_tenant
 
 # What these tests check depends on the database: they run on SQLite and PostgreSQL.
 pytestmark = pytest.mark.both_databases
@@ -58,7 +58,7 @@ async def test_invite_goes_out_through_resend(
     assert payload["to"] == ["cand@example.com"]
     assert invite["invite_url"] in payload["text"]
     assert invite["email_sent"] is True
-    assert await read_outbox(engine) == []
+    assert await read_outbox(engine, OPERATOR) == []
 
 
 async def test_a_failed_send_still_returns_the_link_to_deliver_by_hand(

@@ -20,7 +20,7 @@ from control.web.errors import ApiError
 from core.ratelimit import Rate
 from core.settings import RouteClass, Settings
 from core.tokens import TokenKind, new_token
-from tests.factories import TenantFixture, fake_anthropic_key, make_tenant
+from tests.factories import OPERATOR, TenantFixture, fake_anthropic_key, make_tenant
 
 # What these tests check depends on the database: they run on SQLite and PostgreSQL.
 pytestmark = pytest.mark.both_databases
@@ -47,7 +47,7 @@ async def test_invite_is_sent_looked_up_and_accepted_once(client: Any, engine: A
     )
     token = invite["invite_token"]
     assert token.startswith("mxi_")
-    [email] = await read_outbox(engine)
+    [email] = await read_outbox(engine, OPERATOR)
     assert email["to_email"] == "ada@example.com"
     assert invite["invite_url"] in email["body"]
     assert "Acme Hiring" in email["subject"]

@@ -172,7 +172,7 @@ async def test_an_inactive_candidate_is_noticed_then_deleted(
     noticed = start + 731 * DAYS
     assert (await worker(engine).run(noticed)).counts["candidate_notices_sent"] == 1
     assert (await worker(engine).run(noticed + DAYS)).counts["candidate_notices_sent"] == 0
-    notices = [m for m in await read_outbox(engine) if "will be deleted" in m["subject"]]
+    notices = [m for m in await read_outbox(engine, OPERATOR) if "will be deleted" in m["subject"]]
     assert [m["to_email"] for m in notices] == ["idle@example.com"]
 
     assert (await worker(engine).run(noticed + 29 * DAYS)).counts[
@@ -327,7 +327,7 @@ async def test_two_workers_at_once_do_what_one_would(client: Any, engine: AsyncE
         "deletion_requests_completed": 1,
         "candidate_notices_sent": 5,
     }
-    notices = [m for m in await read_outbox(engine) if "will be deleted" in m["subject"]]
+    notices = [m for m in await read_outbox(engine, OPERATOR) if "will be deleted" in m["subject"]]
     assert sorted(m["to_email"] for m in notices) == [f"old{n}@example.com" for n in range(5)]
     assert not any((await worker(engine).run(later)).counts.values())
     assert "bye@example.com" not in await database_text(engine, client.app[appkeys.settings])

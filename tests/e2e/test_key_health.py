@@ -16,7 +16,7 @@ from control.email.sender import read_outbox
 from control.keys.monitor import KeyMonitor
 from sandbox.standin import MODEL, JsonReply, error_body
 from tests.e2e.conftest import Stack
-from tests.factories import TenantFixture, fake_anthropic_key, make_tenant
+from tests.factories import OPERATOR, TenantFixture, fake_anthropic_key, make_tenant
 from tests.scan import Recorder, database_text
 
 PROMPT = [{"role": "user", "content": "hi"}]
@@ -172,7 +172,9 @@ async def test_a_key_refused_in_use_is_marked_invalid_and_the_owners_told(
     [change] = await audit_actions(api, stack.tenant, "key:status")  # once, not per call
     assert (change["session_id"], change["details"]["to"]) == (stack.session_id, "invalid")
     [email] = [
-        m for m in await read_outbox(stack.engine) if m["tenant_id"] == stack.tenant.tenant_id
+        m
+        for m in await read_outbox(stack.engine, OPERATOR)
+        if m["tenant_id"] == stack.tenant.tenant_id
     ]
     assert email["to_email"] == stack.tenant.owner_email
     assert f"…{stack.api_key[-4:]}" in email["subject"]
@@ -196,7 +198,7 @@ async def test_a_key_refused_in_use_is_marked_invalid_and_the_owners_told(
     status, _ = await new_session(api, stack.tenant)
     assert status == 201
 
-    outbox = "\n".join(str(m) for m in await read_outbox(stack.engine))
+    outbox = "\n".join(str(m) for m in await read_outbox(stack.engine, OPERATOR))
     for secret in (stack.api_key, other_key):
         assert secret not in outbox
         assert secret not in log_output.getvalue()
