@@ -103,6 +103,21 @@ async def record(
     return int(result.scalar_one())
 
 
+async def record_operator_read(
+    conn: AsyncConnection, actor: Actor, *, command: str, target_type: str, **read: Any
+) -> int:
+    """An `operator:read` row for a command that reads across tenants (tenant none): which
+    command, and how much it read (`read`: counts and filters, never the data)."""
+    return await record(
+        conn,
+        actor,
+        AuditAction.OPERATOR_READ,
+        tenant_id=None,
+        target_type=target_type,
+        details={"command": command, **read},
+    )
+
+
 async def list_events(
     conn: AsyncConnection,
     tenant_id: str,

@@ -16,7 +16,6 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from control.audit import store as audit
-from control.audit.actions import AuditAction
 from control.audit.store import Actor
 from control.email import store
 from core.settings import Settings
@@ -102,12 +101,7 @@ async def read_outbox(engine: AsyncEngine, actor: Actor) -> list[dict[str, objec
     messages hold candidates' addresses and invite links."""
     async with engine.begin() as conn:
         messages = await store.list_messages(conn)
-        await audit.record(
-            conn,
-            actor,
-            AuditAction.OPERATOR_READ,
-            tenant_id=None,
-            target_type="email_outbox",
-            details={"command": "outbox", "rows": len(messages)},
+        await audit.record_operator_read(
+            conn, actor, command="outbox", target_type="email_outbox", rows=len(messages)
         )
     return messages

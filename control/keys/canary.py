@@ -18,7 +18,6 @@ from pathlib import Path
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from control.audit import store as audit
-from control.audit.actions import AuditAction
 from control.audit.store import Actor
 from control.keys import store
 from core.redaction import decode_layers
@@ -47,13 +46,8 @@ async def live_fingerprints(engine: AsyncEngine, actor: Actor) -> dict[str, Live
     """Every live key's fingerprint, all tenants'. The read is audited."""
     async with engine.begin() as conn:
         rows = await store.live_fingerprints(conn)
-        await audit.record(
-            conn,
-            actor,
-            AuditAction.OPERATOR_READ,
-            tenant_id=None,
-            target_type="api_key",
-            details={"command": "scan-logs", "keys": len(rows)},
+        await audit.record_operator_read(
+            conn, actor, command="scan-logs", target_type="api_key", keys=len(rows)
         )
     return {fingerprint: LiveKey(*rest) for fingerprint, *rest in rows}
 

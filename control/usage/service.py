@@ -7,7 +7,6 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from control.audit import store as audit
-from control.audit.actions import AuditAction
 from control.audit.store import Actor
 from control.usage import store
 
@@ -19,12 +18,12 @@ async def read_dead_letters(
     name tenants and sessions."""
     async with engine.begin() as conn:
         letters = await store.list_dead_letters(conn, limit=limit, tenant_id=tenant_id)
-        await audit.record(
+        await audit.record_operator_read(
             conn,
             actor,
-            AuditAction.OPERATOR_READ,
-            tenant_id=None,
+            command="usage dead-letters",
             target_type="usage_dead_letters",
-            details={"command": "usage dead-letters", "tenant": tenant_id, "rows": len(letters)},
+            tenant=tenant_id,
+            rows=len(letters),
         )
     return letters
