@@ -11,8 +11,11 @@
    default), which can read neither the credentials file nor either process. Send the proxy
    a keepalive every few seconds; if the launcher dies, the beats stop and the proxy clears
    the key after the grace period.
-3. When the workload exits (or the launcher is told to stop), tell the proxy to clear, wait
-   for it to exit, remove the workload's temporary HOME, and return the workload's exit code.
+3. When the workload exits (or the launcher is told to stop: SIGTERM, SIGINT and SIGHUP are
+   forwarded to the workload, or stop a launch still waiting for its proxy), tell the proxy
+   to clear, wait for it to exit, remove the workload's temporary HOME (it holds part of the
+   sandbox token), and return the workload's exit code. Only SIGKILL skips this; the proxy
+   then clears the key when the keepalives stop.
 
 A spent bootstrap token is not renewed here: only whoever runs the sandbox can get a fresh
 one (`POST /v1/sessions/{id}/bootstrap-token`), never the candidate.
@@ -113,6 +116,10 @@ async def _start_proxy(
     except TimeoutError:
         proxy.kill()
         raise LaunchError("the proxy did not become ready in time") from None
+    except asyncio.CancelledError:  # stopped by a signal while the proxy was starting
+        proxy.kill()
+        await proxy.wait()
+        raise
     if not line:
         await proxy.wait()
         raise LaunchError(
@@ -164,6 +171,46 @@ def _hand_over(home: Path, uid: int, gid: int) -> None:
         os.chown(path, uid, gid)
 
 
+# Signals that end the launcher. Each is forwarded to the workload once it runs; before
+# that, it stops the launch. Either way the cleanup below runs: the proxy is told to clear,
+# and the workload's HOME (which holds part of the sandbox token) is removed.
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+class _Signals:
+    """The stop signals the launcher receives, and where they go."""
+
+    def __init__(self, task: asyncio.Task[Any]) -> None:
+        self.received: int | None = None
+        self.workload: asyncio.subprocess.Process | None = None
+        self._task = task
+        self._stopping = False
+
+    def __call__(self, signum: int) -> None:
+        self.received = signum
+        if self.workload is not None:
+            if self.workload.returncode is None:
+                self.workload.send_signal(signum)
+        elif not self._stopping:  # once: a second signal must not cut the cleanup short
+            self._stopping = True
+            self._task.cancel()
+
+
+def remove_home(home: Path) -> None:
+    """Remove the workload's HOME, even where the workload took away its own permissions."""
+
+    def _allow_and_retry(function: Any, path: str, _exc: Any) -> None:
+        with contextlib.suppress(OSError):
+            os.chmod(os.path.dirname(path), 0o700)
+            if os.path.isdir(path) and not os.path.islink(path):
+                os.chmod(path, 0o700)
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                function(path)
+
+    shutil.rmtree(home, onerror=_allow_and_retry)
+
+
 async def run_sandbox(
     creds: SessionCredentials,
     command: Sequence[str],
@@ -182,15 +229,49 @@ async def run_sandbox(
             note="the workload runs as the launcher's user: a development mode that protects "
             "nothing from whoever runs it",
         )
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    signals = _Signals(task)
+    for signum in _STOP_SIGNALS:
+        loop.add_signal_handler(signum, signals, signum)
+    try:
+        return await _launch(creds, command, parent_env, data_dir, keepalive_grace, run_as, signals)
+    except asyncio.CancelledError:
+        if signals.received is None:
+            raise
+        log.info("sandbox_stopped_by_signal", session_id=creds.session_id, signal=signals.received)
+        return 128 + signals.received
+    finally:
+        for signum in _STOP_SIGNALS:
+            loop.remove_signal_handler(signum)
+
+
+async def _launch(
+    creds: SessionCredentials,
+    command: Sequence[str],
+    parent_env: Mapping[str, str],
+    data_dir: Path,
+    keepalive_grace: float,
+    run_as: tuple[int, int] | None,
+    signals: _Signals,
+) -> int:
     proxy, proxy_url = await _start_proxy(creds, parent_env, keepalive_grace)
     state = state_path(data_dir, creds.session_id)
-    state.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    state.write_text(
-        json.dumps({"proxy_url": proxy_url, "proxy_pid": proxy.pid, "launcher_pid": os.getpid()})
-    )
-    beats = spawn(_keepalive(proxy_url, creds.sandbox_token, keepalive_grace / 3), name="keepalive")
     home = Path(tempfile.mkdtemp(prefix="mx-home-"))
+    beats = spawn(_keepalive(proxy_url, creds.sandbox_token, keepalive_grace / 3), name="keepalive")
     try:
+        state.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        state.write_text(
+            json.dumps(
+                {
+                    "proxy_url": proxy_url,
+                    "proxy_pid": proxy.pid,
+                    "launcher_pid": os.getpid(),
+                    "home": str(home),
+                }
+            )
+        )
         env = workload_env(
             parent_env,
             proxy_url=proxy_url,
@@ -208,20 +289,34 @@ async def run_sandbox(
             proxy=proxy_url,
             uid=run_as[0] if run_as else os.getuid(),
         )
-        workload = await asyncio.create_subprocess_exec(*command, env=env, **drop)
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, workload.send_signal, signum)
-        code = _exit_code(await workload.wait())
+        signals.workload = await asyncio.create_subprocess_exec(*command, env=env, **drop)
+        code = _exit_code(await signals.workload.wait())
         log.info("sandbox_workload_exited", session_id=creds.session_id, exit_code=code)
         return code
     finally:
-        beats.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await beats
+        await _clean_up(proxy, proxy_url, creds, beats, state, home)
+
+
+async def _clean_up(
+    proxy: asyncio.subprocess.Process,
+    proxy_url: str,
+    creds: SessionCredentials,
+    beats: asyncio.Task[None],
+    state: Path,
+    home: Path,
+) -> None:
+    beats.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await beats
+    try:
         await _stop_proxy(proxy, proxy_url, creds.sandbox_token)
-        state.unlink(missing_ok=True)
-        shutil.rmtree(home, ignore_errors=True)
+    finally:
+        _remove_files(state, home)
+
+
+def _remove_files(state: Path, home: Path) -> None:
+    state.unlink(missing_ok=True)
+    remove_home(home)
 
 
 async def disconnect(creds: SessionCredentials, data_dir: Path) -> bool:

@@ -43,7 +43,12 @@ json.dump(seen, open(sys.argv[1], "w"))
 action = sys.argv[2]
 if action == "kill":
     os.kill(os.getpid(), 9)
-if action == "sleep":
+if action == "lock-and-sleep":  # a directory in HOME its owner can no longer write
+    locked = os.path.join(os.environ["HOME"], "locked")
+    os.mkdir(locked)
+    open(os.path.join(locked, "file"), "w").close()
+    os.chmod(locked, 0o500)
+if action in ("sleep", "lock-and-sleep"):
     import time
     time.sleep(120)
 sys.exit(7)
@@ -145,6 +150,7 @@ async def test_workload_calls_through_the_proxy_and_its_exit_code_passes_through
     ):
         assert secret not in flat
     assert not any(name.startswith("METRUX_") for name in env)
+    assert not _exists(Path(env["HOME"]))  # the temporary HOME (part of the token) is gone
     assert [r.headers["x-api-key"] for r in run["fake"].requests] == [run["api_key"]] * 2
     text = stderr.decode()
     assert '"reason": "sandbox_disconnect"' in text  # the launcher cleared the key on exit
@@ -157,10 +163,80 @@ async def test_a_killed_workload_clears_the_key(
     aiohttp_server: Any, settings: Settings, engine: AsyncEngine, tmp_path: Path
 ) -> None:
     run = await _prepare(aiohttp_server, settings, engine, tmp_path)
-    launcher = await _launch(run, tmp_path / "out.json", "kill")
+    out = tmp_path / "out.json"
+    launcher = await _launch(run, out, "kill")
     _, stderr = await asyncio.wait_for(launcher.communicate(), 60)
     assert launcher.returncode == 128 + 9
     assert '"reason": "sandbox_disconnect"' in stderr.decode()
+    assert not _exists(Path(json.loads(out.read_text())["env"]["HOME"]))
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
+async def test_a_signalled_launcher_clears_the_key_and_removes_the_workloads_home(
+    aiohttp_server: Any, settings: Settings, engine: AsyncEngine, tmp_path: Path, signum: int
+) -> None:
+    run = await _prepare(aiohttp_server, settings, engine, tmp_path)
+    out = tmp_path / "out.json"
+    launcher = await _launch(run, out, "lock-and-sleep")
+    state = settings.data_dir / "sandbox" / f"{run['created']['id']}.json"
+    home = Path(tmp_path / "never")
+
+    def started() -> bool:
+        nonlocal home
+        if not (out.exists() and state.exists()):
+            return False
+        home = Path(json.loads(state.read_text())["home"])
+        return (home / "locked" / "file").exists()
+
+    await wait_until(started, within=30, what="the workload to lock part of its HOME")
+    launcher.send_signal(signum)  # forwarded to the workload, which dies of it
+    _, stderr = await asyncio.wait_for(launcher.communicate(), 60)
+    assert launcher.returncode == 128 + signum
+    assert '"reason": "sandbox_disconnect"' in stderr.decode()
+    assert not _exists(home)
+    assert not _exists(state)
+
+
+async def test_a_launcher_signalled_while_its_proxy_starts_stops_the_proxy(
+    aiohttp_server: Any, settings: Settings, engine: AsyncEngine, tmp_path: Path
+) -> None:
+    run = await _prepare(aiohttp_server, settings, engine, tmp_path)
+    # A control plane that accepts the attach and never answers: the proxy never gets ready.
+    attaching = asyncio.Event()
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        attaching.set()
+        await reader.read()  # until the proxy goes away
+        writer.close()
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    creds = json.loads(run["credentials"].read_text())
+    run["credentials"].write_text(json.dumps({**creds, "control_url": f"http://127.0.0.1:{port}"}))
+    async with server:
+        launcher = await _launch(run, tmp_path / "out.json", "exit")
+        await asyncio.wait_for(attaching.wait(), 60)
+        launcher.send_signal(signal.SIGTERM)
+        _, stderr = await asyncio.wait_for(launcher.communicate(), 60)
+    assert launcher.returncode == 128 + signal.SIGTERM, stderr.decode()[-1500:]
+    assert b"sandbox_stopped_by_signal" in stderr
+    # The half-started proxy was stopped with the launcher.
+    assert _processes_naming(creds["session_id"]) == []
+
+
+def _exists(path: Path) -> bool:
+    return path.exists()
+
+
+def _processes_naming(text: str) -> list[int]:
+    pids = []
+    for path in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if text.encode() in path.read_bytes():
+                pids.append(int(path.parent.name))
+        except OSError:  # the process is gone
+            pass
+    return pids
 
 
 def _gone(pid: int) -> bool:
