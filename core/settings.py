@@ -234,6 +234,12 @@ def _positive_float(variable: str, value: str) -> float:
     return float(_positive(variable, value))
 
 
+def _metrics_token(variable: str, value: str) -> str:
+    if len(value) < 32:
+        raise SettingsError(variable, "use at least 32 random characters")
+    return value
+
+
 def _text(_variable: str, value: str) -> str:
     return value
 
@@ -513,6 +519,14 @@ class Settings:
         _positive,
         help="`/readyz` fails while the oldest usage record waiting to be stored is older "
         "than this, in seconds",
+    )
+    metrics_token: str | None = setting(
+        "METRUX_METRICS_TOKEN",
+        None,
+        _metrics_token,
+        secret=True,
+        shown="unset: `/metrics` is off (404)",
+        help="bearer token a scraper sends to `GET /metrics` (at least 32 characters)",
     )
     member_session_hours: int = setting(
         "METRUX_MEMBER_SESSION_HOURS",

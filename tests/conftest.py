@@ -28,6 +28,7 @@ from control.db import migrate
 from control.db.engine import create_engine
 from core.logging import configure_logging
 from core.settings import LogFormat, Settings, parse_database_url
+from tests.factories import METRICS_TOKEN
 
 CI = os.environ.get("CI", "").lower() == "true"
 POSTGRES_URL = os.environ.get(
@@ -192,6 +193,7 @@ def settings(tmp_path: Path, database_url: str, redis_url: str) -> Settings:
         # No test reaches the internet: a closed local port, so keys uploaded through
         # this app are stored `unverified`; tests of key checks point at a FakeAnthropic.
         upstream_url=CLOSED_UPSTREAM,
+        metrics_token=METRICS_TOKEN,
     )
 
 

@@ -67,3 +67,8 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
+
+
+# The scraper's token every test app is given (Settings.metrics_token).
+METRICS_TOKEN = "metrics-scraper-token-for-the-tests-0123456789"
+METRICS_AUTH = {"Authorization": f"Bearer {METRICS_TOKEN}"}

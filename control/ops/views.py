@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hmac
 import time
 from typing import Any, Literal
 
@@ -14,8 +15,10 @@ from pydantic import BaseModel
 from control import appkeys
 from control.db.engine import ping
 from control.ops.scrape import refresh
-from control.web.endpoint import PUBLIC, endpoint
+from control.web.endpoint import PUBLIC, Auth, endpoint
+from control.web.errors import ApiError, unauthenticated
 from control.web.openapi import build_openapi
+from control.web.principal import bearer_token
 
 log = structlog.get_logger(__name__)
 routes = web.RouteTableDef()
@@ -102,11 +105,19 @@ async def readyz(request: web.Request) -> web.Response:
 
 @routes.get("/metrics")
 @endpoint(
-    "Prometheus metrics (route templates, statuses and counts; no ids or secrets)",
+    "Prometheus metrics (route templates, statuses and counts; no ids or secrets), for a "
+    "scraper holding METRUX_METRICS_TOKEN",
     access=PUBLIC,
+    auth=Auth.METRICS,
     tag="ops",
 )
 async def metrics(request: web.Request) -> web.Response:
+    expected = request.app[appkeys.settings].metrics_token
+    if expected is None:
+        raise ApiError(404, "not_found", "metrics are off: set METRUX_METRICS_TOKEN to serve them")
+    given = bearer_token(request)
+    if given is None or not hmac.compare_digest(given.encode(), expected.encode()):
+        raise unauthenticated("missing or wrong metrics token: send METRUX_METRICS_TOKEN as Bearer")
     collected = request.app[appkeys.metrics]
     await refresh(request.app)
     return web.Response(body=collected.render(), content_type="text/plain", charset="utf-8")

@@ -37,6 +37,7 @@ class Auth(StrEnum):
     SANDBOX = "sandbox"  # Bearer mxs_…, checked by the handler (the candidate's own calls)
     CANDIDATE = "candidate"  # Bearer mxc_…, checked by the auth middleware (/v1/auth/me…)
     REPORT = "report"  # a member token, or a report link's mxr_ token, checked by the handler
+    METRICS = "metrics"  # Bearer METRUX_METRICS_TOKEN, checked by the handler (GET /metrics)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

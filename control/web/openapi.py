@@ -67,6 +67,10 @@ _AUTH_SCHEMES: dict[Auth, _Scheme] = {
         {"401": "no member token, or an unknown or expired report link"},
     ),
     Auth.CANDIDATE: ([{"candidateToken": []}], {"401": "missing or invalid candidate token"}),
+    Auth.METRICS: (
+        [{"metricsToken": []}],
+        {"401": "missing or wrong metrics token", "404": "metrics are off (no token set)"},
+    ),
 }
 _MEMBER_SCHEME: _Scheme = (
     [{"memberToken": []}, {"operatorToken": []}],
@@ -179,6 +183,11 @@ def build_openapi(app: web.Application) -> dict[str, Any]:
                     "type": "http",
                     "scheme": "bearer",
                     "description": "mxp_… an attached proxy's credential, from its attach grant",
+                },
+                "metricsToken": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "the scraper's METRUX_METRICS_TOKEN",
                 },
                 "candidateToken": {
                     "type": "http",

@@ -79,7 +79,6 @@ def test_only_ops_and_invite_token_routes_are_open_and_only_attach_takes_a_boots
         "/.well-known/security-policy.txt",
         "/.well-known/security.txt",
         "/healthz",
-        "/metrics",
         "/openapi.json",
         "/readyz",
         "/v1/auth/handoff",
@@ -99,6 +98,7 @@ def test_only_ops_and_invite_token_routes_are_open_and_only_attach_takes_a_boots
         "/v1/auth/me/export",
     ]
     assert by_auth[Auth.REPORT] == ["/sessions/{session_id}"]
+    assert by_auth[Auth.METRICS] == ["/metrics"]
 
 
 OWN_TOKEN_ROUTES = [

@@ -20,7 +20,7 @@ from control.db.schema import audit_events
 from control.web.client_ip import resolve_client_ip
 from core.ratelimit import Rate, RateLimiter
 from core.settings import RouteClass, Settings
-from tests.factories import make_tenant
+from tests.factories import METRICS_AUTH, make_tenant
 
 TRUSTED = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("10.0.0.0/8"))
 
@@ -253,7 +253,7 @@ async def test_without_redis_token_routes_fail_closed_and_the_rest_open(
         assert r.headers["Retry-After"] == "5"
     async with client.get("/v1/keys", headers=tenant.auth) as r:
         assert r.status == 200
-    async with client.get("/metrics") as r:
+    async with client.get("/metrics", headers=METRICS_AUTH) as r:
         assert "metrux_rate_limiter_unavailable_total 2.0" in await r.text()
 
 

@@ -3,14 +3,16 @@ shared-state gauges, and nothing identifying in any label."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from control.app import create_app
 from core.sentry import scrub_event, sentry_options
 from core.settings import Settings
-from tests.factories import fake_anthropic_key, make_tenant
+from tests.factories import METRICS_AUTH, fake_anthropic_key, make_tenant
 
 # What these tests check depends on the database: they run on SQLite and PostgreSQL.
 pytestmark = pytest.mark.both_databases
@@ -32,7 +34,7 @@ async def test_requests_sessions_and_keys_are_counted_without_ids(
             pass
     async with client.get(f"/v1/sessions/{session['id']}"):  # no token: 401
         pass
-    async with client.get("/metrics") as r:
+    async with client.get("/metrics", headers=METRICS_AUTH) as r:
         assert r.status == 200
         text = await r.text()
     assert 'metrux_http_requests_total{method="GET",route="/healthz",status="200"} 2.0' in text
@@ -46,6 +48,29 @@ async def test_requests_sessions_and_keys_are_counted_without_ids(
     )
     for secret in (key, key_id, session["id"], session["sandbox_token"], tenant.tenant_id):
         assert secret not in text
+
+
+async def test_metrics_answer_only_the_scrapers_token(
+    aiohttp_client: Any, settings: Settings, engine: AsyncEngine
+) -> None:
+    client = await aiohttp_client(create_app(settings))
+    tenant = await make_tenant(engine)
+    for headers in ({}, tenant.auth, {"Authorization": "Bearer wrong"}, {"Cookie": "x=y"}):
+        async with client.get("/metrics", headers=headers) as r:
+            assert r.status == 401
+            assert (await r.json())["error"]["type"] == "authentication_error"
+    async with client.get("/metrics", headers=METRICS_AUTH) as r:
+        assert r.status == 200
+        assert "metrux_http_requests_total" in await r.text()
+
+
+async def test_without_a_metrics_token_metrics_are_off(
+    aiohttp_client: Any, settings: Settings
+) -> None:
+    client = await aiohttp_client(create_app(dataclasses.replace(settings, metrics_token=None)))
+    async with client.get("/metrics", headers=METRICS_AUTH) as r:
+        assert r.status == 404
+        assert "METRUX_METRICS_TOKEN" in (await r.json())["error"]["message"]
 
 
 def test_sentry_events_are_scrubbed_before_they_leave(settings: Settings) -> None:
@@ -83,7 +108,7 @@ async def test_no_client_chosen_text_becomes_a_metrics_label(client: Any) -> Non
         assert r.status == 404
     async with client.request("PROPFIND", "/v1/keys") as r:  # parsed, but not ours
         assert r.status == 405
-    async with client.get("/metrics") as r:
+    async with client.get("/metrics", headers=METRICS_AUTH) as r:
         text = await r.text()
     assert key not in text
     assert key[-16:] not in text

@@ -44,6 +44,9 @@ async def test_operations_carry_their_access_and_schemas(client: Any) -> None:
             assert op["security"] == [{"candidateToken": []}]
         elif meta.auth is Auth.REPORT:
             assert op["security"] == [{"memberToken": []}, {"reportLink": []}]
+        elif meta.auth is Auth.METRICS:
+            assert op["security"] == [{"metricsToken": []}]
+            assert "401" in op["responses"]
         else:
             assert op["x-roles"] == sorted(r.value for r in meta.access)
             assert "401" in op["responses"]

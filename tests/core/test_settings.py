@@ -146,6 +146,7 @@ def test_every_setting_is_read_from_its_variable() -> None:
         "METRUX_MEMBER_SESSION_HOURS": "2",
         "METRUX_READY_MAX_BACKLOG_S": "30",
         "METRUX_KEY_CHECK_TIMEOUT_S": "9",
+        "METRUX_METRICS_TOKEN": "m" * 32,
     }
     fields = dataclasses.fields(Settings)
     assert {f.metadata["variable"] for f in fields} == set(samples)

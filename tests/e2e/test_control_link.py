@@ -30,6 +30,7 @@ from sandbox.standin import MODEL, StreamReply
 from tests.control.test_usage_ingest import record
 from tests.e2e.conftest import Stack, start_proxy_for
 from tests.e2e.processes import RestartableControl, finish, start_proxy_process
+from tests.factories import METRICS_AUTH
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.process  # starts the service's own processes
@@ -278,7 +279,7 @@ async def test_a_record_naming_another_session_is_refused_and_changes_nothing(
     async with stack.engine.connect() as conn:
         stored = await usage_store.list_records(conn, other["id"])
     assert [r["record_id"] for r in stored] == [honest["record_id"]]
-    async with stack.control.get("/metrics") as r:
+    async with stack.control.get("/metrics", headers=METRICS_AUTH) as r:
         text = await r.text()
     assert 'metrux_usage_records_refused_total{reason="wrong_session"} 1.0' in text
 

@@ -22,7 +22,7 @@ from sandbox.standin import (
     stream_events,
 )
 from tests.e2e.conftest import Stack
-from tests.factories import bearer, make_tenant
+from tests.factories import METRICS_AUTH, bearer, make_tenant
 
 
 async def call(stack: Stack, body: dict[str, Any]) -> tuple[bytes, int, bytes]:
@@ -173,7 +173,7 @@ async def test_report_json_csv_and_page_with_its_link(stack: Stack) -> None:
     await stack.records()
     report = await get_json(stack, f"/v1/sessions/{stack.session_id}/report")
     assert report["totals"]["calls"] == 3
-    async with stack.control.get("/metrics") as r:
+    async with stack.control.get("/metrics", headers=METRICS_AUTH) as r:
         assert "metrux_usage_records_ingested_total 3.0" in await r.text()
     assert report["prices"]["version"]
     assert report["totals"]["cost"] != "0.000000"  # the fake's model is priced
