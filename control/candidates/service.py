@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from control.audit import store as audit
-from control.audit.actions import AuditAction
+from control.audit.actions import ActorType, AuditAction
 from control.audit.store import Actor, AuditEvent
 from control.candidates import store
 from control.candidates.store import Candidate
@@ -78,8 +78,50 @@ def _request_out(row: dict[str, Any]) -> dict[str, Any]:
     return {key: row[key] for key in ("id", "requested_at", "due_at", "completed_at")}
 
 
-def _event_out(event: AuditEvent) -> dict[str, Any]:
-    return dataclasses.asdict(event)
+def _event_out(event: AuditEvent, candidate_id: str, roles: dict[str, str]) -> dict[str, Any]:
+    """An audit event as the candidate's export shows it: their own address and browser
+    where they acted; anyone else only by role (never an id, address or user agent)."""
+    # A candidate acting before their record existed (accepting the invite) has no actor id.
+    acting = event.actor_id or event.candidate_id
+    if event.actor_type == ActorType.CANDIDATE.value and acting == candidate_id:
+        actor: dict[str, Any] = {
+            "type": "you",
+            "ip": event.ip,
+            "user_agent": event.user_agent,
+        }
+    elif event.actor_type == ActorType.MEMBER.value:
+        actor = {"type": "company staff", "role": roles.get(event.actor_id or "", "member")}
+    else:
+        actor = {"type": _OTHER_ACTORS.get(event.actor_type, "the service")}
+    return {
+        "id": event.id,
+        "occurred_at": event.occurred_at,
+        "action": event.action,
+        "outcome": event.outcome,
+        "actor": actor,
+        "session_id": event.session_id,
+        "details": {k: v for k, v in event.details.items() if k in _EXPORTED_DETAILS},
+    }
+
+
+_OTHER_ACTORS = {
+    ActorType.OPERATOR.value: "platform operator",
+    ActorType.PROXY.value: "your session's proxy",
+    ActorType.SYSTEM.value: "the service",
+}
+# Details that describe the event to its subject; none names or locates a person.
+_EXPORTED_DETAILS = frozenset(
+    [
+        "assessment_name",
+        "calls",
+        "deadline_at",
+        "delete_after",
+        "due_at",
+        "expires_at",
+        "purpose",
+        "reason",
+    ]
+)
 
 
 async def export(engine: AsyncEngine, candidate: Candidate) -> dict[str, Any]:
@@ -89,6 +131,8 @@ async def export(engine: AsyncEngine, candidate: Candidate) -> dict[str, Any]:
         session_ids = [row["id"] for row in session_rows]
         usage = await store.usage_of_sessions(conn, session_ids)
         about = await audit.events_about_candidate(conn, candidate.id, session_ids)
+        staff = {e.actor_id for e in about if e.actor_type == ActorType.MEMBER.value}
+        roles = await store.roles_of_members(conn, {m for m in staff if m})
         invite_rows = await store.invites_to(conn, candidate.email)
         requests = await store.deletion_requests_of(conn, candidate.id)
     return {
@@ -96,7 +140,9 @@ async def export(engine: AsyncEngine, candidate: Candidate) -> dict[str, Any]:
         "invites": invite_rows,
         "sessions": session_rows,
         "usage_records": usage,
-        "audit_events": [_event_out(e) for e in about],
-        "key_unwraps": [_event_out(e) for e in about if e.action == AuditAction.KEY_UNWRAP],
+        "audit_events": [_event_out(e, candidate.id, roles) for e in about],
+        "key_unwraps": [
+            _event_out(e, candidate.id, roles) for e in about if e.action == AuditAction.KEY_UNWRAP
+        ],
         "deletion_requests": [_request_out(row) for row in requests],
     }

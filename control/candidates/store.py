@@ -17,6 +17,7 @@ from control.db.schema import (
     candidates,
     deletion_requests,
     invites,
+    members,
     sessions,
     tenants,
     usage_records,
@@ -187,6 +188,16 @@ async def invites_to(conn: AsyncConnection, email: str) -> list[dict[str, Any]]:
         .order_by(invites.c.created_at)
     )
     return [dict(row._mapping) for row in rows]
+
+
+async def roles_of_members(conn: AsyncConnection, member_ids: set[str]) -> dict[str, str]:
+    """The role of each member id (for an export that names staff by role only)."""
+    if not member_ids:
+        return {}
+    rows = await conn.execute(
+        select(members.c.id, members.c.role).where(members.c.id.in_(member_ids))
+    )
+    return {row.id: row.role for row in rows}
 
 
 # --- retention (control/retention/rules.py) ---------------------------------------------

@@ -21,6 +21,16 @@ async def test_document_lists_every_route_and_nothing_else(client: Any) -> None:
     assert document["openapi"].startswith("3.")
 
 
+SECURITY = {
+    Auth.BOOTSTRAP: [{"bootstrapToken": []}],
+    Auth.PROXY: [{"proxyCredential": []}],
+    Auth.SANDBOX: [{"sessionToken": []}],
+    Auth.CANDIDATE: [{"candidateToken": []}],
+    Auth.REPORT: [{"memberToken": []}, {"reportLink": []}],
+    Auth.METRICS: [{"metricsToken": []}],
+}
+
+
 async def test_operations_carry_their_access_and_schemas(client: Any) -> None:
     async with client.get("/openapi.json") as r:
         document = await r.json()
@@ -34,18 +44,8 @@ async def test_operations_carry_their_access_and_schemas(client: Any) -> None:
         assert str(meta.status) in op["responses"]
         if meta.auth is Auth.NONE:
             assert "security" not in op
-        elif meta.auth is Auth.BOOTSTRAP:
-            assert op["security"] == [{"bootstrapToken": []}]
-        elif meta.auth is Auth.PROXY:
-            assert op["security"] == [{"proxyCredential": []}]
-        elif meta.auth is Auth.SANDBOX:
-            assert op["security"] == [{"sessionToken": []}]
-        elif meta.auth is Auth.CANDIDATE:
-            assert op["security"] == [{"candidateToken": []}]
-        elif meta.auth is Auth.REPORT:
-            assert op["security"] == [{"memberToken": []}, {"reportLink": []}]
-        elif meta.auth is Auth.METRICS:
-            assert op["security"] == [{"metricsToken": []}]
+        elif meta.auth is not Auth.MEMBER:
+            assert op["security"] == SECURITY[meta.auth]
             assert "401" in op["responses"]
         else:
             assert op["x-roles"] == sorted(r.value for r in meta.access)

@@ -14,6 +14,9 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from control import appkeys
+from control.audit import store as audit_store
+from control.audit.actions import ActorType, AuditAction
+from control.audit.store import Actor
 from control.candidates import service as candidate_service
 from control.db.schema import audit_events, candidates, members, sessions, tenants, usage_records
 from control.email.sender import OutboxSender, read_outbox
@@ -237,7 +240,7 @@ async def test_export_holds_exactly_the_candidates_data(client: Any, engine: Asy
     [unwrap] = export["key_unwraps"]
     assert unwrap["session_id"] == mine.session_id
     accept = next(e for e in export["audit_events"] if e["action"] == "invite:accept")
-    assert (accept["ip"], accept["user_agent"]) == ("127.0.0.1", "MyBrowser/1")  # unsealed
+    assert accept["actor"] == {"type": "you", "ip": "127.0.0.1", "user_agent": "MyBrowser/1"}
     assert [i["assessment_name"] for i in export["invites"]] == ["Backend"]
     for foreign in ("them@example.com", theirs.session_id, theirs.candidate_token):
         assert foreign not in text
@@ -245,6 +248,36 @@ async def test_export_holds_exactly_the_candidates_data(client: Any, engine: Asy
         assert r.status == 401
     async with client.get("/v1/auth/me/export", headers=tenant.auth) as r:
         assert r.status == 401  # a member token is not a candidate token
+
+
+async def test_the_export_names_staff_by_role_only(client: Any, engine: AsyncEngine) -> None:
+    """A member's id, address, user agent and anything personal in details, planted in an
+    event about the candidate, stay out of the candidate's export."""
+    tenant = await tenant_with_key(client, engine)
+    mine = await invite_and_accept(client, tenant, "me@example.com")
+    async with client.get("/v1/auth/me", headers=bearer(mine.candidate_token)) as r:
+        candidate_id = (await r.json())["id"]
+    staff = Actor(
+        ActorType.MEMBER, tenant.owner_id, ip="203.0.113.77", user_agent="StaffBrowser/9.1"
+    )
+    async with engine.begin() as conn:
+        await audit_store.record(
+            conn,
+            staff,
+            AuditAction.SESSION_END,
+            tenant_id=tenant.tenant_id,
+            session_id=mine.session_id,
+            candidate_id=candidate_id,
+            details={"reason": "ended by staff", "note": "staff@corp.example", "subject": "idp|9"},
+        )
+    async with client.get("/v1/auth/me/export", headers=bearer(mine.candidate_token)) as r:
+        text = await r.text()
+        export = await r.json()
+    ended = next(e for e in export["audit_events"] if e["action"] == "session:end")
+    assert ended["actor"] == {"type": "company staff", "role": "owner"}
+    assert ended["details"] == {"reason": "ended by staff"}
+    for staff_data in (tenant.owner_id, "203.0.113.77", "StaffBrowser", "staff@corp", "idp|9"):
+        assert staff_data not in text
 
 
 async def test_a_deletion_request_leaves_nothing_personal(
