@@ -10,6 +10,7 @@ from aiohttp import web
 from redis.asyncio import BlockingConnectionPool, Redis
 
 from control import appkeys
+from control.audit.access import AccessLog
 from control.audit.views import routes as audit_routes
 from control.candidates.views import routes as candidate_routes
 from control.db.engine import create_engine
@@ -59,6 +60,15 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
     app[appkeys.email] = make_sender(app[appkeys.settings], engine)
     yield
     await engine.dispose()
+
+
+async def access_log_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Access rows, written in batches off the request path (control/audit/access.py)."""
+    access_log = AccessLog(app[appkeys.engine])
+    app[appkeys.access_log] = access_log
+    access_log.start()
+    yield
+    await access_log.close()
 
 
 async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -144,7 +154,7 @@ def create_app(settings: Settings, *, workers: bool = False) -> web.Application:
     app[appkeys.prices] = PriceTable.load(settings.prices_file)
     app[appkeys.metrics] = ControlMetrics()
     install_verifier(app)
-    app.cleanup_ctx.extend([database_ctx, redis_ctx, signal_hub_ctx, keys_ctx])
+    app.cleanup_ctx.extend([database_ctx, access_log_ctx, redis_ctx, signal_hub_ctx, keys_ctx])
     app.on_shutdown.append(end_signal_streams)
     if workers:
         app.cleanup_ctx.append(workers_ctx)

@@ -6,6 +6,7 @@ from aiohttp import web
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from control.audit.access import AccessLog
 from control.email.sender import EmailSender
 from control.guard.blocklist import Blocklist
 from control.keys.monitor import KeyMonitor
@@ -22,6 +23,7 @@ from core.redis_names import RedisNames
 
 settings = settings_key  # defined by the web layer, which reads it
 engine = web.AppKey("engine", AsyncEngine)
+access_log = web.AppKey("access_log", AccessLog)
 redis = web.AppKey("redis", Redis)
 kek = web.AppKey("kek", KekProvider)
 signals = web.AppKey("signals", SignalPublisher)

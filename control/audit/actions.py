@@ -42,6 +42,8 @@ class AuditAction(StrEnum):
     IP_UNBLOCK = "ip:unblock"
     AUTH_HANDOFF = "auth:handoff"
     AUTH_LOGOUT = "auth:logout"
+    API_READ = "api:read"  # an authenticated member or operator read (control/audit/access.py)
+    API_WRITE = "api:write"  # an authenticated member request that asked to change something
 
 
 class ActorType(StrEnum):

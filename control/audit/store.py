@@ -10,7 +10,7 @@ import dataclasses
 import datetime as dt
 import json
 from collections.abc import Collection
-from typing import Any
+from typing import Any, Literal
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import insert, or_, select, update
@@ -127,9 +127,16 @@ async def list_events(
     actions: Collection[str] = (),
     since: dt.datetime | None = None,
     until: dt.datetime | None = None,
+    access: Literal["exclude", "include", "only"] = "include",
 ) -> list[AuditEvent]:
-    """A tenant's events, newest first; `before_id` continues a previous page."""
+    """A tenant's events, newest first; `before_id` continues a previous page. `access`
+    keeps, drops or keeps only the access rows (api:read, api:write)."""
     query = select(audit_events).where(audit_events.c.tenant_id == tenant_id)
+    access_actions = [AuditAction.API_READ.value, AuditAction.API_WRITE.value]
+    if access == "exclude":
+        query = query.where(audit_events.c.action.not_in(access_actions))
+    elif access == "only":
+        query = query.where(audit_events.c.action.in_(access_actions))
     if before_id is not None:
         query = query.where(audit_events.c.id < before_id)
     if actions:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, Literal
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -26,6 +26,11 @@ class AuditQuery(BaseModel):
     action: str | None = Field(None, description="comma-separated actions, e.g. key:upload")
     since: dt.datetime | None = Field(None, description="events at or after (ISO 8601)")
     until: dt.datetime | None = Field(None, description="events before (ISO 8601)")
+    access: Literal["exclude", "include", "only"] = Field(
+        "exclude",
+        description="access rows (api:read, api:write: one per member or operator request): "
+        "left out by default, `include` adds them, `only` shows nothing else",
+    )
 
     @field_validator("cursor")
     @classmethod
@@ -92,6 +97,7 @@ async def list_audit(request: web.Request) -> web.Response:
             actions=query.action.split(",") if query.action else (),
             since=query.since,
             until=query.until,
+            access=query.access,
         )
     page = AuditPage(
         events=[AuditEventOut.model_validate(e, from_attributes=True) for e in events],

@@ -19,8 +19,9 @@ from aiohttp import web
 
 from control import appkeys
 from control.audit import store as audit
+from control.audit.access import Access, AccessLogUnavailable, route_params
 from control.audit.actions import ActorType, AuditAction
-from control.audit.actors import actor_for
+from control.audit.actors import actor_for, request_actor
 from control.candidates import service as candidate_service
 from control.candidates.principal import candidate_key
 from control.identity import store as member_sessions
@@ -161,6 +162,18 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         )
     if not meta.public:
         principal = await authenticate(request)
+        request[principal_key] = principal
+        return await _noting_access(request, principal, meta, handler)
+    return await _with_rotation(request, handler)
+
+
+async def _noting_access(
+    request: web.Request, principal: Principal, meta: Endpoint, handler: Handler
+) -> web.StreamResponse:
+    """Serve an authenticated member or operator request (its role permitting), and note
+    its access row, refusals included."""
+    status = 500
+    try:
         if principal.role not in meta.access:
             raise ApiError(
                 403,
@@ -168,7 +181,39 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
                 f"this action needs one of the roles: "
                 f"{', '.join(sorted(r.value for r in meta.access))}",
             )
-        request[principal_key] = principal
+        response = await _with_rotation(request, handler)
+        status = response.status
+        return response
+    except (ApiError, web.HTTPException) as exc:
+        status = exc.status
+        raise
+    finally:
+        await _note(request, principal, status)
+
+
+async def _note(request: web.Request, principal: Principal, status: int) -> None:
+    resource = request.match_info.route.resource
+    access = Access(
+        tenant_id=principal.tenant_id,
+        actor=request_actor(request),
+        method=request.method,
+        route=resource.canonical if resource is not None else request.path,
+        params=route_params(request.match_info),
+        status=status,
+        at=dt.datetime.now(dt.UTC),
+    )
+    try:
+        await request.app[appkeys.access_log].note(access)
+    except AccessLogUnavailable:
+        raise ApiError(
+            503,
+            "api_error",
+            "the audit log is not taking writes: try again shortly",
+            headers={"Retry-After": "5"},
+        ) from None
+
+
+async def _with_rotation(request: web.Request, handler: Handler) -> web.StreamResponse:
     rotated = request.get(rotated_key)
     if rotated is None:
         return await handler(request)
