@@ -14,6 +14,7 @@ import datetime as dt
 import getpass
 import json
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -76,6 +77,7 @@ def register(parts: Any) -> None:
     cmd.set_defaults(handler=run_outbox)
 
     _register_usage(commands)
+    _register_audit(commands)
 
     from control.guard.cli import register as register_guard
 
@@ -112,6 +114,30 @@ def _register_usage(commands: Any) -> None:
     cmd.add_argument("--limit", type=_positive, default=100)
     cmd.add_argument("--payload", action="store_true", help="include each record as queued")
     cmd.set_defaults(handler=run_dead_letters)
+
+
+def _register_audit(commands: Any) -> None:
+    audit = commands.add_parser("audit", help="the audit log's hash chains")
+    steps = audit.add_subparsers(dest="step", required=True, metavar="STEP")
+    cmd = steps.add_parser(
+        "verify",
+        help="recompute every tenant's chain (or one's) and name the first row that was "
+        "changed, removed or reordered; exit 1 if any chain is broken",
+    )
+    cmd.add_argument("--tenant", default=None, help="only this tenant's chain")
+    cmd.set_defaults(handler=run_audit_verify)
+    cmd = steps.add_parser(
+        "verify-export",
+        help="check a file from GET /v1/audit/export offline (no database); exit 1 if broken",
+    )
+    cmd.add_argument("file", type=Path, help="the export (JSON lines), or - for stdin")
+    cmd.add_argument(
+        "--expect-head",
+        default=None,
+        metavar="SEQ:HASH",
+        help="a head kept earlier from GET /v1/audit/head: the export must contain it",
+    )
+    cmd.set_defaults(handler=run_audit_verify_export)
 
 
 def _positive(value: str) -> int:
@@ -288,6 +314,49 @@ def run_dead_letters(args: argparse.Namespace, settings: Settings) -> int:
             letter.pop("payload", None)
         print(json.dumps(letter, default=str))
     return 0
+
+
+def run_audit_verify(args: argparse.Namespace, settings: Settings) -> int:
+    from control.audit.verification import verify_chains
+    from control.db.engine import create_engine
+
+    if not asyncio.run(_is_current(settings)):
+        return _fail("the database schema is not current: run `metrux control migrate` first")
+
+    async def go() -> list[dict[str, Any]]:
+        engine = create_engine(settings.effective_database_url)
+        try:
+            return [r.as_json() for r in await verify_chains(engine, args.tenant)]
+        finally:
+            await engine.dispose()
+
+    reports = asyncio.run(go())
+    for report in reports:
+        print(json.dumps(report))
+    if args.tenant is not None and not reports:
+        return _fail(f"no audit chain for tenant {args.tenant}")
+    return 0 if all(r["ok"] for r in reports) else 1
+
+
+def run_audit_verify_export(args: argparse.Namespace, settings: Settings) -> int:
+    from control.audit.verification import ExportError, verify_export
+
+    expected = None
+    if args.expect_head is not None:
+        seq, _, digest = args.expect_head.partition(":")
+        if not (seq.isascii() and seq.isdigit() and len(digest) == 64):
+            return _fail("--expect-head takes SEQ:HASH, as GET /v1/audit/head gives them")
+        expected = (int(seq), digest)
+    try:
+        if str(args.file) == "-":
+            report = verify_export(sys.stdin, expected)
+        else:
+            with args.file.open(encoding="utf-8") as lines:
+                report = verify_export(lines, expected)
+    except (OSError, ExportError) as exc:
+        return _fail(f"cannot verify {args.file}: {exc}")
+    print(json.dumps(report.as_json()))
+    return 0 if report.broken is None else 1
 
 
 def run_create_tenant(args: argparse.Namespace, settings: Settings) -> int:

@@ -14,11 +14,14 @@ from typing import Any, Literal
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import insert, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from control.audit.actions import ActorType, AuditAction
+from control.audit.chain import GENESIS, Head, chain_of, row_hash
 from control.audit.sealing import seal, unseal
-from control.db.schema import audit_events, candidates
+from control.db.schema import audit_chains, audit_events, candidates
 from core.redaction import redact_value
 
 
@@ -76,31 +79,72 @@ async def record(
             ip_sealed = seal(key, ip) if ip else None
             user_agent_sealed = seal(key, user_agent) if user_agent else None
         ip = user_agent = None
+    values: dict[str, Any] = {
+        # Microseconds are what both databases keep: the hash covers the stored value.
+        "occurred_at": _stored_time(now or dt.datetime.now(dt.UTC)),
+        "tenant_id": tenant_id,
+        "actor_type": actor.type.value,
+        "actor_id": actor.id,
+        "action": action.value,
+        "outcome": outcome,
+        "target_type": target_type,
+        "target_id": target_id,
+        "session_id_text": session_id,
+        "candidate_id_text": candidate_id,
+        "ip": ip,
+        "user_agent": user_agent,
+        "ip_sealed": ip_sealed,
+        "user_agent_sealed": user_agent_sealed,
+        "request_id": actor.request_id,
+        "details": json.dumps(redact_value(details or {}), sort_keys=True),
+    }
+    values["chain"] = chain_of(tenant_id)
+    values["chain_seq"], values["prev_hash"] = await _take_next_link(conn, values["chain"])
+    values["row_hash"] = row_hash(values)
+    await conn.execute(
+        update(audit_chains)
+        .where(audit_chains.c.chain == values["chain"])
+        .values(head_hash=values["row_hash"])
+    )
     result = await conn.execute(
         insert(audit_events)
-        .values(
-            occurred_at=now or dt.datetime.now(dt.UTC),
-            tenant_id=tenant_id,
-            actor_type=actor.type.value,
-            actor_id=actor.id,
-            action=action.value,
-            outcome=outcome,
-            target_type=target_type,
-            target_id=target_id,
-            session_id=session_id,
-            session_id_text=session_id,
-            candidate_id=candidate_id,
-            candidate_id_text=candidate_id,
-            ip=ip,
-            user_agent=user_agent,
-            ip_sealed=ip_sealed,
-            user_agent_sealed=user_agent_sealed,
-            request_id=actor.request_id,
-            details=json.dumps(redact_value(details or {}), sort_keys=True),
-        )
+        .values(session_id=session_id, candidate_id=candidate_id, **values)
         .returning(audit_events.c.id)
     )
     return int(result.scalar_one())
+
+
+def _stored_time(at: dt.datetime) -> dt.datetime:
+    return at.astimezone(dt.UTC)
+
+
+async def _take_next_link(conn: AsyncConnection, chain: str) -> tuple[int, str]:
+    """The next seq of `chain` and the hash it links to. The UPDATE row-locks the head until
+    the caller's transaction ends, so appends to one chain queue (on SQLite every write
+    does); appends to different tenants' chains do not wait on each other."""
+    for _ in range(2):
+        taken = (
+            await conn.execute(
+                update(audit_chains)
+                .where(audit_chains.c.chain == chain)
+                .values(seq=audit_chains.c.seq + 1)
+                .returning(audit_chains.c.seq, audit_chains.c.head_hash)
+            )
+        ).first()
+        if taken is not None:
+            return int(taken.seq), str(taken.head_hash)
+        await conn.execute(_insert_ignoring_conflict(conn, chain))
+    raise RuntimeError(f"audit chain {chain} could not be started")
+
+
+def _insert_ignoring_conflict(conn: AsyncConnection, chain: str) -> Any:
+    """A new chain's head; a concurrent first append may have made it already."""
+    dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    return (
+        dialect_insert(audit_chains)
+        .values(chain=chain, seq=0, head_hash=GENESIS, base_seq=0, base_hash=GENESIS)
+        .on_conflict_do_nothing(index_elements=["chain"])
+    )
 
 
 async def record_operator_read(
@@ -244,3 +288,30 @@ async def erasure_keys(conn: AsyncConnection, candidate_ids: set[str]) -> dict[s
         )
     )
     return {row.id: bytes(row.erasure_key) for row in rows}
+
+
+# --- the hash chains (control/audit/chain.py) ---------------------------------------------
+
+
+async def chain_heads(conn: AsyncConnection, chain: str | None = None) -> list[Head]:
+    """Every chain's head (or one chain's), by chain name."""
+    query = select(audit_chains).order_by(audit_chains.c.chain)
+    if chain is not None:
+        query = query.where(audit_chains.c.chain == chain)
+    return [
+        Head(r.chain, int(r.seq), r.head_hash, int(r.base_seq), r.base_hash)
+        for r in await conn.execute(query)
+    ]
+
+
+async def chain_rows(
+    conn: AsyncConnection, chain: str, *, after_seq: int, limit: int
+) -> list[dict[str, Any]]:
+    """One chain's stored rows after `after_seq`, in chain order."""
+    rows = await conn.execute(
+        select(audit_events)
+        .where(audit_events.c.chain == chain, audit_events.c.chain_seq > after_seq)
+        .order_by(audit_events.c.chain_seq)
+        .limit(limit)
+    )
+    return [dict(row._mapping) for row in rows]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Any, Literal
 
 from aiohttp import web
@@ -11,6 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from control import appkeys
 from control.audit import store
 from control.audit.actions import AuditAction
+from control.audit.chain import GENESIS, Head, chain_of
+from control.audit.verification import export_chain
 from control.web.context import parse_query
 from control.web.endpoint import ADMINS, endpoint
 from control.web.principal import current_principal
@@ -104,3 +107,56 @@ async def list_audit(request: web.Request) -> web.Response:
         next_cursor=str(events[-1].id) if len(events) == query.limit else None,
     )
     return web.json_response(page.model_dump(mode="json"))
+
+
+class ChainHeadOut(BaseModel):
+    chain: str = Field(description="the tenant's chain (its id)")
+    seq: int = Field(description="the newest row's place in the chain (0: no rows yet)")
+    hash: str = Field(description="the newest row's row_hash: keep it to verify later")
+    base_seq: int = Field(description="rows up to here were archived")
+    base_hash: str = Field(description="the last archived row's hash")
+    as_of: dt.datetime
+
+
+@routes.get("/v1/audit/head")
+@endpoint(
+    "The head of the tenant's audit hash chain: keep it, and check later exports against it",
+    access=ADMINS,
+    response=ChainHeadOut,
+)
+async def audit_head(request: web.Request) -> web.Response:
+    principal = current_principal(request)
+    async with request.app[appkeys.engine].connect() as conn:
+        heads = await store.chain_heads(conn, chain_of(principal.tenant_id))
+    head = heads[0] if heads else Head(chain_of(principal.tenant_id), 0, GENESIS)
+    out = ChainHeadOut(
+        chain=head.chain,
+        seq=head.seq,
+        hash=head.hash,
+        base_seq=head.base_seq,
+        base_hash=head.base_hash,
+        as_of=dt.datetime.now(dt.UTC),
+    )
+    return web.json_response(out.model_dump(mode="json"))
+
+
+@routes.get("/v1/audit/export")
+@endpoint(
+    "The tenant's audit chain as JSON lines (a head line, then every row's hashed values), "
+    "for `metrux control audit verify-export`",
+    access=ADMINS,
+)
+async def audit_export(request: web.Request) -> web.StreamResponse:
+    principal = current_principal(request)
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "application/x-ndjson",
+            "Content-Disposition": 'attachment; filename="metrux-audit.jsonl"',
+        }
+    )
+    await response.prepare(request)
+    lines = export_chain(request.app[appkeys.engine], principal.tenant_id)
+    async for line in lines:
+        await response.write(json.dumps(line, separators=(",", ":")).encode() + b"\n")
+    await response.write_eof()
+    return response

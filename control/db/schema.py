@@ -240,9 +240,27 @@ audit_events = Table(
     Column("user_agent_sealed", LargeBinary),
     Column("request_id", String(64)),
     Column("details", Text, nullable=False),
+    # The row's place in its tenant's hash chain (control/audit/chain.py).
+    Column("chain", String(36)),
+    Column("chain_seq", BigInteger),
+    Column("prev_hash", String(64)),
+    Column("row_hash", String(64)),
     # Backstop behind redaction: no Anthropic key shape ever lands in an audit row.
     CheckConstraint("details NOT LIKE '%sk-ant-%'", name="details_no_anthropic_key"),
     Index("ix_audit_events_tenant_id_id", "tenant_id", "id"),
+    Index("uq_audit_events_chain_seq", "chain", "chain_seq", unique=True),
+)
+
+# Each audit chain's head: its newest row's seq and hash, taken (row-locked) by every
+# append, and where the chain starts once older rows are archived.
+audit_chains = Table(
+    "audit_chains",
+    metadata,
+    Column("chain", String(36), primary_key=True),
+    Column("seq", BigInteger, nullable=False),
+    Column("head_hash", String(64), nullable=False),
+    Column("base_seq", BigInteger, nullable=False),
+    Column("base_hash", String(64), nullable=False),
 )
 
 # One row per upstream call (core.usage.UsageRecord), ingested idempotently by record_id.

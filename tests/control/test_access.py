@@ -54,6 +54,8 @@ INTENDED = {
     ("GET", "/v1/sessions/{session_id}/usage"): {OWNER, ADMIN, REVIEWER},
     ("GET", "/v1/sessions/{session_id}/usage/summary"): {OWNER, ADMIN, REVIEWER},
     ("GET", "/v1/audit"): {OWNER, ADMIN},
+    ("GET", "/v1/audit/head"): {OWNER, ADMIN},
+    ("GET", "/v1/audit/export"): {OWNER, ADMIN},
     ("GET", "/v1/sessions/{session_id}/digest"): {OWNER, ADMIN, REVIEWER},
     ("GET", "/v1/sessions/{session_id}/report"): {OWNER, ADMIN, REVIEWER},
     ("GET", "/v1/sessions/{session_id}/report.csv"): {OWNER, ADMIN, REVIEWER},
