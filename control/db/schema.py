@@ -326,6 +326,8 @@ invites = Table(
     Column("created_by", String(100)),
     Column("accepted_at", UTCDateTime),
     _id("session_id", ForeignKey("sessions.id", ondelete="SET NULL")),
+    # Set when retention erased the address of an invite nobody accepted.
+    Column("email_erased_at", UTCDateTime),
 )
 
 # Usage records the database would not take, each with why: the rest of its batch is
@@ -354,6 +356,8 @@ email_outbox = Table(
     Column("subject", String(300), nullable=False),
     Column("body", Text, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
+    # Set when `metrux control outbox` printed it: its links are then stored as hashes.
+    Column("delivered_at", UTCDateTime),
 )
 
 deletion_requests = Table(

@@ -2,13 +2,15 @@
 
 The outbox is a table an operator reads with `metrux control outbox` and delivers by hand;
 it is meant for development and closed betas. Messages in it include invite links, so it is
-readable only through that command.
+readable only through that command, which hands each message over once: after printing, the
+stored copy keeps its links only as hashes, and the retention worker purges it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import re
 from typing import Protocol
 
 import aiohttp
@@ -17,8 +19,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from control.audit import store as audit
 from control.audit.store import Actor
+from control.db.engine import flush_deleted
 from control.email import store
 from core.settings import Settings
+from core.tokens import hash_token
 
 log = structlog.get_logger(__name__)
 
@@ -33,6 +37,8 @@ class Email:
     subject: str
     body: str
     tenant_id: str | None = None
+    # When it was written, on the writer's clock (the retention worker's run time); now if unset.
+    at: dt.datetime | None = None
 
     def __repr__(self) -> str:  # the body may hold an invite link
         return f"<Email to={self.to} subject={self.subject!r}>"
@@ -54,7 +60,7 @@ class OutboxSender:
                 to=email.to,
                 subject=email.subject,
                 body=email.body,
-                now=dt.datetime.now(dt.UTC),
+                now=email.at or dt.datetime.now(dt.UTC),
             )
         # No address or subject in the logs: an erasure request cannot reach log lines.
         log.info("email_queued_in_outbox", tenant_id=email.tenant_id)
@@ -96,12 +102,31 @@ def make_sender(settings: Settings, engine: AsyncEngine) -> EmailSender:
     return OutboxSender(engine)
 
 
+# Our tokens (core/tokens.py) as they appear in links: `mxi_…` in an invite.
+_TOKEN_IN_TEXT = re.compile(r"\bmx[a-z]_[A-Za-z0-9_-]{43}(?![A-Za-z0-9_-])")
+
+
+def hash_links(body: str) -> str:
+    """The body with every token in it replaced by its hash: what the outbox keeps once
+    the message was handed over, so it can never print a usable link again."""
+    return _TOKEN_IN_TEXT.sub(lambda m: f"[link sent; sha256 {hash_token(m[0])[:16]}]", body)
+
+
 async def read_outbox(engine: AsyncEngine, actor: Actor) -> list[dict[str, object]]:
-    """Every message waiting in the outbox, all tenants'. The read is audited: the
-    messages hold candidates' addresses and invite links."""
+    """Every message waiting for delivery, all tenants', handed over once: printed, then
+    marked delivered with its links kept only as hashes (the retention worker purges it).
+    The read is audited: the messages hold candidates' addresses and invite links."""
+    now = dt.datetime.now(dt.UTC)
     async with engine.begin() as conn:
-        messages = await store.list_messages(conn)
+        messages = await store.list_undelivered(conn)
+        for message in messages:
+            body = str(message["body"])
+            await store.mark_delivered(
+                conn, int(str(message["id"])), body=hash_links(body), now=now
+            )
         await audit.record_operator_read(
             conn, actor, command="outbox", target_type="email_outbox", rows=len(messages)
         )
+    if messages:
+        await flush_deleted(engine)  # no earlier copy of a link left in SQLite's log
     return messages

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from control.db.due import Due
 from control.db.schema import email_outbox
 
 
@@ -26,9 +27,62 @@ async def insert_message(
     )
 
 
-async def list_messages(conn: AsyncConnection) -> list[dict[str, object]]:
-    rows = await conn.execute(select(email_outbox).order_by(email_outbox.c.id))
+async def list_undelivered(conn: AsyncConnection) -> list[dict[str, object]]:
+    rows = await conn.execute(
+        select(email_outbox)
+        .where(email_outbox.c.delivered_at.is_(None))
+        .order_by(email_outbox.c.id)
+        .with_for_update()
+    )
     return [dict(row._mapping) for row in rows]
+
+
+async def mark_delivered(
+    conn: AsyncConnection, message_id: int, *, body: str, now: dt.datetime
+) -> None:
+    """The message was handed over: keep only `body` (its links hashed)."""
+    await conn.execute(
+        update(email_outbox)
+        .where(email_outbox.c.id == message_id)
+        .values(delivered_at=now, body=body)
+    )
+
+
+# --- retention (control/retention/rules.py) ---------------------------------------------
+
+
+def due_delivered() -> Due:
+    return Due(select(email_outbox.c.id).where(email_outbox.c.delivered_at.is_not(None)))
+
+
+async def delete_delivered(conn: AsyncConnection, ids: list[int]) -> int:
+    result = await conn.execute(
+        delete(email_outbox).where(
+            email_outbox.c.id.in_(ids), email_outbox.c.delivered_at.is_not(None)
+        )
+    )
+    return result.rowcount
+
+
+def due_undelivered(created_before: dt.datetime) -> Due:
+    return Due(
+        select(email_outbox.c.id).where(
+            email_outbox.c.delivered_at.is_(None), email_outbox.c.created_at <= created_before
+        )
+    )
+
+
+async def delete_undelivered(
+    conn: AsyncConnection, ids: list[int], *, created_before: dt.datetime
+) -> int:
+    result = await conn.execute(
+        delete(email_outbox).where(
+            email_outbox.c.id.in_(ids),
+            email_outbox.c.delivered_at.is_(None),
+            email_outbox.c.created_at <= created_before,
+        )
+    )
+    return result.rowcount
 
 
 async def delete_to(conn: AsyncConnection, email: str) -> None:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import and_, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from control.db.due import Due
 from control.db.schema import invites, tenants
 from core.tokens import hash_token
 
@@ -75,5 +76,32 @@ async def erase_candidate_email(conn: AsyncConnection, email: str) -> None:
 async def erase_emails_of_tenant(conn: AsyncConnection, tenant_id: str) -> int:
     result = await conn.execute(
         update(invites).where(invites.c.tenant_id == tenant_id).values(candidate_email=ERASED_EMAIL)
+    )
+    return result.rowcount
+
+
+# --- retention (control/retention/rules.py) ---------------------------------------------
+
+
+def _unaccepted_expired(expired_before: dt.datetime) -> Any:
+    return and_(
+        invites.c.accepted_at.is_(None),
+        invites.c.expires_at <= expired_before,
+        invites.c.candidate_email != ERASED_EMAIL,
+    )
+
+
+def due_unaccepted(expired_before: dt.datetime) -> Due:
+    """Invites nobody accepted, expired before `expired_before`, still holding an address."""
+    return Due(select(invites.c.id).where(_unaccepted_expired(expired_before)))
+
+
+async def erase_unaccepted(
+    conn: AsyncConnection, ids: list[str], *, expired_before: dt.datetime, now: dt.datetime
+) -> int:
+    result = await conn.execute(
+        update(invites)
+        .where(invites.c.id.in_(ids), _unaccepted_expired(expired_before))
+        .values(candidate_email=ERASED_EMAIL, email_erased_at=now)
     )
     return result.rowcount

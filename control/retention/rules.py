@@ -19,6 +19,8 @@ CANDIDATE_NOTICE = 30 * DAY  # from the pre-deletion notice to the deletion
 DELETION_REQUEST_WINDOW = 30 * DAY  # a self-serve request is carried out within this
 TENANT_GRACE = 30 * DAY  # after closure, then anonymised
 USAGE_DEAD_LETTERS = 30 * DAY  # usage records the database refused, kept for diagnosis
+INVITE_EMAIL = 30 * DAY  # after an unaccepted invite expires, its address is erased
+OUTBOX_UNDELIVERED = 30 * DAY  # an outbox message nobody handed over is purged
 AUDIT_TARGET = 730 * DAY  # in the primary database; archival is a deployment concern
 
 
@@ -70,6 +72,22 @@ RULES: tuple[Rule, ...] = (
         then="anonymised: name and member emails replaced, member tokens unusable, invite "
         "emails removed, outbox rows deleted",
         enforced_by="retention worker: `tenant:anonymise`",
+    ),
+    Rule(
+        data="Invites nobody accepted: the invitee's email address",
+        keep=f"until {_days(INVITE_EMAIL)} after the invite expires",
+        then="the address is erased (the invite keeps its assessment, dates and limits); an "
+        "accepted invite's address goes with the candidate",
+        enforced_by="retention worker (counted as `invite_emails_erased`)",
+    ),
+    Rule(
+        data="Email outbox (no email provider set): address, subject, body with links",
+        keep="until `metrux control outbox` hands it over; then its links are kept only as "
+        f"hashes. Undelivered: {_days(OUTBOX_UNDELIVERED)}",
+        then="deleted: delivered messages at the worker's next run, undelivered ones "
+        f"{_days(OUTBOX_UNDELIVERED)} after they were queued",
+        enforced_by="retention worker (counted as `outbox_delivered_deleted`, "
+        "`outbox_undelivered_deleted`)",
     ),
     Rule(
         data="Customer's wrapped Anthropic keys",

@@ -26,7 +26,9 @@ from control.audit.actions import AuditAction
 from control.candidates import store as candidate_store
 from control.db.due import Due
 from control.db.engine import flush_deleted
+from control.email import store as email_store
 from control.email.sender import Email, EmailError, EmailSender
+from control.invites import store as invite_store
 from control.keys import store as key_store
 from control.retention import rules
 from control.retention.erasure import SYSTEM, anonymise_tenant, erase_candidate
@@ -80,9 +82,14 @@ class RetentionWorker:
             self._destroy_closed_tenants_keys,
             self._anonymise_tenants,
             self._delete_dead_letters,
+            self._erase_unaccepted_invites,
+            self._purge_outbox,
         ):
             await step(report)
         erased = (
+            "invite_emails_erased",
+            "outbox_delivered_deleted",
+            "outbox_undelivered_deleted",
             "deletion_requests_completed",
             "candidates_deleted_inactive",
             "tenants_anonymised",
@@ -237,7 +244,9 @@ class RetentionWorker:
             if not await candidate_store.still_noticed(conn, candidate_id, noticed_at):
                 return  # erased meanwhile (by another worker): no email to a deleted person
         try:
-            await self._sender.send(notice_email(email, noticed_at + rules.CANDIDATE_NOTICE))
+            await self._sender.send(
+                notice_email(email, noticed_at + rules.CANDIDATE_NOTICE, at=noticed_at)
+            )
         except EmailError:
             # Not sent: clear the mark so the next run tries again.
             log.warning("retention_notice_unsent", candidate_id=candidate_id)
@@ -299,6 +308,39 @@ class RetentionWorker:
             apply,
         )
 
+    # --- invites and the outbox ------------------------------------------------------------
+
+    async def _erase_unaccepted_invites(self, report: Report) -> None:
+        expired_before = report.now - rules.INVITE_EMAIL
+
+        async def apply(conn: AsyncConnection, ids: list[str]) -> int:
+            return await invite_store.erase_unaccepted(
+                conn, ids, expired_before=expired_before, now=report.now
+            )
+
+        await self._batches(
+            report, "invite_emails_erased", invite_store.due_unaccepted(expired_before), apply
+        )
+
+    async def _purge_outbox(self, report: Report) -> None:
+        created_before = report.now - rules.OUTBOX_UNDELIVERED
+
+        async def undelivered(conn: AsyncConnection, ids: list[int]) -> int:
+            return await email_store.delete_undelivered(conn, ids, created_before=created_before)
+
+        await self._batches(
+            report,
+            "outbox_delivered_deleted",
+            email_store.due_delivered(),
+            email_store.delete_delivered,
+        )
+        await self._batches(
+            report,
+            "outbox_undelivered_deleted",
+            email_store.due_undelivered(created_before),
+            undelivered,
+        )
+
 
 async def _audit_counts(
     conn: AsyncConnection, tenant_ids: list[str], action: AuditAction, now: dt.datetime
@@ -318,9 +360,10 @@ async def _audit_counts(
     return sum(per_tenant.values())
 
 
-def notice_email(to: str, delete_after: dt.datetime) -> Email:
+def notice_email(to: str, delete_after: dt.datetime, *, at: dt.datetime | None = None) -> Email:
     return Email(
         to=to,
+        at=at,
         subject="Your Metrux candidate account will be deleted",
         body=(
             "You have not used your Metrux candidate account for two years, and no company "

@@ -20,6 +20,7 @@ from control.retention.rules import render_markdown
 from core.cli import main
 from core.settings import Settings
 from tests.factories import bearer
+from tests.scan import database_text
 
 # What these tests check depends on the database: they run on SQLite and PostgreSQL;
 # they start the service's own processes.
@@ -141,17 +142,23 @@ async def test_outbox_prints_queued_invites(
     [message] = [json.loads(line) for line in out.splitlines() if line.startswith('{"id"')]
     assert message["to_email"] == "cand@example.com"
     assert token in message["body"]
+    # Handed over once: the stored copy keeps only the link's hash, and is not printed again.
+    code, out, _ = await asyncio.to_thread(run, _env(tmp_path, database_url), "control", "outbox")
+    assert (code, [line for line in out.splitlines() if line.startswith('{"id"')]) == (0, [])
+    assert token not in await database_text(engine, settings)
     async with engine.connect() as conn:
         from sqlalchemy import select
 
         from control.db.schema import audit_events
 
-        [read] = (
+        reads = (
             await conn.execute(
                 select(audit_events.c.details).where(audit_events.c.action == "operator:read")
             )
         ).all()
-    assert json.loads(read.details)["command"] == "outbox"  # every tenant's emails: audited
+    # Every tenant's emails: each read audited, with how many messages it handed over.
+    assert [json.loads(r.details)["rows"] for r in reads] == [1, 0]
+    assert {json.loads(r.details)["command"] for r in reads} == {"outbox"}
 
 
 def test_retention_run_and_doc_and_operator(run: Any, tmp_path: Path, database_url: str) -> None:

@@ -19,7 +19,7 @@ from control.audit.actions import ActorType, AuditAction
 from control.audit.store import Actor
 from control.candidates import service as candidate_service
 from control.db.schema import audit_events, candidates, members, sessions, tenants, usage_records
-from control.email.sender import OutboxSender, read_outbox
+from control.email.sender import Email, OutboxSender, read_outbox
 from control.invites.store import ERASED_EMAIL
 from control.retention.rules import render_markdown
 from control.retention.worker import RetentionWorker
@@ -152,6 +152,55 @@ async def test_sessions_are_soft_then_hard_deleted_on_schedule(
     )
     again = await worker(engine).run(now)  # idempotent
     assert not any(again.counts.values())
+
+
+async def test_unaccepted_invites_lose_their_address_30_days_after_expiry(
+    client: Any, engine: AsyncEngine, settings: Settings
+) -> None:
+    tenant = await tenant_with_key(client, engine)
+    for email in ("never@example.com", "taken@example.com"):
+        async with client.post(
+            "/v1/invites",
+            json={"candidate_email": email, "assessment_name": "Backend", "expires_in_hours": 24},
+            headers=tenant.auth,
+        ) as r:
+            assert r.status == 201
+            token = (await r.json())["invite_token"]
+    async with client.post(f"/v1/invites/{token}/accept") as r:  # the second one is accepted
+        assert r.status == 201
+    expired = dt.datetime.now(dt.UTC) + DAYS
+    report = await worker(engine).run(expired + 29 * DAYS)
+    assert report.counts["invite_emails_erased"] == 0
+    report = await worker(engine).run(expired + 31 * DAYS)
+    assert report.counts["invite_emails_erased"] == 1
+    async with client.get("/v1/invites", headers=tenant.auth) as r:
+        listed = {i["candidate_email"] for i in (await r.json())["invites"]}
+    assert listed == {ERASED_EMAIL, "taken@example.com"}
+    await read_outbox(engine, OPERATOR)  # hand the invite emails over, as an operator would
+    await worker(engine).run(expired + 32 * DAYS)  # and purge them
+    assert "never@example.com" not in await database_text(engine, settings)
+    assert (await worker(engine).run(expired + 33 * DAYS)).counts["invite_emails_erased"] == 0
+
+
+async def test_the_outbox_is_purged_after_delivery_or_30_days(
+    client: Any, engine: AsyncEngine
+) -> None:
+    sender = OutboxSender(engine)
+    now = dt.datetime.now(dt.UTC)
+    await sender.send(Email("first@example.com", "one", "body one"))
+    assert [m["to_email"] for m in await read_outbox(engine, OPERATOR)] == ["first@example.com"]
+    await sender.send(Email("second@example.com", "two", "body two"))
+    report = await worker(engine).run(now)
+    assert (
+        report.counts["outbox_delivered_deleted"],
+        report.counts["outbox_undelivered_deleted"],
+    ) == (1, 0)
+    report = await worker(engine).run(now + 31 * DAYS)
+    assert (
+        report.counts["outbox_delivered_deleted"],
+        report.counts["outbox_undelivered_deleted"],
+    ) == (0, 1)
+    assert await read_outbox(engine, OPERATOR) == []
 
 
 async def test_a_dry_run_counts_and_changes_nothing(client: Any, engine: AsyncEngine) -> None:
@@ -359,9 +408,12 @@ async def test_two_workers_at_once_do_what_one_would(client: Any, engine: AsyncE
         "sessions_hard_deleted": 6,
         "deletion_requests_completed": 1,
         "candidate_notices_sent": 5,
+        "outbox_undelivered_deleted": 5,  # the invite emails, undelivered for 800 days
     }
     notices = [m for m in await read_outbox(engine, OPERATOR) if "will be deleted" in m["subject"]]
     assert sorted(m["to_email"] for m in notices) == [f"old{n}@example.com" for n in range(5)]
+    # Nothing is left to do but purge the notices just handed over.
+    assert (await worker(engine).run(later)).counts == {"outbox_delivered_deleted": 5}
     assert not any((await worker(engine).run(later)).counts.values())
     assert "bye@example.com" not in await database_text(engine, client.app[appkeys.settings])
 
