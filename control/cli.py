@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from core.logging import ACCESS_LOG_FORMAT
 from core.settings import Settings
 
 if TYPE_CHECKING:
@@ -228,7 +229,7 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
         host=args.host,
         port=args.port,
         print=None,
-        access_log_format='%a "%r" %s %b %Tf',
+        access_log_format=ACCESS_LOG_FORMAT,
     )
     return 0
 

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 from typing import Any
 
+from core.logging import ACCESS_LOG_FORMAT
 from core.settings import Settings
 
 
@@ -55,7 +56,7 @@ def run_up(args: argparse.Namespace, settings: Settings) -> int:
             host=args.host,
             port=args.port,
             print=None,
-            access_log_format='%a "%r" %s %b %Tf',
+            access_log_format=ACCESS_LOG_FORMAT,
         )
     finally:
         if started_redis:

@@ -207,6 +207,12 @@ def _without_emails(value: Any) -> Any:
     return value
 
 
+def redact_personal(value: Any) -> Any:
+    """Secrets redacted and email addresses masked, for what is stored where a deletion
+    request cannot reach (audit details) as much as for log lines."""
+    return _without_emails(redact_value(value))
+
+
 def redact_event(
     logger: object, method_name: str, event_dict: MutableMapping[str, Any]
 ) -> dict[str, Any]:

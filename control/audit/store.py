@@ -9,20 +9,27 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from typing import Any, Literal
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from sqlalchemy import insert, or_, select, update
+from sqlalchemy import delete, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from control.audit.actions import ActorType, AuditAction
 from control.audit.chain import GENESIS, Head, chain_of, row_hash
-from control.audit.sealing import seal, unseal
-from control.db.schema import audit_chains, audit_events, candidates
-from core.redaction import redact_value
+from control.audit.sealing import (
+    ERASED,
+    SEALED,
+    open_fields,
+    row_aad,
+    seal_fields,
+    unseal,
+)
+from control.db.schema import audit_chains, audit_events, candidates, subject_keys
+from core.redaction import redact_personal
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -65,20 +72,24 @@ async def record(
     candidate_id: str | None = None,
     outcome: str = "success",
     details: dict[str, Any] | None = None,
+    personal: Mapping[str, str] | None = None,
+    subject: str | None = None,
     now: dt.datetime | None = None,
 ) -> int:
     """Append one audit row on `conn` (inside the caller's transaction); return its id.
 
-    A candidate's own IP and user agent are stored sealed under their erasure key, never
-    in the clear, so deleting the candidate erases them from rows that never change."""
-    ip, user_agent, ip_sealed, user_agent_sealed = actor.ip, actor.user_agent, None, None
-    if actor.type is ActorType.CANDIDATE:
-        owner = candidate_id or actor.id
-        key = await erasure_key(conn, owner) if owner else None
-        if key is not None:
-            ip_sealed = seal(key, ip) if ip else None
-            user_agent_sealed = seal(key, user_agent) if user_agent else None
-        ip = user_agent = None
+    No personal data is stored in the clear: a person's IP address and user agent are
+    sealed under their subject key (control/audit/sealing.py), and so are the `personal`
+    fields (names, identity-provider ids), under `subject`'s key; details keep `[sealed]`
+    in their place. Email addresses never belong in details: any left there are masked."""
+    actor_subject = actor_subject_of(actor, candidate_id)
+    about_actor = {k: v for k, v in (("ip", actor.ip), ("user_agent", actor.user_agent)) if v}
+    in_clear = actor.type in (ActorType.SYSTEM, ActorType.PROXY)  # a service's address
+    shown = dict(redact_personal(details or {}))
+    if personal:
+        if subject is None:
+            raise ValueError("personal fields need the subject whose key seals them")
+        shown.update(dict.fromkeys(personal, SEALED))
     values: dict[str, Any] = {
         # Microseconds are what both databases keep: the hash covers the stored value.
         "occurred_at": _stored_time(now or dt.datetime.now(dt.UTC)),
@@ -91,15 +102,19 @@ async def record(
         "target_id": target_id,
         "session_id_text": session_id,
         "candidate_id_text": candidate_id,
-        "ip": ip,
-        "user_agent": user_agent,
-        "ip_sealed": ip_sealed,
-        "user_agent_sealed": user_agent_sealed,
+        "ip": actor.ip if in_clear else None,
+        "user_agent": actor.user_agent if in_clear else None,
         "request_id": actor.request_id,
-        "details": json.dumps(redact_value(details or {}), sort_keys=True),
+        "details": json.dumps(shown, sort_keys=True),
     }
     values["chain"] = chain_of(tenant_id)
     values["chain_seq"], values["prev_hash"] = await _take_next_link(conn, values["chain"])
+    if about_actor and not in_clear and actor_subject is not None:
+        values["actor_subject"] = actor_subject
+        values["actor_sealed"] = await _seal(conn, actor_subject, about_actor, values, "actor")
+    if personal and subject is not None:
+        values["details_subject"] = subject
+        values["details_sealed"] = await _seal(conn, subject, dict(personal), values, "details")
     values["row_hash"] = row_hash(values)
     await conn.execute(
         update(audit_chains)
@@ -112,6 +127,30 @@ async def record(
         .returning(audit_events.c.id)
     )
     return int(result.scalar_one())
+
+
+def actor_subject_of(actor: Actor, candidate_id: str | None = None) -> str | None:
+    """Whose key seals this actor's address and user agent (None: no person behind it, or
+    a candidate not yet known, whose address is then not kept at all)."""
+    if actor.type is ActorType.CANDIDATE:
+        owner = candidate_id or actor.id
+        return subject_of("candidate", owner) if owner else None
+    if actor.type is ActorType.MEMBER and actor.id:
+        return subject_of("member", actor.id)
+    if actor.type is ActorType.OPERATOR and actor.id:
+        return actor.id if actor.id.startswith("operator:") else f"operator:{actor.id}"
+    return None
+
+
+def subject_of(kind: str, subject_id: str) -> str:
+    return f"{kind}:{subject_id}"
+
+
+async def _seal(
+    conn: AsyncConnection, subject: str, fields: dict[str, str], row: dict[str, Any], part: str
+) -> bytes:
+    key = await subject_key(conn, subject)
+    return seal_fields(key, fields, row_aad(row["chain"], row["chain_seq"], part))
 
 
 def _stored_time(at: dt.datetime) -> dt.datetime:
@@ -223,17 +262,35 @@ async def events_of_session(
 
 
 async def to_events(conn: AsyncConnection, rows: list[Any]) -> list[AuditEvent]:
-    """Audit rows as events, candidates' sealed IPs and user agents opened where the
-    candidate still exists."""
-    sealed_for = {r.candidate_id for r in rows if r.candidate_id and r.ip_sealed is not None}
-    sealed_for |= {
-        r.candidate_id for r in rows if r.candidate_id and r.user_agent_sealed is not None
-    }
-    keys = await erasure_keys(conn, sealed_for)
-    return [_to_event(row, keys.get(row.candidate_id)) for row in rows]
+    """Audit rows as events, their sealed fields opened while their subject's key exists
+    and shown as `[erased]` once it is gone."""
+    legacy = {r.candidate_id for r in rows if r.candidate_id and r.ip_sealed is not None}
+    legacy |= {r.candidate_id for r in rows if r.candidate_id and r.user_agent_sealed is not None}
+    legacy_keys = await erasure_keys(conn, legacy)
+    subjects = {r.actor_subject for r in rows if r.actor_subject}
+    subjects |= {r.details_subject for r in rows if r.details_subject}
+    keys = await subject_keys_of(conn, subjects)
+    return [_to_event(row, legacy_keys.get(row.candidate_id), keys) for row in rows]
 
 
-def _to_event(row: Any, key: bytes | None) -> AuditEvent:
+def _to_event(row: Any, legacy_key: bytes | None, keys: Mapping[str, bytes]) -> AuditEvent:
+    ip, user_agent = row.ip, row.user_agent
+    if row.ip_sealed is not None:
+        ip = unseal(legacy_key, row.ip_sealed) or ERASED
+    if row.user_agent_sealed is not None:
+        user_agent = unseal(legacy_key, row.user_agent_sealed) or ERASED
+    if row.actor_sealed is not None:
+        aad = row_aad(row.chain, row.chain_seq, "actor")
+        opened = open_fields(keys.get(row.actor_subject), bytes(row.actor_sealed), aad)
+        ip = ERASED if opened is None else opened.get("ip")
+        user_agent = ERASED if opened is None else opened.get("user_agent")
+    details = json.loads(row.details)
+    if row.details_sealed is not None:
+        aad = row_aad(row.chain, row.chain_seq, "details")
+        opened = open_fields(keys.get(row.details_subject), bytes(row.details_sealed), aad)
+        for name, value in details.items():
+            if value == SEALED:
+                details[name] = ERASED if opened is None else opened.get(name, ERASED)
     return AuditEvent(
         id=row.id,
         occurred_at=row.occurred_at,
@@ -247,38 +304,66 @@ def _to_event(row: Any, key: bytes | None) -> AuditEvent:
         # The text copies survive a hard-delete of the session or candidate.
         session_id=row.session_id_text,
         candidate_id=row.candidate_id_text,
-        ip=row.ip if row.ip_sealed is None else unseal(key, row.ip_sealed),
-        user_agent=(
-            row.user_agent if row.user_agent_sealed is None else unseal(key, row.user_agent_sealed)
-        ),
+        ip=ip,
+        user_agent=user_agent,
         request_id=row.request_id,
-        details=json.loads(row.details),
+        details=details,
     )
 
 
-# A candidate's erasure key sits in their row: deleting the candidate erases the key.
-async def erasure_key(conn: AsyncConnection, candidate_id: str) -> bytes | None:
-    """The candidate's erasure key, made on first use; None if there is no such candidate."""
-    row = (
-        await conn.execute(select(candidates.c.erasure_key).where(candidates.c.id == candidate_id))
-    ).first()
-    if row is None:
-        return None
-    if row.erasure_key is not None:
-        return bytes(row.erasure_key)
-    key = AESGCM.generate_key(bit_length=256)
+# --- subject keys (crypto-shredding: control/audit/sealing.py) ------------------------------
+
+
+async def subject_key(conn: AsyncConnection, subject: str) -> bytes:
+    """The subject's key, made on first use (a concurrent first use may win: its key is
+    the one read back)."""
+    found = await _subject_key(conn, subject)
+    if found is not None:
+        return found
+    dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
     await conn.execute(
-        update(candidates)
-        .where(candidates.c.id == candidate_id, candidates.c.erasure_key.is_(None))
-        .values(erasure_key=key)
+        dialect_insert(subject_keys)
+        .values(
+            subject=subject,
+            key=AESGCM.generate_key(bit_length=256),
+            created_at=dt.datetime.now(dt.UTC),
+        )
+        .on_conflict_do_nothing(index_elements=["subject"])
     )
-    # A concurrent first use may have won: read back the key that is stored.
-    stored = (
-        await conn.execute(select(candidates.c.erasure_key).where(candidates.c.id == candidate_id))
-    ).scalar_one()
-    return bytes(stored)
+    stored = await _subject_key(conn, subject)
+    assert stored is not None
+    return stored
 
 
+async def _subject_key(conn: AsyncConnection, subject: str) -> bytes | None:
+    row = (
+        await conn.execute(select(subject_keys.c.key).where(subject_keys.c.subject == subject))
+    ).first()
+    return None if row is None else bytes(row.key)
+
+
+async def subject_keys_of(conn: AsyncConnection, subjects: set[str]) -> dict[str, bytes]:
+    if not subjects:
+        return {}
+    rows = await conn.execute(
+        select(subject_keys.c.subject, subject_keys.c.key).where(
+            subject_keys.c.subject.in_(subjects)
+        )
+    )
+    return {row.subject: bytes(row.key) for row in rows}
+
+
+async def erase_subjects(conn: AsyncConnection, subjects: Collection[str]) -> int:
+    """Destroy the subjects' keys: their sealed fields become unreadable for good."""
+    if not subjects:
+        return 0
+    result = await conn.execute(
+        delete(subject_keys).where(subject_keys.c.subject.in_(list(subjects)))
+    )
+    return result.rowcount
+
+
+# Rows before 0.3 sealed a candidate's address under a key on their row (read only).
 async def erasure_keys(conn: AsyncConnection, candidate_ids: set[str]) -> dict[str, bytes]:
     if not candidate_ids:
         return {}

@@ -240,6 +240,12 @@ audit_events = Table(
     Column("user_agent_sealed", LargeBinary),
     Column("request_id", String(64)),
     Column("details", Text, nullable=False),
+    # Personal data, sealed under its data subject's key (control/audit/sealing.py): the
+    # actor's IP and user agent, and the personal fields of details.
+    Column("actor_subject", String(80)),
+    Column("actor_sealed", LargeBinary),
+    Column("details_subject", String(80)),
+    Column("details_sealed", LargeBinary),
     # The row's place in its tenant's hash chain (control/audit/chain.py).
     Column("chain", String(36)),
     Column("chain_seq", BigInteger),
@@ -249,6 +255,17 @@ audit_events = Table(
     CheckConstraint("details NOT LIKE '%sk-ant-%'", name="details_no_anthropic_key"),
     Index("ix_audit_events_tenant_id_id", "tenant_id", "id"),
     Index("uq_audit_events_chain_seq", "chain", "chain_seq", unique=True),
+)
+
+# Each data subject's key for the personal fields of audit rows: `candidate:<id>`,
+# `member:<id>`, `tenant:<id>`, `operator:<id>`. Erasing the subject deletes the key, and
+# their fields in rows that never change become unreadable (crypto-shredding).
+subject_keys = Table(
+    "subject_keys",
+    metadata,
+    Column("subject", String(80), primary_key=True),
+    Column("key", LargeBinary, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
 )
 
 # Each audit chain's head: its newest row's seq and hash, taken (row-locked) by every

@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from control.audit import store as audit
 from control.audit.actions import AuditAction
-from control.audit.store import Actor
+from control.audit.store import Actor, subject_of
 from control.identity import store
 from control.identity.oidc import Identity
 from control.identity.store import IssuedSession
@@ -73,7 +73,9 @@ async def sign_in(
             tenant_id=member.tenant_id,
             target_type="member",
             target_id=member.id,
-            details={"subject": identity.subject, "expires_at": issued.expires_at.isoformat()},
+            details={"expires_at": issued.expires_at.isoformat()},
+            personal={"subject": identity.subject},
+            subject=subject_of("member", member.id),
         )
     return member, issued
 

@@ -184,12 +184,14 @@ async def lock_tenant(conn: AsyncConnection, tenant_id: str) -> None:
     await conn.execute(select(tenants.c.id).where(tenants.c.id == tenant_id).with_for_update())
 
 
+async def member_ids_of(conn: AsyncConnection, tenant_id: str) -> list[str]:
+    rows = await conn.execute(select(members.c.id).where(members.c.tenant_id == tenant_id))
+    return [row.id for row in rows]
+
+
 async def anonymise_members(conn: AsyncConnection, tenant_id: str, *, now: dt.datetime) -> int:
     """Erase every member's email in the tenant and end their access for good; how many."""
-    member_ids = [
-        row.id
-        for row in await conn.execute(select(members.c.id).where(members.c.tenant_id == tenant_id))
-    ]
+    member_ids = await member_ids_of(conn, tenant_id)
     for member_id in member_ids:
         await conn.execute(
             update(members)

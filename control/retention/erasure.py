@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from control.audit import store as audit
 from control.audit.actions import ActorType, AuditAction
-from control.audit.store import Actor
+from control.audit.store import Actor, subject_of
 from control.candidates import store as candidate_store
 from control.email import store as email_store
 from control.invites import store as invite_store
@@ -43,6 +43,8 @@ async def erase_candidate(
         conn, candidate_id, noticed_before=noticed_before
     ):
         return False
+    # Their subject key too: their address and browser in audit rows become unreadable.
+    await audit.erase_subjects(conn, [subject_of("candidate", candidate_id)])
     await invite_store.erase_candidate_email(conn, email)
     await email_store.delete_to(conn, email)
     for tenant_id in [*tenant_ids, None]:
@@ -66,12 +68,20 @@ async def anonymise_tenant(
     now: dt.datetime,
     closed_before: dt.datetime | None = None,
 ) -> bool:
-    """Replace the tenant's name, erase its members' and invitees' emails and drop its
-    outbox; False if it is not (or no longer) due."""
+    """Replace the tenant's name, erase its members' and invitees' emails, destroy the
+    tenant's and its members' subject keys and drop its outbox; False if it is not (or no
+    longer) due."""
     if not await tenant_store.anonymise_tenant(
         conn, tenant_id, now=now, closed_before=closed_before
     ):
         return False
+    # The keys of the tenant (its name) and of its members (their addresses, browsers and
+    # identity-provider ids) go: those fields in its audit rows become unreadable.
+    member_ids = await member_store.member_ids_of(conn, tenant_id)
+    await audit.erase_subjects(
+        conn,
+        [subject_of("tenant", tenant_id), *(subject_of("member", m) for m in member_ids)],
+    )
     members = await member_store.anonymise_members(conn, tenant_id, now=now)
     invited = await invite_store.erase_emails_of_tenant(conn, tenant_id)
     await email_store.delete_of_tenant(conn, tenant_id)

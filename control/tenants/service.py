@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from control.audit import store as audit
 from control.audit.actions import AuditAction
-from control.audit.store import Actor
+from control.audit.store import Actor, subject_of
 from control.keys import store as key_store
 from control.keys.service import KeyRevocationFollowUp, revoke_key
 from control.members.service import NewMember, add_member
@@ -44,7 +44,8 @@ async def create_tenant(
             tenant_id=tenant.id,
             target_type="tenant",
             target_id=tenant.id,
-            details={"name": name},
+            personal={"name": name},
+            subject=subject_of("tenant", tenant.id),
             now=now,
         )
         owner = await add_member(
