@@ -11,6 +11,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 
 from control import appkeys
 from control.audit.access import AccessLog
+from control.audit.archive import archive_for
 from control.audit.views import routes as audit_routes
 from control.candidates.views import routes as candidate_routes
 from control.db.engine import create_engine
@@ -130,7 +131,12 @@ async def workers_ctx(app: web.Application) -> AsyncIterator[None]:
         app[appkeys.engine],
         app[appkeys.names],
         app[appkeys.key_monitor],
-        RetentionWorker(app[appkeys.engine], app[appkeys.email]),
+        RetentionWorker(
+            app[appkeys.engine],
+            app[appkeys.email],
+            audit_archive=archive_for(app[appkeys.settings]),
+            audit_retention_days=app[appkeys.settings].audit_retention_days,
+        ),
         app[appkeys.metrics],
     )
     yield

@@ -122,11 +122,18 @@ def _register_audit(commands: Any) -> None:
     steps = audit.add_subparsers(dest="step", required=True, metavar="STEP")
     cmd = steps.add_parser(
         "verify",
-        help="recompute every tenant's chain (or one's) and name the first row that was "
-        "changed, removed or reordered; exit 1 if any chain is broken",
+        help="recompute every tenant's chain (or one's), archived rows included, and name "
+        "the first row that was changed, removed or reordered; exit 1 if any chain is broken",
     )
     cmd.add_argument("--tenant", default=None, help="only this tenant's chain")
     cmd.set_defaults(handler=run_audit_verify)
+    cmd = steps.add_parser(
+        "retention-floor",
+        help="raise the database's audit retention floor to DAYS (it never goes down: "
+        "lowering it is the database owner's act, docs/audit.md)",
+    )
+    cmd.add_argument("days", type=int)
+    cmd.set_defaults(handler=run_audit_retention_floor)
     cmd = steps.add_parser(
         "verify-export",
         help="check a file from GET /v1/audit/export offline (no database); exit 1 if broken",
@@ -237,6 +244,7 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
 def run_worker(args: argparse.Namespace, settings: Settings) -> int:
     from redis.asyncio import Redis
 
+    from control.audit.archive import archive_for
     from control.db.engine import create_engine
     from control.email.sender import make_sender
     from control.keys.monitor import KeyMonitor
@@ -266,7 +274,12 @@ def run_worker(args: argparse.Namespace, settings: Settings) -> int:
                 engine,
                 RedisNames(settings.redis_prefix),
                 monitor,
-                RetentionWorker(engine, make_sender(settings, engine)),
+                RetentionWorker(
+                    engine,
+                    make_sender(settings, engine),
+                    audit_archive=archive_for(settings),
+                    audit_retention_days=settings.audit_retention_days,
+                ),
             )
         finally:
             await client.aclose()
@@ -318,6 +331,8 @@ def run_dead_letters(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_audit_verify(args: argparse.Namespace, settings: Settings) -> int:
+    from control.audit.archival import verify_archived, with_archive
+    from control.audit.archive import archive_for
     from control.audit.verification import verify_chains
     from control.db.engine import create_engine
 
@@ -326,8 +341,14 @@ def run_audit_verify(args: argparse.Namespace, settings: Settings) -> int:
 
     async def go() -> list[dict[str, Any]]:
         engine = create_engine(settings.effective_database_url)
+        archive = archive_for(settings)
         try:
-            return [r.as_json() for r in await verify_chains(engine, args.tenant)]
+            reports = []
+            for report in await verify_chains(engine, args.tenant):
+                if report.head.base_seq > 0:  # its oldest rows are in the archive
+                    report = with_archive(report, await verify_archived(archive, report.head))
+                reports.append(report.as_json())
+            return reports
         finally:
             await engine.dispose()
 
@@ -337,6 +358,42 @@ def run_audit_verify(args: argparse.Namespace, settings: Settings) -> int:
     if args.tenant is not None and not reports:
         return _fail(f"no audit chain for tenant {args.tenant}")
     return 0 if all(r["ok"] for r in reports) else 1
+
+
+def run_audit_retention_floor(args: argparse.Namespace, settings: Settings) -> int:
+    from control.audit import store
+    from control.audit.actions import AuditAction
+    from control.db.engine import create_engine
+
+    if args.days < 1:
+        return _fail("give a number of days, 1 or more")
+    if not asyncio.run(_is_current(settings)):
+        return _fail("the database schema is not current: run `metrux control migrate` first")
+
+    async def go() -> int | str:
+        engine = create_engine(settings.effective_database_url)
+        try:
+            async with engine.begin() as conn:
+                floor = await store.retention_floor(conn)
+                if args.days < floor:
+                    return f"the floor is {floor} days and only rises (docs/audit.md)"
+                await store.raise_retention_floor(conn, args.days)
+                await store.record(
+                    conn,
+                    _operator(),
+                    AuditAction.AUDIT_RETENTION_FLOOR,
+                    tenant_id=None,
+                    details={"from_days": floor, "to_days": args.days},
+                )
+            return args.days
+        finally:
+            await engine.dispose()
+
+    result = asyncio.run(go())
+    if isinstance(result, str):
+        return _fail(result)
+    print(json.dumps({"retention_floor_days": result}))
+    return 0
 
 
 def run_audit_verify_export(args: argparse.Namespace, settings: Settings) -> int:
@@ -392,6 +449,7 @@ def run_create_tenant(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_retention(args: argparse.Namespace, settings: Settings) -> int:
+    from control.audit.archive import archive_for
     from control.db.engine import create_engine
     from control.email.sender import make_sender
     from control.retention.worker import RetentionWorker
@@ -402,7 +460,12 @@ def run_retention(args: argparse.Namespace, settings: Settings) -> int:
     async def go() -> dict[str, object]:
         engine = create_engine(settings.effective_database_url)
         try:
-            worker = RetentionWorker(engine, make_sender(settings, engine))
+            worker = RetentionWorker(
+                engine,
+                make_sender(settings, engine),
+                audit_archive=archive_for(settings),
+                audit_retention_days=settings.audit_retention_days,
+            )
             report = await worker.run(args.now, dry_run=args.dry_run)
         finally:
             await engine.dispose()

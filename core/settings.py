@@ -240,6 +240,17 @@ def _metrics_token(variable: str, value: str) -> str:
     return value
 
 
+def _archive_url(variable: str, value: str) -> str:
+    if value.startswith("s3://"):
+        bucket = value.removeprefix("s3://").split("/", 1)[0]
+        if not bucket:
+            raise SettingsError(variable, "name the bucket: s3://bucket/prefix")
+        return value
+    if "://" in value:
+        raise SettingsError(variable, "give s3://bucket/prefix or a directory path")
+    return value
+
+
 def _text(_variable: str, value: str) -> str:
     return value
 
@@ -527,6 +538,28 @@ class Settings:
         secret=True,
         shown="unset: `/metrics` is off (404)",
         help="bearer token a scraper sends to `GET /metrics` (at least 32 characters)",
+    )
+    audit_retention_days: int = setting(
+        "METRUX_AUDIT_RETENTION_DAYS",
+        730,
+        _positive,
+        help="audit rows older than this are archived, then removed from the database (the "
+        "database's own floor, 730 days at first, wins if it is longer: docs/audit.md)",
+    )
+    audit_archive_url: str | None = setting(
+        "METRUX_AUDIT_ARCHIVE_URL",
+        None,
+        _archive_url,
+        shown="`DATA_DIR/audit-archive`",
+        help="where archived audit rows go: `s3://bucket/prefix` (install the `aws` extra) "
+        "or a directory",
+    )
+    audit_archive_endpoint_url: str | None = setting(
+        "METRUX_AUDIT_ARCHIVE_ENDPOINT_URL",
+        None,
+        _http_url,
+        shown="AWS S3",
+        help="an S3-compatible endpoint for the archive (MinIO, Ceph, a test server)",
     )
     member_session_hours: int = setting(
         "METRUX_MEMBER_SESSION_HOURS",

@@ -28,7 +28,13 @@ from control.audit.sealing import (
     seal_fields,
     unseal,
 )
-from control.db.schema import audit_chains, audit_events, candidates, subject_keys
+from control.db.schema import (
+    audit_chains,
+    audit_events,
+    audit_policy,
+    candidates,
+    subject_keys,
+)
 from core.redaction import redact_personal
 
 
@@ -400,3 +406,53 @@ async def chain_rows(
         .limit(limit)
     )
     return [dict(row._mapping) for row in rows]
+
+
+# --- audit retention (control/audit/archival.py; the triggers of migration 0015) ----------
+
+
+async def retention_floor(conn: AsyncConnection) -> int:
+    """The database's own audit retention floor, in days."""
+    found = await conn.execute(select(audit_policy.c.retention_days).where(audit_policy.c.id == 1))
+    return int(found.scalar_one())
+
+
+async def raise_retention_floor(conn: AsyncConnection, days: int) -> None:
+    await conn.execute(
+        update(audit_policy).where(audit_policy.c.id == 1).values(retention_days=days)
+    )
+
+
+async def archivable_rows(
+    conn: AsyncConnection, chain: str, *, after_seq: int, before: dt.datetime, limit: int
+) -> list[dict[str, Any]]:
+    """The chain's oldest rows after `after_seq`, while they are older than `before`."""
+    rows = await chain_rows(conn, chain, after_seq=after_seq, limit=limit)
+    prefix: list[dict[str, Any]] = []
+    for row in rows:
+        if row["occurred_at"] >= before or int(row["chain_seq"]) != after_seq + len(prefix) + 1:
+            break
+        prefix.append(row)
+    return prefix
+
+
+async def move_chain_base(
+    conn: AsyncConnection, chain: str, *, from_seq: int, to_seq: int, to_hash: str
+) -> bool:
+    """Record rows up to `to_seq` as archived; False if another worker moved the base."""
+    result = await conn.execute(
+        update(audit_chains)
+        .where(audit_chains.c.chain == chain, audit_chains.c.base_seq == from_seq)
+        .values(base_seq=to_seq, base_hash=to_hash)
+    )
+    return result.rowcount == 1
+
+
+async def delete_archived(conn: AsyncConnection, chain: str, *, through_seq: int) -> int:
+    """The one DELETE the audit log allows (migration 0015): archived rows past the floor."""
+    result = await conn.execute(
+        delete(audit_events).where(
+            audit_events.c.chain == chain, audit_events.c.chain_seq <= through_seq
+        )
+    )
+    return result.rowcount

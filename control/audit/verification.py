@@ -62,7 +62,7 @@ async def verify_chains(engine: AsyncEngine, tenant_id: str | None = None) -> li
     return reports
 
 
-def _head_line(head: Head) -> dict[str, Any]:
+def head_line(head: Head) -> dict[str, Any]:
     return {
         "kind": "head",
         "chain": head.chain,
@@ -86,7 +86,7 @@ async def export_chain(engine: AsyncEngine, tenant_id: str) -> AsyncIterator[dic
         if not heads:
             return
         head = heads[0]
-        yield _head_line(head)
+        yield head_line(head)
         after = head.base_seq
         while after < head.seq:
             rows = await store.chain_rows(conn, head.chain, after_seq=after, limit=PAGE)

@@ -268,6 +268,17 @@ subject_keys = Table(
     Column("created_at", UTCDateTime, nullable=False),
 )
 
+# The audit retention floor in days: rows older than this, once archived, are the only ones
+# the database lets anyone delete (migration 0015). It only rises, short of the owner.
+audit_policy = Table(
+    "audit_policy",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("retention_days", Integer, nullable=False),
+    CheckConstraint("id = 1", name="single_row"),
+    CheckConstraint("retention_days >= 1", name="positive_days"),
+)
+
 # Each audit chain's head: its newest row's seq and hash, taken (row-locked) by every
 # append, and where the chain starts once older rows are archived.
 audit_chains = Table(

@@ -21,7 +21,7 @@ TENANT_GRACE = 30 * DAY  # after closure, then anonymised
 USAGE_DEAD_LETTERS = 30 * DAY  # usage records the database refused, kept for diagnosis
 INVITE_EMAIL = 30 * DAY  # after an unaccepted invite expires, its address is erased
 OUTBOX_UNDELIVERED = 30 * DAY  # an outbox message nobody handed over is purged
-AUDIT_TARGET = 730 * DAY  # in the primary database; archival is a deployment concern
+AUDIT_TARGET = 730 * DAY  # in the primary database (METRUX_AUDIT_RETENTION_DAYS), then archived
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -105,11 +105,15 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule(
         data="Audit events",
-        keep=f"never updated or deleted by the application; target {_days(AUDIT_TARGET)} in "
-        "the primary database (archival is a deployment concern)",
-        then="when a session or candidate is hard-deleted, their audit rows keep the id as "
-        "text and the foreign key becomes NULL",
-        enforced_by="database triggers (migration 0002)",
+        keep=f"in the database for {_days(AUDIT_TARGET)} (`METRUX_AUDIT_RETENTION_DAYS`, never "
+        "less than the database's own floor, `metrux control audit retention-floor`); never "
+        "updated, and deleted only by the archival path",
+        then="archived to object storage (S3-compatible, Object Lock where the bucket has "
+        "it; the data directory by default) as compressed JSON lines carrying their hash "
+        "chain, then removed; `metrux control audit verify` still verifies from the first "
+        "row. When a session or candidate is hard-deleted, their rows keep the id as text",
+        enforced_by="retention worker (counted as `audit_rows_archived`; `audit:archive` "
+        "rows); database triggers (migrations 0002, 0015)",
     ),
 )
 

@@ -23,6 +23,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from control.audit import store as audit
 from control.audit.actions import AuditAction
+from control.audit.archival import archive_due
+from control.audit.archive import ArchiveStore
 from control.candidates import store as candidate_store
 from control.db.due import Due
 from control.db.engine import flush_deleted
@@ -54,10 +56,20 @@ class Report:
 
 
 class RetentionWorker:
-    def __init__(self, engine: AsyncEngine, sender: EmailSender, *, batch: int = 200) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        sender: EmailSender,
+        *,
+        batch: int = 200,
+        audit_archive: ArchiveStore | None = None,
+        audit_retention_days: int = rules.AUDIT_TARGET.days,
+    ) -> None:
         self._engine = engine
         self._sender = sender
         self._batch = batch
+        self._audit_archive = audit_archive
+        self._audit_retention_days = audit_retention_days
 
     async def run_forever(self, interval_s: float = 3600.0) -> None:
         while True:
@@ -84,6 +96,7 @@ class RetentionWorker:
             self._delete_dead_letters,
             self._erase_unaccepted_invites,
             self._purge_outbox,
+            self._archive_audit,
         ):
             await step(report)
         erased = (
@@ -340,6 +353,21 @@ class RetentionWorker:
             email_store.due_undelivered(created_before),
             undelivered,
         )
+
+    # --- the audit log -----------------------------------------------------------------------
+
+    async def _archive_audit(self, report: Report) -> None:
+        """Archive and remove audit rows past the retention target (control/audit/archival.py).
+        A dry run does not count them: the archive is the only place they would go."""
+        if self._audit_archive is None or report.dry_run:
+            return
+        archived = await archive_due(
+            self._engine,
+            self._audit_archive,
+            retention_days=self._audit_retention_days,
+            now=report.now,
+        )
+        report.counts["audit_rows_archived"] += sum(item.rows for item in archived)
 
 
 async def _audit_counts(

@@ -147,6 +147,9 @@ def test_every_setting_is_read_from_its_variable() -> None:
         "METRUX_READY_MAX_BACKLOG_S": "30",
         "METRUX_KEY_CHECK_TIMEOUT_S": "9",
         "METRUX_METRICS_TOKEN": "m" * 32,
+        "METRUX_AUDIT_RETENTION_DAYS": "400",
+        "METRUX_AUDIT_ARCHIVE_URL": "s3://audit-bucket/metrux",
+        "METRUX_AUDIT_ARCHIVE_ENDPOINT_URL": "http://s3.local:9000",
     }
     fields = dataclasses.fields(Settings)
     assert {f.metadata["variable"] for f in fields} == set(samples)
