@@ -90,7 +90,10 @@ class AccessLog:
             while self._pending:
                 batch = self._pending[: self._batch]
                 async with self._engine.begin() as conn:
-                    for access in batch:
+                    # By tenant (stable: each tenant's rows keep their order), so two
+                    # replicas' batches take the tenants' chain heads in the same order and
+                    # cannot deadlock.
+                    for access in sorted(batch, key=lambda a: a.tenant_id):
                         await _write(conn, access)
                 del self._pending[: len(batch)]
                 written += len(batch)

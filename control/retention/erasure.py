@@ -47,7 +47,7 @@ async def erase_candidate(
     await audit.erase_subjects(conn, [subject_of("candidate", candidate_id)])
     await invite_store.erase_candidate_email(conn, email)
     await email_store.delete_to(conn, email)
-    for tenant_id in [*tenant_ids, None]:
+    for tenant_id in [*sorted(tenant_ids), None]:  # chain heads in one order: no deadlock
         await audit.record(
             conn,
             SYSTEM,

@@ -21,6 +21,7 @@ the clear, except what earlier revisions already erased or sealed.
 import datetime as dt
 import json
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import sqlalchemy as sa
@@ -164,8 +165,7 @@ def upgrade() -> None:
 def _chain_existing_rows(bind: sa.Connection) -> dict[str, tuple[int, str]]:
     heads: dict[str, tuple[int, str]] = {}
     keys: dict[str, bytes] = {}
-    rows = bind.execute(sa.select(_events).order_by(_events.c.id)).mappings().all()
-    for row in rows:
+    for row in _all_rows(bind):
         chain = audit_chain.chain_of(row["tenant_id"])
         seq, prev = heads.get(chain, (0, audit_chain.GENESIS))
         values = {**row, "chain": chain, "chain_seq": seq + 1, "prev_hash": prev}
@@ -186,6 +186,23 @@ def _chain_existing_rows(bind: sa.Connection) -> dict[str, tuple[int, str]]:
             [{"subject": s, "key": k, "created_at": now} for s, k in keys.items()],
         )
     return heads
+
+
+def _all_rows(bind: sa.Connection, page: int = 5000) -> Iterator[dict[str, Any]]:
+    """Every row, oldest first, a page at a time (the table may be large)."""
+    after = -1
+    while True:
+        rows = (
+            bind.execute(
+                sa.select(_events).where(_events.c.id > after).order_by(_events.c.id).limit(page)
+            )
+            .mappings()
+            .all()
+        )
+        if not rows:
+            return
+        yield from (dict(row) for row in rows)
+        after = rows[-1]["id"]
 
 
 def _seal_personal(values: dict[str, Any], keys: dict[str, bytes]) -> None:
