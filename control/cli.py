@@ -77,6 +77,14 @@ def register(parts: Any) -> None:
     cmd = commands.add_parser("outbox", help="print emails waiting for delivery (no provider set)")
     cmd.set_defaults(handler=run_outbox)
 
+    cmd = commands.add_parser(
+        "login-link",
+        help="print a one-time console sign-in link for a member (15 minutes; audited)",
+    )
+    cmd.add_argument("email")
+    cmd.add_argument("--tenant", default=None, help="the tenant, if the email is in several")
+    cmd.set_defaults(handler=run_login_link)
+
     _register_usage(commands)
     _register_audit(commands)
 
@@ -288,6 +296,36 @@ def run_worker(args: argparse.Namespace, settings: Settings) -> int:
     log.info("control_workers_starting")
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(go())
+    return 0
+
+
+def run_login_link(args: argparse.Namespace, settings: Settings) -> int:
+    from control.db.engine import create_engine
+    from control.identity.service import issue_login_link
+    from control.web.errors import ApiError
+
+    if not asyncio.run(_is_current(settings)):
+        return _fail("the database schema is not current: run `metrux control migrate` first")
+
+    async def go() -> Any:
+        engine = create_engine(settings.effective_database_url)
+        try:
+            return await issue_login_link(
+                engine,
+                _operator(),
+                email=args.email,
+                tenant_id=args.tenant,
+                now=dt.datetime.now(dt.UTC),
+            )
+        finally:
+            await engine.dispose()
+
+    try:
+        link = asyncio.run(go())
+    except ApiError as exc:
+        return _fail(exc.message)
+    print(f"{settings.public_url}/console/signin?token={link.token}")
+    print(f"single use, until {link.expires_at.isoformat()}", file=sys.stderr)
     return 0
 
 

@@ -47,6 +47,8 @@ def run_up(args: argparse.Namespace, settings: Settings) -> int:
         f"  data directory  {settings.data_dir.resolve()}\n"
         f'create a tenant:  {metrux} control create-tenant "Acme" --owner-email you@example.com\n'
         f"see it work:      {metrux} demo --fake-upstream\n"
+        f"open the console: {metrux} control login-link you@example.com  (a one-time "
+        f"sign-in link to http://{args.host}:{args.port}/console/)\n"
         "Ctrl-C stops everything.",
         flush=True,
     )

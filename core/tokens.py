@@ -29,6 +29,7 @@ class TokenKind(StrEnum):
     REPORT = "mxr"
     MEMBER_SESSION = "mxm"  # a signed-in member's browser session (cookie)
     CSRF = "mxf"
+    LOGIN_LINK = "mxl"  # a one-time console sign-in link (`metrux control login-link`)
 
 
 TOKEN_BYTES = 32  # 256 bits

@@ -42,6 +42,8 @@ class AuditAction(StrEnum):
     IP_UNBLOCK = "ip:unblock"
     AUTH_HANDOFF = "auth:handoff"
     AUTH_LOGOUT = "auth:logout"
+    AUTH_LOGIN_LINK = "auth:login_link"  # a one-time console sign-in link was issued
+    AUTH_LOGIN = "auth:login"  # a member signed in to the console with a login link
     AUDIT_RETENTION_FLOOR = "audit:retention_floor"
     AUDIT_ARCHIVE = "audit:archive"  # older rows moved to the archive (control/audit/archival.py)
     API_READ = "api:read"  # an authenticated member or operator read (control/audit/access.py)

@@ -257,6 +257,19 @@ audit_events = Table(
     Index("uq_audit_events_chain_seq", "chain", "chain_seq", unique=True),
 )
 
+# One-time sign-in links for the console (`metrux control login-link`): the token's hash,
+# whose link it is, and when it was used (once) or expires (minutes after it is made).
+login_links = Table(
+    "login_links",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    _id("member_id", ForeignKey("members.id", ondelete="CASCADE"), nullable=False, index=True),
+    _id("tenant_id", nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("used_at", UTCDateTime),
+)
+
 # Each data subject's key for the personal fields of audit rows: `candidate:<id>`,
 # `member:<id>`, `tenant:<id>`, `operator:<id>`. Erasing the subject deletes the key, and
 # their fields in rows that never change become unreadable (crypto-shredding).

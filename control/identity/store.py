@@ -15,7 +15,7 @@ import datetime as dt
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from control.db.schema import member_sessions, members, tenants
+from control.db.schema import login_links, member_sessions, members, tenants
 from core.tokens import TokenKind, hash_token, new_token, tokens_match
 
 
@@ -121,3 +121,46 @@ async def revoke_all_for_member(conn: AsyncConnection, member_id: str, now: dt.d
         .values(revoked_at=now, revoked_reason="member_revoked")
     )
     return result.rowcount
+
+
+# --- one-time sign-in links (`metrux control login-link`) ---------------------------------
+
+
+async def insert_login_link(
+    conn: AsyncConnection,
+    *,
+    member_id: str,
+    tenant_id: str,
+    lifetime: dt.timedelta,
+    now: dt.datetime,
+) -> tuple[str, dt.datetime]:
+    token = new_token(TokenKind.LOGIN_LINK)
+    expires_at = now + lifetime
+    await conn.execute(
+        login_links.insert().values(
+            token_hash=hash_token(token),
+            member_id=member_id,
+            tenant_id=tenant_id,
+            created_at=now,
+            expires_at=expires_at,
+        )
+    )
+    return token, expires_at
+
+
+async def use_login_link(
+    conn: AsyncConnection, token: str, now: dt.datetime
+) -> tuple[str, str] | None:
+    """Spend a link: (member id, tenant id) once, while it is unexpired; None otherwise."""
+    used = await conn.execute(
+        update(login_links)
+        .where(
+            login_links.c.token_hash == hash_token(token),
+            login_links.c.used_at.is_(None),
+            login_links.c.expires_at > now,
+        )
+        .values(used_at=now)
+        .returning(login_links.c.member_id, login_links.c.tenant_id)
+    )
+    row = used.first()
+    return None if row is None else (row.member_id, row.tenant_id)

@@ -362,3 +362,69 @@ async def test_usage_dead_letters_lists_them_and_the_read_is_audited(
     with pytest.raises(SystemExit) as refused:  # argparse's usage error
         run(env, "control", "usage", "dead-letters", "--limit", "0")
     assert refused.value.code == 2
+
+
+async def test_login_link_prints_a_single_use_audited_link(
+    run: Any, tmp_path: Path, database_url: str, engine: Any, aiohttp_client: Any
+) -> None:
+    from control.identity import service
+    from control.web.errors import ApiError
+
+    env = _env(tmp_path, database_url, METRUX_PUBLIC_URL="https://metrux.example")
+    code, out, _ = await asyncio.to_thread(
+        run, env, "control", "create-tenant", "Acme", "--owner-email", "boss@acme.example"
+    )
+    assert code == 0
+    code, out, err = await asyncio.to_thread(run, env, "control", "login-link", "Boss@Acme.example")
+    assert code == 0
+    assert out.startswith("https://metrux.example/console/signin?token=mxl_")
+    assert "single use, until" in err
+    token = out.strip().rsplit("=", 1)[1]
+    from control.audit.actions import ActorType
+    from control.audit.store import Actor
+
+    visitor = Actor(ActorType.MEMBER, None, ip="127.0.0.1")
+    now = dt.datetime.now(dt.UTC)
+    member, issued = await service.sign_in_with_link(
+        engine, token, visitor, previous_cookie=None, lifetime=dt.timedelta(hours=1), now=now
+    )
+    assert issued.expires_at > now
+    with pytest.raises(ApiError) as refused:  # once only
+        await service.sign_in_with_link(
+            engine, token, visitor, previous_cookie=None, lifetime=dt.timedelta(hours=1), now=now
+        )
+    assert refused.value.status == 401
+    code, _, err = await asyncio.to_thread(run, env, "control", "login-link", "nobody@acme.example")
+    assert (code, "not a member" in err) == (1, True)
+    async with engine.connect() as conn:
+        from sqlalchemy import select
+
+        from control.db.schema import audit_events
+
+        actions = [
+            r.action
+            for r in await conn.execute(
+                select(audit_events.c.action).where(audit_events.c.tenant_id == member.tenant_id)
+            )
+        ]
+    assert actions.count("auth:login_link") == 1
+    assert actions.count("auth:login") == 1
+
+
+async def test_an_expired_login_link_is_refused(engine: Any) -> None:
+    from control.audit.actions import ActorType
+    from control.audit.store import Actor
+    from control.identity import service
+    from control.web.errors import ApiError
+    from tests.factories import OPERATOR, make_tenant
+
+    tenant = await make_tenant(engine)
+    made = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=16)
+    link = await service.issue_login_link(
+        engine, OPERATOR, email=tenant.owner_email, tenant_id=None, now=made
+    )
+    with pytest.raises(ApiError):
+        await service.sign_in_with_link(
+            engine, link.token, Actor(ActorType.MEMBER, None), previous_cookie=None,
+            lifetime=dt.timedelta(hours=1), now=dt.datetime.now(dt.UTC),
+        )  # fmt: skip
