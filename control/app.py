@@ -14,6 +14,8 @@ from control.audit.access import AccessLog
 from control.audit.archive import archive_for
 from control.audit.views import routes as audit_routes
 from control.candidates.views import routes as candidate_routes
+from control.console.middleware import console_middleware
+from control.console.routes import install as install_console
 from control.db.engine import create_engine
 from control.email.sender import make_sender
 from control.evidence.views import routes as evidence_routes
@@ -151,6 +153,7 @@ def create_app(settings: Settings, *, workers: bool = False) -> web.Application:
             security_headers_middleware,
             metrics_middleware,
             error_middleware,
+            console_middleware,
             guard_middleware,
             auth_middleware,
         ],
@@ -178,4 +181,5 @@ def create_app(settings: Settings, *, workers: bool = False) -> web.Application:
         identity_routes,
     ):
         app.add_routes(routes)
+    install_console(app)
     return app

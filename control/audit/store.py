@@ -217,6 +217,7 @@ async def list_events(
     since: dt.datetime | None = None,
     until: dt.datetime | None = None,
     access: Literal["exclude", "include", "only"] = "include",
+    actor_types: Collection[str] = (),
 ) -> list[AuditEvent]:
     """A tenant's events, newest first; `before_id` continues a previous page. `access`
     keeps, drops or keeps only the access rows (api:read, api:write)."""
@@ -230,6 +231,8 @@ async def list_events(
         query = query.where(audit_events.c.id < before_id)
     if actions:
         query = query.where(audit_events.c.action.in_(list(actions)))
+    if actor_types:
+        query = query.where(audit_events.c.actor_type.in_(list(actor_types)))
     if since is not None:
         query = query.where(audit_events.c.occurred_at >= since)
     if until is not None:

@@ -13,7 +13,7 @@ _TOKEN_AUTH = frozenset({Auth.NONE, Auth.BOOTSTRAP, Auth.SANDBOX, Auth.CANDIDATE
 
 def route_class(meta: Endpoint | None, method: str, path_template: str) -> RouteClass | None:
     """None: not limited (ops probes and documents: health checks must always answer)."""
-    if meta is not None and meta.tag == "ops":
+    if meta is not None and meta.tag in ("ops", "static"):
         return None
     if meta is None:
         return RouteClass.READ if method in _READS else RouteClass.WRITE

@@ -115,7 +115,10 @@ async def _authenticate_session(request: web.Request, cookie: str) -> Principal:
         if request.method not in _SAFE:
             if not _same_origin(request):
                 raise ApiError(403, "permission_error", "cross-origin request refused")
-            if not live.csrf_matches(request.headers.get(CSRF_HEADER)):
+            # The console's forms carry it in their action URL (a form cannot send a
+            # header, and its body may hold a key that must not be parsed twice).
+            presented = request.headers.get(CSRF_HEADER) or request.query.get("csrf_token")
+            if not live.csrf_matches(presented):
                 raise ApiError(
                     403, "permission_error", f"missing or wrong CSRF token (send {CSRF_HEADER})"
                 )

@@ -65,11 +65,14 @@ async def parse_json(request: web.Request, model: type[_M]) -> _M:
     return parse_json_text(decode_body(await request.read()), model)[1]
 
 
-async def read_body_wiping_chunks(request: web.Request, limit: int) -> bytearray:
-    """The JSON body in a bytearray the caller zeroes, each chunk aiohttp handed over
-    zeroed at once: for a body that holds a secret (415, 413 as parse_json)."""
-    if request.content_type != "application/json":
-        raise ApiError(415, "unsupported_media_type", "send the body as application/json")
+async def read_body_wiping_chunks(
+    request: web.Request, limit: int, content_type: str = "application/json"
+) -> bytearray:
+    """The body (JSON, or the given type) in a bytearray the caller zeroes, each chunk
+    aiohttp handed over zeroed at once: for a body that holds a secret (415, 413 as
+    parse_json)."""
+    if request.content_type != content_type:
+        raise ApiError(415, "unsupported_media_type", f"send the body as {content_type}")
     body = bytearray()
     while chunk := await request.content.readany():
         body += chunk

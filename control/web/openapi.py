@@ -145,6 +145,9 @@ def _operation(name: str, path: str, meta: Endpoint, components: dict[str, Any])
     return op
 
 
+PAGE_TAGS = frozenset({"console", "static"})
+
+
 def build_openapi(app: web.Application) -> dict[str, Any]:
     components: dict[str, Any] = {"Error": ERROR_SCHEMA}
     paths: dict[str, dict[str, Any]] = {}
@@ -154,6 +157,8 @@ def build_openapi(app: web.Application) -> dict[str, Any]:
         meta = endpoint_of(route.handler)
         if meta is None:
             continue  # undeclared routes are refused at run time; a test forbids them
+        if meta.tag in PAGE_TAGS:
+            continue  # the console's pages and files are not the API
         path = route.resource.canonical
         name = getattr(route.handler, "__name__", path)
         paths.setdefault(path, {})[route.method.lower()] = _operation(name, path, meta, components)

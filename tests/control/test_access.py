@@ -61,7 +61,27 @@ INTENDED = {
     ("GET", "/v1/sessions/{session_id}/report.csv"): {OWNER, ADMIN, REVIEWER},
     ("POST", "/v1/sessions/{session_id}/report-link"): {OWNER, ADMIN, REVIEWER},
     ("POST", "/v1/auth/logout"): {OWNER, ADMIN, REVIEWER},
+    # The console: reviewers see the overview and the keys; keys' actions and the audit
+    # log are for owners and admins, as in the API.
+    ("GET", "/console/"): {OWNER, ADMIN, REVIEWER},
+    ("POST", "/console/signout"): {OWNER, ADMIN, REVIEWER},
+    ("GET", "/console/keys"): {OWNER, ADMIN, REVIEWER},
+    ("POST", "/console/keys"): {OWNER, ADMIN},
+    ("POST", "/console/keys/{key_id}/default"): {OWNER, ADMIN},
+    ("POST", "/console/keys/{key_id}/check"): {OWNER, ADMIN},
+    ("GET", "/console/keys/{key_id}/revoke"): {OWNER, ADMIN},
+    ("POST", "/console/keys/{key_id}/revoke"): {OWNER, ADMIN},
+    ("GET", "/console/audit"): {OWNER, ADMIN},
+    ("GET", "/console/audit.csv"): {OWNER, ADMIN},
 }
+
+
+async def _error_type(r: Any) -> str:
+    """The error's type: from the JSON error shape, or from a console page's heading."""
+    if r.content_type == "text/html":
+        found = re.search(r'data-error="([a-z_]+)"', await r.text())
+        return found.group(1) if found else ""
+    return str((await r.json())["error"]["type"])
 
 
 def test_every_member_route_allows_exactly_its_intended_roles() -> None:
@@ -80,6 +100,10 @@ def test_only_ops_and_invite_token_routes_are_open_and_only_attach_takes_a_boots
     assert by_auth[Auth.NONE] == [
         "/.well-known/security-policy.txt",
         "/.well-known/security.txt",
+        "/console",
+        "/console/signin",
+        "/console/signin",
+        "/console/static/{name}",
         "/healthz",
         "/openapi.json",
         "/readyz",
@@ -140,7 +164,7 @@ async def test_unauthenticated_calls_are_refused(client: Any, method: str, path:
     ):
         async with client.request(method, _concrete(path), headers=headers, json={}) as r:
             assert r.status == 401, headers
-            assert (await r.json())["error"]["type"] == "authentication_error"
+            assert await _error_type(r) == "authentication_error"
             assert r.headers["WWW-Authenticate"].startswith("Bearer")
 
 
@@ -162,7 +186,7 @@ async def test_roles_outside_the_declaration_are_refused(
             token = (await r.json())["token"]
         async with client.request(method, _concrete(path), headers=bearer(token), json={}) as r:
             assert r.status == 403, role
-            assert (await r.json())["error"]["type"] == "permission_error"
+            assert await _error_type(r) == "permission_error"
 
 
 @pytest.mark.parametrize(("method", "path"), PROTECTED)
@@ -196,4 +220,4 @@ async def test_roles_outside_the_declaration_are_refused_with_a_session_cookie_t
             json={},
         ) as r:
             assert r.status == 403, role
-            assert (await r.json())["error"]["type"] == "permission_error"
+            assert await _error_type(r) == "permission_error"

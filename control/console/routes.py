@@ -1,0 +1,16 @@
+"""Every console route, for the app to install."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from control.console import audit, keys, overview, signin, static
+from control.console.page import setup_templates
+
+ROUTE_TABLES = (static.routes, signin.routes, overview.routes, keys.routes, audit.routes)
+
+
+def install(app: web.Application) -> None:
+    setup_templates(app)
+    for table in ROUTE_TABLES:
+        app.add_routes(table)

@@ -1,0 +1,249 @@
+"""The console in a real browser (issue 19): Playwright drives Debian's Chromium (no browser
+download) against the control plane. A customer signs in with a one-time link, uploads a
+key (checked with a local Anthropic stand-in), makes it default, checks it, revokes it after
+confirming, and finds it all on the audit page; a reviewer sees no actions; another
+tenant's key is a 404 page. Every page is scanned with axe-core (no serious or critical
+violation), no page asks another origin for anything, and a screenshot of each is kept
+under var/console/."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import os
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from control.app import create_app
+from control.audit.actions import ActorType
+from control.audit.store import Actor
+from control.console.middleware import CSP
+from control.identity.service import issue_login_link
+from core.settings import Settings
+from sandbox.standin import FakeAnthropic
+from tests.conftest import service_missing
+from tests.e2e.processes import free_port
+from tests.factories import fake_anthropic_key, make_tenant
+
+pytestmark = pytest.mark.process  # starts a browser
+
+ROOT = Path(__file__).parents[2]
+CHROMIUM = os.environ.get("METRUX_TEST_CHROMIUM") or shutil.which("chromium")
+AXE = Path(
+    os.environ.get("METRUX_TEST_AXE")
+    or ROOT / ".ci" / "axe-core" / "node_modules" / "axe-core" / "axe.min.js"
+)
+SHOTS = ROOT / "var" / "console"
+CLI = Actor(ActorType.OPERATOR, "cli:test")
+
+
+@dataclasses.dataclass
+class Console:
+    base: str
+    engine: AsyncEngine
+    api_key: str
+    page: Any
+    foreign: list[str]  # requests the browser made to another origin
+
+    async def sign_in(self, email: str) -> None:
+        link = await issue_login_link(
+            self.engine, CLI, email=email, tenant_id=None, now=dt.datetime.now(dt.UTC)
+        )
+        await self.page.goto(f"{self.base}/console/signin?token={link.token}")
+        await self.page.get_by_role("button", name="Sign in").click()
+        await self.page.wait_for_url(f"{self.base}/console/")
+
+    async def check(self, name: str) -> None:
+        """An axe-core scan of the page (no serious or critical violation) and a screenshot."""
+        # The CSP allows no inline script or style; the context bypasses it only to inject
+        # axe, so check the page holds none itself.
+        assert await self.page.locator("script:not([src]), [style], style").count() == 0
+        await self.page.add_script_tag(content=_read(AXE))
+        result = await self.page.evaluate("async () => await axe.run(document)")
+        bad = [
+            (v["id"], v["impact"], [n["target"] for n in v["nodes"]][:3])
+            for v in result["violations"]
+            if v["impact"] in ("serious", "critical")
+        ]
+        assert bad == [], f"{name}: {bad}"
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        await self.page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+@pytest.fixture
+async def console(
+    aiohttp_server: Any, settings: Settings, engine: AsyncEngine
+) -> AsyncIterator[Console]:
+    if CHROMIUM is None:
+        service_missing("Chromium", "install Debian's chromium package")
+    if not _exists(AXE):
+        service_missing("axe-core", "npm install --prefix .ci/axe-core axe-core (.ci/run does)")
+    from playwright.async_api import async_playwright
+
+    api_key = fake_anthropic_key()
+    fake = await aiohttp_server(FakeAnthropic(api_key).app)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    configured = dataclasses.replace(
+        settings, public_url=base, upstream_url=str(fake.make_url("")).rstrip("/")
+    )
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    await aiohttp_server(create_app(configured), port=port)
+    foreign: list[str] = []
+    policies: list[str | None] = []
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
+        )
+        context = await browser.new_context(
+            viewport={"width": 1280, "height": 900}, bypass_csp=True, accept_downloads=True
+        )
+        page = await context.new_page()
+        page.on(
+            "request",
+            lambda request: None if request.url.startswith(base) else foreign.append(request.url),
+        )
+        page.on("response", lambda response: policies.append(_policy(response, base)))
+        try:
+            yield Console(base, engine, api_key, page, foreign)
+        finally:
+            await browser.close()
+    assert foreign == []  # no page asked another origin for anything
+    assert set(policies) <= {CSP}  # every console response carries the CSP
+
+
+def _policy(response: Any, base: str) -> str | None:
+    if not response.url.startswith(f"{base}/console"):
+        return CSP
+    return response.headers.get("content-security-policy")
+
+
+def _read(path: Path) -> str:
+    return path.read_text()
+
+
+def _exists(path: Path) -> bool:
+    return path.exists()
+
+
+async def test_a_customer_manages_keys_and_finds_it_in_the_audit_log(
+    console: Console, engine: AsyncEngine
+) -> None:
+    tenant = await make_tenant(engine)
+    page = console.page
+    await console.sign_in(tenant.owner_email)
+    await page.get_by_text("There is no default key").wait_for()
+    await console.check("overview-no-key")
+
+    await page.get_by_role("link", name="Keys").click()
+    await console.check("keys-empty")
+    await page.get_by_label("Anthropic API key").fill("sk-ant-api03-too-short")
+    await page.get_by_role("button", name="Upload and check").click()
+    await page.get_by_role("alert").wait_for()
+    assert "sk-ant-api03-too-short" not in await page.content()  # never echoed
+    assert await page.get_by_label("Anthropic API key").input_value() == ""
+
+    await page.get_by_label("Anthropic API key").fill(console.api_key)
+    await page.get_by_label("Name (optional)").fill("Hiring 2027")
+    await page.get_by_role("button", name="Upload and check").click()
+    await page.get_by_text("Key uploaded and checked with Anthropic.").wait_for()
+    row = page.get_by_role("row").filter(has_text=f"…{console.api_key[-4:]}")
+    assert "valid" in await row.inner_text()
+    assert "(default)" in await row.inner_text()  # the first key is the default
+    assert console.api_key not in await page.content()
+    await console.check("keys")
+
+    await page.get_by_role("button", name=f"Check now …{console.api_key[-4:]}").click()
+    await page.get_by_text("Key checked with Anthropic.").wait_for()
+    await page.get_by_role("link", name=f"Revoke …{console.api_key[-4:]}").click()
+    await page.get_by_role("heading", name=f"Revoke key …{console.api_key[-4:]}?").wait_for()
+    await console.check("keys-revoke-confirm")
+    await page.get_by_role("button", name=f"Revoke key …{console.api_key[-4:]}").click()
+    await page.get_by_text("Key revoked").wait_for()
+    assert "revoked" in await row.inner_text()
+
+    await page.get_by_role("link", name="Audit").click()
+    for action in ("key:upload", "key:revoke", "auth:login"):
+        await page.get_by_role("cell", name=action, exact=True).first.wait_for()
+    await console.check("audit")
+    await page.get_by_label("Action").select_option("key:revoke")
+    await page.get_by_role("button", name="Filter").click()
+    assert await page.get_by_role("cell", name="key:upload", exact=True).count() == 0
+    async with page.expect_download() as download:
+        await page.get_by_role("link", name="Download as CSV").click()
+    csv = _read(Path(await (await download.value).path()))
+    assert csv.splitlines()[0].startswith("id,occurred_at,actor_type")
+    assert [line for line in csv.splitlines()[1:] if ",key:revoke," in line]
+    assert ",key:upload," not in csv
+
+    await page.get_by_role("button", name="Sign out").click()
+    await page.get_by_text("You are signed out.").wait_for()
+    await page.goto(f"{console.base}/console/keys")
+    await page.get_by_role("heading", name="Sign in to continue").wait_for()
+    await console.check("signed-out")
+
+
+async def test_a_reviewer_sees_no_actions_and_another_tenants_key_is_not_found(
+    console: Console, engine: AsyncEngine
+) -> None:
+    import aiohttp
+
+    tenant = await make_tenant(engine)
+    other = await make_tenant(engine, "Other")
+    async with aiohttp.ClientSession(console.base) as http:
+        async with http.post(
+            "/v1/members",
+            json={"email": "rev@example.com", "role": "reviewer"},
+            headers=tenant.auth,
+        ) as r:
+            assert r.status == 201
+        async with http.post(
+            "/v1/keys", json={"api_key": console.api_key}, headers=other.auth
+        ) as r:
+            foreign_key = (await r.json())["id"]
+        async with http.post(
+            "/v1/keys", json={"api_key": console.api_key}, headers=tenant.auth
+        ) as r:
+            assert r.status == 201
+    page = console.page
+    await console.sign_in("rev@example.com")
+    await page.get_by_role("link", name="Keys").click()
+    await page.get_by_role("table").wait_for()
+    await console.check("keys-reviewer")
+    for action in ("Check now", "Make default", "Upload and check"):
+        assert await page.get_by_role("button", name=action).count() == 0
+    assert await page.get_by_role("link", name="Audit").count() == 0
+    await page.goto(f"{console.base}/console/audit")
+    await page.get_by_role("heading", name="Not allowed").wait_for()
+    # The owner names another tenant's key: a 404 page, as if it did not exist.
+    await page.context.clear_cookies()
+    await console.sign_in(tenant.owner_email)
+    await page.goto(f"{console.base}/console/keys/{foreign_key}/revoke")
+    await page.get_by_role("heading", name="Not found").wait_for()
+    await console.check("not-found")
+
+
+async def test_a_used_or_unknown_sign_in_link_is_refused(
+    console: Console, engine: AsyncEngine
+) -> None:
+    tenant = await make_tenant(engine)
+    link = await issue_login_link(
+        engine, CLI, email=tenant.owner_email, tenant_id=None, now=dt.datetime.now(dt.UTC)
+    )
+    page = console.page
+    await page.goto(f"{console.base}/console/signin?token={link.token}")
+    await console.check("signin")
+    await page.get_by_role("button", name="Sign in").click()
+    await page.wait_for_url(f"{console.base}/console/")
+    await page.context.clear_cookies()
+    await page.goto(f"{console.base}/console/signin?token={link.token}")
+    await page.get_by_role("button", name="Sign in").click()
+    await page.get_by_role("heading", name="Sign in to continue").wait_for()
+    assert "unknown, used or expired" in await page.content()
+    await page.goto(f"{console.base}/console/no-such-page")
+    await page.get_by_role("heading", name="Not found").wait_for()
