@@ -9,6 +9,7 @@ class AuditAction(StrEnum):
     TENANT_CREATE = "tenant:create"
     MEMBER_CREATE = "member:create"
     MEMBER_REVOKE = "member:revoke"
+    MEMBER_ROLE = "member:role"
     KEY_UPLOAD = "key:upload"
     KEY_REVOKE = "key:revoke"
     KEY_UNWRAP = "key:unwrap"

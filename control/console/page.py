@@ -24,6 +24,8 @@ NOTICES = {
     "key_checked": "Key checked with Anthropic.",
     "key_revoked": "Key revoked: its blob is destroyed and its live sessions are revoked.",
     "signed_out": "You are signed out.",
+    "member_role": "Role changed. Their browser sessions pick it up at their next request.",
+    "member_revoked": "Member revoked: their token and sessions stop working.",
 }
 
 

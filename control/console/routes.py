@@ -4,10 +4,17 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from control.console import audit, keys, overview, signin, static
+from control.console import audit, keys, members, overview, signin, static
 from control.console.page import setup_templates
 
-ROUTE_TABLES = (static.routes, signin.routes, overview.routes, keys.routes, audit.routes)
+ROUTE_TABLES = (
+    static.routes,
+    signin.routes,
+    overview.routes,
+    keys.routes,
+    members.routes,
+    audit.routes,
+)
 
 
 def install(app: web.Application) -> None:

@@ -28,6 +28,12 @@ class MemberCreate(BaseModel):
     _email = field_validator("email")(normalise_email)
 
 
+class MemberRoleChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    role: Role = Field(description="owner, admin or reviewer")
+
+
 class MemberOut(BaseModel):
     id: str
     email: str

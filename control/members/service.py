@@ -1,7 +1,9 @@
-"""Members: create (with a one-time API token), list, revoke; role rules and audit.
+"""Members: create (with a one-time API token), list, change role, revoke; role rules and
+audit.
 
-Rules: nobody grants a role above their own; nobody revokes a member above their own role;
-the last active owner cannot be revoked (a tenant must never be left without one).
+Rules: nobody grants a role above their own; nobody revokes or re-roles a member above
+their own role; the last active owner can be neither revoked nor demoted (a tenant must
+never be left without one).
 """
 
 from __future__ import annotations
@@ -121,3 +123,46 @@ async def revoke_member(
             now=now,
         )
     return revoked
+
+
+async def change_role(
+    engine: AsyncEngine,
+    actor: Actor,
+    actor_role: Role,
+    *,
+    tenant_id: str,
+    member_id: str,
+    role: Role,
+    now: dt.datetime | None = None,
+) -> MemberRecord:
+    """Give an active member another role. Their browser sessions are rotated at their next
+    request (control/identity/middleware.py); their API token carries the new role at once."""
+    now = now or dt.datetime.now(dt.UTC)
+    if ROLE_RANK[role] > ROLE_RANK[actor_role]:
+        raise ApiError(403, "permission_error", f"a {actor_role.value} cannot grant {role.value}")
+    async with engine.begin() as conn:
+        await store.lock_tenant(conn, tenant_id)  # serialises the last-owner check
+        member = await store.get_member(conn, tenant_id, member_id)
+        if member is None or member.revoked_at is not None:
+            raise not_found("member")
+        if ROLE_RANK[Role(member.role)] > ROLE_RANK[actor_role]:
+            raise ApiError(
+                403, "permission_error", f"a {actor_role.value} cannot change an {member.role}"
+            )
+        if member.role == role.value:
+            return member
+        if member.role == Role.OWNER and await store.count_active_owners(conn, tenant_id) <= 1:
+            raise ApiError(409, "conflict_error", "cannot demote the tenant's last owner")
+        changed = await store.set_role(conn, tenant_id, member_id, role.value)
+        assert changed is not None  # same transaction; the row was live just above
+        await audit.record(
+            conn,
+            actor,
+            AuditAction.MEMBER_ROLE,
+            tenant_id=tenant_id,
+            target_type="member",
+            target_id=member_id,
+            details={"from": member.role, "to": role.value},
+            now=now,
+        )
+    return changed

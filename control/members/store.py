@@ -143,6 +143,24 @@ async def revoke_member(
     return _record(row) if row else None
 
 
+async def set_role(
+    conn: AsyncConnection, tenant_id: str, member_id: str, role: str
+) -> MemberRecord | None:
+    row = (
+        await conn.execute(
+            update(members)
+            .where(
+                members.c.id == member_id,
+                members.c.tenant_id == tenant_id,
+                members.c.revoked_at.is_(None),
+            )
+            .values(role=role)
+            .returning(*_PUBLIC_COLUMNS)
+        )
+    ).first()
+    return _record(row) if row else None
+
+
 async def find_by_token(conn: AsyncConnection, token: str) -> MemberRecord | None:
     """The active member whose API token this is, in a tenant that is not closed."""
     row = (

@@ -9,9 +9,16 @@ from aiohttp import web
 from control import appkeys
 from control.audit.actors import request_actor
 from control.members import service, store
-from control.members.schemas import MemberCreate, MemberList, MemberOut, NewMemberOut
+from control.members.schemas import (
+    MemberCreate,
+    MemberList,
+    MemberOut,
+    MemberRoleChange,
+    NewMemberOut,
+)
 from control.web.context import parse_json
 from control.web.endpoint import ADMINS, endpoint
+from control.web.errors import not_found
 from control.web.principal import current_principal
 
 routes = web.RouteTableDef()
@@ -62,5 +69,32 @@ async def revoke_member(request: web.Request) -> web.Response:
         principal.role,
         tenant_id=principal.tenant_id,
         member_id=request.match_info["member_id"],
+    )
+    return web.json_response(_out(record))
+
+
+@routes.patch("/v1/members/{member_id}")
+@endpoint(
+    "Change a member's role (not above your own, not a member above you, not the last owner)",
+    access=ADMINS,
+    body=MemberRoleChange,
+    response=MemberOut,
+)
+async def change_role(request: web.Request) -> web.Response:
+    principal = current_principal(request)
+    async with request.app[appkeys.engine].connect() as conn:  # the member first: 404
+        if (
+            await store.get_member(conn, principal.tenant_id, request.match_info["member_id"])
+            is None
+        ):
+            raise not_found("member")
+    body = await parse_json(request, MemberRoleChange)
+    record = await service.change_role(
+        request.app[appkeys.engine],
+        request_actor(request),
+        principal.role,
+        tenant_id=principal.tenant_id,
+        member_id=request.match_info["member_id"],
+        role=body.role,
     )
     return web.json_response(_out(record))

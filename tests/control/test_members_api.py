@@ -101,3 +101,54 @@ async def test_member_changes_are_audited_without_email(client: Any, engine: Asy
         ("member:create", admin["id"]),
     ]
     assert "audited@example.com" not in str(events)
+
+
+async def _role(
+    client: Any, tenant: TenantFixture, member_id: str, role: str, as_: dict[str, str] | None = None
+) -> tuple[int, dict[str, Any]]:
+    async with client.patch(
+        f"/v1/members/{member_id}", json={"role": role}, headers=as_ or tenant.auth
+    ) as r:
+        return r.status, await r.json()
+
+
+async def test_a_role_change_takes_effect_at_once_and_is_audited(
+    client: Any, engine: AsyncEngine
+) -> None:
+    tenant = await make_tenant(engine)
+    _, reviewer = await _add(client, tenant, "rev@example.com", "reviewer")
+    async with client.get("/v1/members", headers=bearer(reviewer["token"])) as r:
+        assert r.status == 403
+    status, changed = await _role(client, tenant, reviewer["id"], "admin")
+    assert (status, changed["role"]) == (200, "admin")
+    async with client.get("/v1/members", headers=bearer(reviewer["token"])) as r:
+        assert r.status == 200  # the same token, the new role
+    async with client.get("/v1/audit?action=member:role", headers=tenant.auth) as r:
+        [event] = (await r.json())["events"]
+    assert (event["target_id"], event["details"]) == (
+        reviewer["id"],
+        {"from": "reviewer", "to": "admin"},
+    )
+    assert (await _role(client, tenant, reviewer["id"], "owner", bearer(reviewer["token"])))[
+        0
+    ] == 403
+
+
+async def test_role_changes_keep_the_rank_rules_and_an_owner(
+    client: Any, engine: AsyncEngine
+) -> None:
+    tenant = await make_tenant(engine)
+    _, admin = await _add(client, tenant, "adm@example.com", "admin")
+    as_admin = bearer(admin["token"])
+    status, body = await _role(client, tenant, tenant.owner_id, "reviewer", as_admin)
+    assert (status, body["error"]["type"]) == (403, "permission_error")  # not above you
+    status, body = await _role(client, tenant, tenant.owner_id, "admin")
+    assert (status, body["error"]["type"]) == (409, "conflict_error")  # the last owner
+    assert (await _role(client, tenant, "no-such-member", "admin"))[0] == 404
+    async with client.patch(
+        f"/v1/members/{admin['id']}", json={"role": "boss"}, headers=tenant.auth
+    ) as r:
+        assert r.status == 422
+    async with client.delete(f"/v1/members/{admin['id']}", headers=tenant.auth):
+        pass
+    assert (await _role(client, tenant, admin["id"], "reviewer"))[0] == 404  # revoked

@@ -247,3 +247,36 @@ async def test_a_used_or_unknown_sign_in_link_is_refused(
     assert "unknown, used or expired" in await page.content()
     await page.goto(f"{console.base}/console/no-such-page")
     await page.get_by_role("heading", name="Not found").wait_for()
+
+
+async def test_an_owner_adds_re_roles_and_revokes_a_member(
+    console: Console, engine: AsyncEngine
+) -> None:
+    tenant = await make_tenant(engine)
+    page = console.page
+    await console.sign_in(tenant.owner_email)
+    await page.get_by_role("link", name="Members").click()
+    await console.check("members")
+    await page.get_by_label("Email", exact=True).fill("new.reviewer@example.com")
+    await page.get_by_label("Role", exact=True).select_option("reviewer")
+    await page.get_by_role("button", name="Add member").click()
+    token = await page.locator("code.token").inner_text()
+    assert token.startswith("mxk_")
+    await console.check("members-added")
+    await page.goto(f"{console.base}/console/members")
+    assert token not in await page.content()  # shown once
+    await page.get_by_label("New role for new.reviewer@example.com").select_option("admin")
+    await page.get_by_role("button", name="Change role of new.reviewer@example.com").click()
+    await page.get_by_text("Role changed.").wait_for()
+    row = page.get_by_role("row").filter(has_text="new.reviewer@example.com")
+    assert "admin" in await row.inner_text()
+    await page.get_by_role("link", name="Revoke new.reviewer@example.com").click()
+    await console.check("members-revoke-confirm")
+    await page.get_by_role("button", name="Revoke new.reviewer@example.com").click()
+    await page.get_by_text("Member revoked").wait_for()
+    assert "revoked" in await row.inner_text()
+    # The last owner cannot be demoted: there is no form for oneself, and the API says 409.
+    assert await page.get_by_label(f"New role for {tenant.owner_email}").count() == 0
+    await page.get_by_role("link", name="Audit").click()
+    for action in ("member:create", "member:role", "member:revoke"):
+        await page.get_by_role("cell", name=action, exact=True).first.wait_for()
