@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import structlog
 from aiohttp import web
 
 from control.console.page import render
 from control.web.errors import ApiError, Handler
 
+log = structlog.get_logger(__name__)
 PREFIX = "/console"
+# The candidate's pages: the invite landing page and the my-data page.
+CANDIDATE_PREFIXES = ("/invite/", "/me/")
 # Only this origin's own files: no inline script or style, no other origin, no framing.
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -26,7 +30,8 @@ _TITLES = {
 
 @web.middleware
 async def console_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if not (request.path == PREFIX or request.path.startswith(PREFIX + "/")):
+    path = request.path
+    if not (path in (PREFIX, "/me") or path.startswith((PREFIX + "/", *CANDIDATE_PREFIXES))):
         return await handler(request)
     try:
         response = await handler(request)
@@ -36,6 +41,10 @@ async def console_middleware(request: web.Request, handler: Handler) -> web.Stre
         if exc.status < 400:
             raise
         response = _error_page(request, exc.status, "not_found_error", "There is no such page.", {})
+    except Exception:
+        # Logged (redacted at emission) as the API's errors are; the page says nothing more.
+        log.exception("unhandled_error", method=request.method, path=request.path)
+        response = _error_page(request, 500, "api_error", "", {})
     response.headers["Content-Security-Policy"] = CSP
     # Not no-referrer: under it a browser sends `Origin: null` with its own form posts, and
     # the same-origin check refuses them. same-origin still sends nothing to other sites.

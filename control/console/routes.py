@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from control.console import audit, keys, members, overview, signin, static
+from control.console import (
+    audit,
+    candidate,
+    invites,
+    keys,
+    members,
+    overview,
+    signin,
+    static,
+)
 from control.console.page import setup_templates
 
 ROUTE_TABLES = (
@@ -12,8 +21,10 @@ ROUTE_TABLES = (
     signin.routes,
     overview.routes,
     keys.routes,
+    invites.routes,
     members.routes,
     audit.routes,
+    candidate.routes,
 )
 
 

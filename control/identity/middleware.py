@@ -147,6 +147,21 @@ async def _authenticate_session(request: web.Request, cookie: str) -> Principal:
     )
 
 
+# The candidate's pages (/me) carry the candidate token in this HttpOnly, SameSite=Strict
+# cookie, set when they accept an invite in the browser.
+CANDIDATE_COOKIE = "metrux_candidate"
+
+
+def _candidate_token(request: web.Request) -> str | None:
+    token = bearer_token(request)
+    page = request.path == "/me" or request.path.startswith("/me/")
+    if token is None and page and CANDIDATE_COOKIE in request.cookies:
+        if request.method not in _SAFE and not _same_origin(request):
+            raise ApiError(403, "permission_error", "cross-origin request refused")
+        return request.cookies[CANDIDATE_COOKIE]
+    return token
+
+
 def _route_endpoint(request: web.Request) -> Endpoint | None:
     return endpoint_of(request.match_info.handler)
 
@@ -161,7 +176,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         raise ApiError(500, "api_error", "route has no access declaration")
     if meta.auth is Auth.CANDIDATE:
         request[candidate_key] = await candidate_service.sign_in(
-            request.app[appkeys.engine], bearer_token(request), dt.datetime.now(dt.UTC)
+            request.app[appkeys.engine], _candidate_token(request), dt.datetime.now(dt.UTC)
         )
     if not meta.public:
         principal = await authenticate(request)

@@ -111,7 +111,8 @@ async def create_invite(
                 subject=f"{company} invites you to an assessment: {request.assessment_name}",
                 body=(
                     f'{company} has invited you to the assessment "{request.assessment_name}".\n\n'
-                    f"Look it up: GET {link}\nStart it:   POST {link}/accept\n\n"
+                    f"Open your invitation: {public_url}/invite/{token}\n\n"
+                    f"Or through the API: GET {link}, then POST {link}/accept\n\n"
                     f"The invitation expires at {row['expires_at'].isoformat()}."
                 ),
                 tenant_id=tenant_id,

@@ -74,6 +74,8 @@ INTENDED = {
     ("POST", "/console/keys/{key_id}/revoke"): {OWNER, ADMIN},
     ("GET", "/console/members"): {OWNER, ADMIN},
     ("POST", "/console/members"): {OWNER, ADMIN},
+    ("GET", "/console/invites"): {OWNER, ADMIN},
+    ("POST", "/console/invites"): {OWNER, ADMIN},
     ("POST", "/console/members/{member_id}/role"): {OWNER, ADMIN},
     ("GET", "/console/members/{member_id}/revoke"): {OWNER, ADMIN},
     ("POST", "/console/members/{member_id}/revoke"): {OWNER, ADMIN},
@@ -111,6 +113,8 @@ def test_only_ops_and_invite_token_routes_are_open_and_only_attach_takes_a_boots
         "/console/signin",
         "/console/static/{name}",
         "/healthz",
+        "/invite/{token}",
+        "/invite/{token}/accept",
         "/openapi.json",
         "/readyz",
         "/v1/auth/handoff",
@@ -125,6 +129,10 @@ def test_only_ops_and_invite_token_routes_are_open_and_only_attach_takes_a_boots
     # The candidate's session token can only submit: nothing it reaches attaches a proxy.
     assert by_auth[Auth.SANDBOX] == ["/v1/sessions/{session_id}/submit"]
     assert by_auth[Auth.CANDIDATE] == [
+        "/me",
+        "/me/delete",
+        "/me/delete",
+        "/me/export",
         "/v1/auth/me",
         "/v1/auth/me/delete-request",
         "/v1/auth/me/export",
@@ -151,8 +159,11 @@ async def test_candidate_and_report_routes_refuse_other_credentials(
     ):
         async with client.request(method, _concrete(path), headers=headers) as r:
             assert r.status == 401, headers
-            assert (await r.json())["error"]["type"] == "authentication_error"
-    if path.startswith("/v1/auth/me"):  # a member is not the candidate
+            assert await _error_type(r) == "authentication_error"
+    forged = {"Cookie": f"metrux_candidate={new_token(TokenKind.CANDIDATE)}"}
+    async with client.request(method, _concrete(path), headers=forged) as r:
+        assert r.status == 401  # a forged candidate cookie
+    if path.startswith(("/v1/auth/me", "/me")):  # a member is not the candidate
         async with client.request(method, _concrete(path), headers=tenant.auth) as r:
             assert r.status == 401
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import os
 import shutil
 from collections.abc import AsyncIterator
@@ -118,9 +119,10 @@ async def console(
 
 
 def _policy(response: Any, base: str) -> str | None:
-    if not response.url.startswith(f"{base}/console"):
+    if not response.url.startswith((f"{base}/console", f"{base}/invite/", f"{base}/me")):
         return CSP
-    return response.headers.get("content-security-policy")
+    found = response.headers.get("content-security-policy")
+    return found if found == CSP else f"{response.url}: {found}"
 
 
 def _read(path: Path) -> str:
@@ -280,3 +282,64 @@ async def test_an_owner_adds_re_roles_and_revokes_a_member(
     await page.get_by_role("link", name="Audit").click()
     for action in ("member:create", "member:role", "member:revoke"):
         await page.get_by_role("cell", name=action, exact=True).first.wait_for()
+
+
+async def test_a_candidate_accepts_in_the_browser_and_downloads_their_data(
+    console: Console, engine: AsyncEngine
+) -> None:
+    import aiohttp
+
+    tenant = await make_tenant(engine, "Harbour Labs")
+    page = console.page
+    # Accepting needs a key to run the session on: without one, a page says to wait.
+    await console.sign_in(tenant.owner_email)
+    await page.get_by_role("link", name="Invites").click()
+    await console.check("invites")
+    await page.get_by_label("Candidate's email").fill("ada@example.com")
+    await page.get_by_label("Assessment", exact=True).fill("Backend take-home")
+    await page.get_by_label("Most calls to Claude (optional)").fill("50")
+    await page.get_by_role("button", name="Send invite").click()
+    link = await page.locator("code.token").inner_text()
+    assert link.startswith(f"{console.base}/invite/mxi_")
+    await console.check("invites-sent")
+    row = page.get_by_role("row").filter(has_text="ada@example.com")
+    assert "sent" in await row.inner_text()
+
+    # The candidate, in a browser of their own.
+    await page.context.clear_cookies()
+    await page.goto(link)
+    await page.get_by_role("button", name="Accept the invitation").click()
+    await page.get_by_role("heading", name="That cannot be done now").wait_for()
+    assert "setup is not complete" in await page.content()
+    async with (
+        aiohttp.ClientSession(console.base) as http,
+        http.post("/v1/keys", json={"api_key": console.api_key}, headers=tenant.auth) as r,
+    ):
+        assert r.status == 201
+    await page.goto(link)
+    await page.get_by_role("heading", name="Harbour Labs invites you to an assessment").wait_for()
+    assert "No prompt text is kept after the session" in await page.content()
+    await console.check("invite-landing")
+    await page.get_by_role("button", name="Accept the invitation").click()
+    await page.get_by_text("You accepted the invitation.").wait_for()
+    await page.get_by_role("heading", name="Next steps").wait_for()
+    content = await page.content()
+    for credential in ("mxs_", "mxc_", "mxb_", "mxp_"):  # nothing that attaches a proxy
+        assert credential not in content
+    await console.check("me")
+    async with page.expect_download() as download:
+        await page.get_by_role("link", name="Download my data (JSON)").click()
+    exported = json.loads(_read(Path(await (await download.value).path())))
+    assert exported["candidate"]["email"] == "ada@example.com"
+    assert [s["company"] for s in exported["sessions"]] == ["Harbour Labs"]
+    await page.get_by_role("link", name="Ask for my data to be deleted").click()
+    await console.check("me-delete-confirm")
+    await page.get_by_role("button", name="Yes, delete my data").click()
+    await page.get_by_text("Your deletion request is recorded.").wait_for()
+    assert "your data will be erased by" in await page.content()
+
+    # The same link again, or a made-up one: one neutral page.
+    for url in (link, f"{console.base}/invite/mxi_{'x' * 43}"):
+        await page.goto(url)
+        await page.get_by_role("heading", name="This invitation link does not work").wait_for()
+    await console.check("invite-invalid")
