@@ -231,10 +231,8 @@ def kms_server() -> Iterator[str]:
 
 
 @pytest.fixture
-async def kms_key(kms_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    """A fresh KMS key's alias on the local KMS, with fake AWS credentials in the env."""
-    import aioboto3
-
+def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fake AWS credentials in the environment, for moto's server."""
     for name, value in {
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
@@ -242,6 +240,13 @@ async def kms_key(kms_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
     }.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
+
+
+@pytest.fixture
+async def kms_key(kms_server: str, aws_env: None) -> str:
+    """A fresh KMS key's alias on the local KMS, with fake AWS credentials in the env."""
+    import aioboto3
+
     alias = f"alias/metrux-{uuid.uuid4().hex[:8]}"
     async with aioboto3.Session().client("kms", endpoint_url=kms_server) as kms:
         key_id = (await kms.create_key())["KeyMetadata"]["KeyId"]

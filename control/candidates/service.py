@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import uuid
 from typing import Any
 
@@ -146,3 +147,14 @@ async def export(engine: AsyncEngine, candidate: Candidate) -> dict[str, Any]:
         ],
         "deletion_requests": [_request_out(row) for row in requests],
     }
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def export_json(data: Any) -> str:
+    """An export as JSON text (times as ISO 8601), for the API and the my-data page."""
+    return json.dumps(data, default=_json_default)

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import functools
-import json
-from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel, Field
@@ -37,15 +34,6 @@ class DeletionRequestOut(BaseModel):
     completed_at: dt.datetime | None
 
 
-def _default(value: Any) -> Any:
-    if isinstance(value, dt.datetime):
-        return value.isoformat()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
-_dumps = functools.partial(json.dumps, default=_default)
-
-
 @routes.get("/v1/auth/me")
 @endpoint(
     "The signed-in candidate (Bearer mxc_…); signing in cancels a pending deletion notice",
@@ -71,7 +59,7 @@ async def export(request: web.Request) -> web.Response:
     data = await service.export(request.app[appkeys.engine], current_candidate(request))
     return web.json_response(
         data,
-        dumps=_dumps,
+        dumps=service.export_json,
         headers={"Content-Disposition": 'attachment; filename="metrux-export.json"'},
     )
 

@@ -9,9 +9,6 @@ the candidate token rides in an HttpOnly cookie scoped to /me.
 from __future__ import annotations
 
 import datetime as dt
-import functools
-import json
-from typing import Any
 
 from aiohttp import web
 
@@ -109,19 +106,13 @@ async def my_data(request: web.Request) -> web.Response:
     )
 
 
-def _default(value: Any) -> Any:
-    if isinstance(value, dt.datetime):
-        return value.isoformat()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
 @routes.get("/me/export")
 @endpoint("Download my data (JSON)", access=PUBLIC, auth=Auth.CANDIDATE, tag="console")
 async def export(request: web.Request) -> web.Response:
     data = await candidate_service.export(request.app[appkeys.engine], current_candidate(request))
     return web.json_response(
         data,
-        dumps=functools.partial(json.dumps, default=_default, indent=2),
+        dumps=candidate_service.export_json,
         headers={"Content-Disposition": 'attachment; filename="metrux-my-data.json"'},
     )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from control.audit import store as audit
 from control.audit.actions import AuditAction
@@ -53,19 +53,8 @@ async def sign_in(
         member = _only_membership(
             await member_store.find_active_by_email_anywhere(conn, email, tenant_id)
         )
-        # A cookie from before is replaced, never extended (no session fixation).
-        if previous_cookie:
-            old = await store.find_live(conn, previous_cookie, now)
-            if old is not None:
-                await store.revoke(conn, old.token_hash, "replaced", now)
-        issued = await store.issue(
-            conn,
-            member_id=member.id,
-            tenant_id=member.tenant_id,
-            role=member.role,
-            subject=identity.subject,
-            lifetime=lifetime,
-            now=now,
+        issued = await _new_session(
+            conn, member, identity.subject, previous_cookie, lifetime=lifetime, now=now
         )
         await audit.record(
             conn,
@@ -79,6 +68,32 @@ async def sign_in(
             subject=subject_of("member", member.id),
         )
     return member, issued
+
+
+async def _new_session(
+    conn: AsyncConnection,
+    member: MemberRecord,
+    subject: str | None,
+    previous_cookie: str | None,
+    *,
+    lifetime: dt.timedelta,
+    now: dt.datetime,
+) -> IssuedSession:
+    """A new browser session for the member; a cookie from before is replaced, never
+    extended (no session fixation)."""
+    if previous_cookie:
+        old = await store.find_live(conn, previous_cookie, now)
+        if old is not None:
+            await store.revoke(conn, old.token_hash, "replaced", now)
+    return await store.issue(
+        conn,
+        member_id=member.id,
+        tenant_id=member.tenant_id,
+        role=member.role,
+        subject=subject,
+        lifetime=lifetime,
+        now=now,
+    )
 
 
 async def sign_out(
@@ -174,19 +189,7 @@ async def sign_in_with_link(
         member = next((m for m in active if m.id == member_id), None)
         if member is None:  # revoked, or the tenant closed, since the link was made
             raise refused
-        if previous_cookie:
-            old = await store.find_live(conn, previous_cookie, now)
-            if old is not None:
-                await store.revoke(conn, old.token_hash, "replaced", now)
-        issued = await store.issue(
-            conn,
-            member_id=member.id,
-            tenant_id=member.tenant_id,
-            role=member.role,
-            subject=None,
-            lifetime=lifetime,
-            now=now,
-        )
+        issued = await _new_session(conn, member, None, previous_cookie, lifetime=lifetime, now=now)
         await audit.record(
             conn,
             dataclasses.replace(actor, id=member.id),

@@ -128,24 +128,19 @@ async def count_active_owners(conn: AsyncConnection, tenant_id: str) -> int:
 async def revoke_member(
     conn: AsyncConnection, tenant_id: str, member_id: str, *, now: dt.datetime
 ) -> MemberRecord | None:
-    row = (
-        await conn.execute(
-            update(members)
-            .where(
-                members.c.id == member_id,
-                members.c.tenant_id == tenant_id,
-                members.c.revoked_at.is_(None),
-            )
-            .values(revoked_at=now)
-            .returning(*_PUBLIC_COLUMNS)
-        )
-    ).first()
-    return _record(row) if row else None
+    return await _update_active(conn, tenant_id, member_id, revoked_at=now)
 
 
 async def set_role(
     conn: AsyncConnection, tenant_id: str, member_id: str, role: str
 ) -> MemberRecord | None:
+    return await _update_active(conn, tenant_id, member_id, role=role)
+
+
+async def _update_active(
+    conn: AsyncConnection, tenant_id: str, member_id: str, **values: Any
+) -> MemberRecord | None:
+    """Change an active member of the tenant; None if there is none."""
     row = (
         await conn.execute(
             update(members)
@@ -154,7 +149,7 @@ async def set_role(
                 members.c.tenant_id == tenant_id,
                 members.c.revoked_at.is_(None),
             )
-            .values(role=role)
+            .values(**values)
             .returning(*_PUBLIC_COLUMNS)
         )
     ).first()

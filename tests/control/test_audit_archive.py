@@ -156,17 +156,6 @@ async def test_the_retention_worker_archives_audit_rows(
 # --- S3, played by moto's server, with Object Lock -----------------------------------------
 
 
-@pytest.fixture
-def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-
-
 async def test_archives_go_to_s3_under_object_lock(
     engine: AsyncEngine, kms_server: str, aws_env: None
 ) -> None:
