@@ -26,6 +26,7 @@ NOTICES = {
     "signed_out": "You are signed out.",
     "member_role": "Role changed. Their browser sessions pick it up at their next request.",
     "member_revoked": "Member revoked: their token and sessions stop working.",
+    "session_ended": "Session ended: its proxy clears the key and exits.",
 }
 
 

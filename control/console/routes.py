@@ -11,6 +11,7 @@ from control.console import (
     keys,
     members,
     overview,
+    sessions,
     signin,
     static,
 )
@@ -22,6 +23,7 @@ ROUTE_TABLES = (
     overview.routes,
     keys.routes,
     invites.routes,
+    sessions.routes,
     members.routes,
     audit.routes,
     candidate.routes,

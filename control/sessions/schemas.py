@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from control.members.schemas import normalise_email
+from control.sessions.lifecycle import SessionState
 
 DEFAULT_DURATION = dt.timedelta(hours=3)
 MAX_DURATION = dt.timedelta(days=14)
@@ -159,3 +160,41 @@ class AttachGrantOut(BaseModel):
         None, description="where a previous proxy of this session left the transcript chain"
     )
     sealed_key: SealedKeyOut
+
+
+class SessionListQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    state: str | None = Field(None, description="comma-separated states, e.g. issued,active")
+    candidate: str | None = Field(None, max_length=320, description="the candidate's email")
+    since: dt.datetime | None = Field(None, description="created at or after (ISO 8601)")
+    until: dt.datetime | None = Field(None, description="created before (ISO 8601)")
+    limit: int = Field(100, ge=1, le=500)
+
+    @field_validator("state")
+    @classmethod
+    def _states(cls, value: str | None) -> str | None:
+        known = {s.value for s in SessionState}
+        if value is not None and not set(value.split(",")) <= known:
+            raise ValueError(f"states are {', '.join(sorted(known))}")
+        return value
+
+    @field_validator("candidate")
+    @classmethod
+    def _email(cls, value: str | None) -> str | None:
+        return None if value is None else normalise_email(value)
+
+    @field_validator("since", "until")
+    @classmethod
+    def _aware(cls, value: dt.datetime | None) -> dt.datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("give a timezone, e.g. 2026-01-01T00:00:00Z")
+        return value
+
+
+class SessionListItem(SessionOut):
+    candidate_email: str | None = Field(description="None once the candidate is erased")
+
+
+class SessionList(BaseModel):
+    sessions: list[SessionListItem]

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import ColumnElement
 
 from control.db.due import Due
-from control.db.schema import proxy_credentials, sessions
+from control.db.schema import candidates, proxy_credentials, sessions
 from control.sessions.lifecycle import SessionState
 from core.signals import LIVE_STATES
 
@@ -72,6 +72,45 @@ async def get_session(
         query = query.with_for_update()
     row = (await conn.execute(query)).first()
     return _record(row) if row else None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SessionFilter:
+    states: tuple[str, ...] = ()
+    candidate_email: str | None = None
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+
+
+async def list_sessions(
+    conn: AsyncConnection, tenant_id: str, found: SessionFilter, *, limit: int
+) -> list[tuple[SessionRecord, str | None]]:
+    """The tenant's visible sessions, newest first, each with its candidate's email (None
+    once the candidate is erased)."""
+    query = (
+        select(sessions, candidates.c.email.label("candidate_email"))
+        .outerjoin(candidates, candidates.c.id == sessions.c.candidate_id)
+        .where(sessions.c.tenant_id == tenant_id, sessions.c.soft_deleted_at.is_(None))
+    )
+    if found.states:
+        query = query.where(sessions.c.state.in_(found.states))
+    if found.candidate_email:
+        query = query.where(candidates.c.email == found.candidate_email)
+    if found.since is not None:
+        query = query.where(sessions.c.created_at >= found.since)
+    if found.until is not None:
+        query = query.where(sessions.c.created_at < found.until)
+    rows = await conn.execute(
+        query.order_by(sessions.c.created_at.desc(), sessions.c.id.desc()).limit(limit)
+    )
+    out = []
+    for row in rows:
+        data = dict(row._mapping)
+        email = data.pop("candidate_email")
+        data.pop("created_by", None)
+        data["state"] = SessionState(data["state"])
+        out.append((SessionRecord(**data), email))
+    return out
 
 
 async def update_session(

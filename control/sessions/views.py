@@ -14,10 +14,13 @@ from control.sessions.schemas import (
     Limits,
     NewSessionOut,
     SessionCreate,
+    SessionList,
+    SessionListItem,
+    SessionListQuery,
     SessionOut,
 )
 from control.sessions.store import SessionRecord
-from control.web.context import parse_json
+from control.web.context import parse_json, parse_query
 from control.web.endpoint import ADMINS, ANY_MEMBER, PUBLIC, Auth, endpoint
 from control.web.errors import ApiError, not_found
 from control.web.principal import bearer_token, current_principal
@@ -72,6 +75,32 @@ async def create_session(request: web.Request) -> web.Response:
         grader_token=created.grader_token,
     )
     return web.json_response(out.model_dump(mode="json"), status=201)
+
+
+@routes.get("/v1/sessions")
+@endpoint(
+    "List the tenant's sessions, newest first, with filters",
+    access=ANY_MEMBER,
+    query=SessionListQuery,
+    response=SessionList,
+)
+async def list_sessions(request: web.Request) -> web.Response:
+    query = parse_query(request, SessionListQuery)
+    found = store.SessionFilter(
+        states=tuple(query.state.split(",")) if query.state else (),
+        candidate_email=query.candidate,
+        since=query.since,
+        until=query.until,
+    )
+    async with request.app[appkeys.engine].connect() as conn:
+        rows = await store.list_sessions(
+            conn, current_principal(request).tenant_id, found, limit=query.limit
+        )
+    items = [
+        SessionListItem(**_out(session).model_dump(), candidate_email=email)
+        for session, email in rows
+    ]
+    return web.json_response(SessionList(sessions=items).model_dump(mode="json"))
 
 
 @routes.get("/v1/sessions/{session_id}")

@@ -274,3 +274,40 @@ async def test_a_fresh_bootstrap_token_is_for_admins_and_the_old_one_stops_worki
     assert status == 200
     [event] = await _audit(client, tenant, "session:bootstrap_token")
     assert event["session_id"] == created["id"]
+
+
+async def test_the_session_list_filters_by_state_candidate_and_date(
+    client: Any, engine: AsyncEngine
+) -> None:
+    tenant = await make_tenant(engine)
+    other = await make_tenant(engine, "Other")
+    for who in (tenant, other):
+        async with client.post(
+            "/v1/keys", json={"api_key": fake_anthropic_key()}, headers=who.auth
+        ):
+            pass
+    ids = {}
+    for email in ("a@example.com", "b@example.com"):
+        async with client.post(
+            "/v1/sessions", json={"candidate_email": email}, headers=tenant.auth
+        ) as r:
+            ids[email] = (await r.json())["id"]
+    async with client.post(
+        "/v1/sessions", json={"candidate_email": "x@example.com"}, headers=other.auth
+    ):
+        pass
+    async with client.post(f"/v1/sessions/{ids['a@example.com']}/end", headers=tenant.auth):
+        pass
+
+    async def listed(query: str) -> list[tuple[str, str]]:
+        async with client.get(f"/v1/sessions{query}", headers=tenant.auth) as r:
+            assert r.status == 200, await r.text()
+            return [(s["candidate_email"], s["state"]) for s in (await r.json())["sessions"]]
+
+    assert await listed("") == [("b@example.com", "issued"), ("a@example.com", "ended")]
+    assert await listed("?state=ended") == [("a@example.com", "ended")]
+    assert await listed("?candidate=B@Example.com") == [("b@example.com", "issued")]
+    assert await listed("?since=2099-01-01T00:00:00Z") == []
+    for bad in ("?state=nonsense", "?since=yesterday", "?since=2026-01-01T00:00:00", "?limit=0"):
+        async with client.get(f"/v1/sessions{bad}", headers=tenant.auth) as r:
+            assert r.status == 422, bad

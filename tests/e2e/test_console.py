@@ -343,3 +343,59 @@ async def test_a_candidate_accepts_in_the_browser_and_downloads_their_data(
         await page.goto(url)
         await page.get_by_role("heading", name="This invitation link does not work").wait_for()
     await console.check("invite-invalid")
+
+
+async def test_a_session_page_shows_calls_as_they_arrive_and_ends_the_session(
+    console: Console, engine: AsyncEngine
+) -> None:
+    import aiohttp
+
+    from control.usage import store as usage_store
+    from tests.control.test_usage_ingest import record
+
+    tenant = await make_tenant(engine)
+    async with aiohttp.ClientSession(console.base) as http:
+        async with http.post(
+            "/v1/keys", json={"api_key": console.api_key}, headers=tenant.auth
+        ) as r:
+            assert r.status == 201
+        async with http.post(
+            "/v1/sessions",
+            json={"candidate_email": "grace@example.com", "max_requests": 10},
+            headers=tenant.auth,
+        ) as r:
+            session_id = (await r.json())["id"]
+    page = console.page
+    await console.sign_in(tenant.owner_email)
+    await page.get_by_role("link", name="Sessions").click()
+    await page.get_by_label("State").select_option("issued")
+    await page.get_by_role("button", name="Filter").click()
+    await console.check("sessions")
+    await page.get_by_role("link", name="session of grace@example.com").click()
+    await page.get_by_role("heading", name=f"Session {session_id[:8]}").wait_for()
+    await page.get_by_text("No calls yet.").wait_for()
+    await console.check("session-live")
+
+    # Calls arrive (as the proxy's records, ingested): the page shows them without a reload.
+    async with engine.begin() as conn:
+        await usage_store.insert_records(
+            conn,
+            [record(session_id, output_tokens=7), record(session_id, output_tokens=9)],
+            now=dt.datetime.now(dt.UTC),
+        )
+    await page.get_by_text("2 call(s)").wait_for()
+    assert "Calls: 2 of 10" not in await page.content()  # the limits block is not polled
+    await page.reload()
+    await page.get_by_text("Calls: 2 of 10").wait_for()
+    await page.get_by_text("Output tokens: 16 of no limit").wait_for()
+
+    await page.get_by_role("button", name="Issue a grader token").click()
+    grader = await page.locator("code.token").inner_text()
+    assert grader.startswith("mxg_")
+    await page.get_by_role("link", name="End the session").click()
+    await console.check("session-end-confirm")
+    await page.get_by_role("button", name="End the session").click()
+    await page.get_by_text("Session ended").wait_for()
+    await page.get_by_text("session:end (success)").wait_for()
+    assert await page.get_by_role("button", name="Issue a grader token").count() == 0
+    await console.check("session-ended")
