@@ -90,6 +90,23 @@ async def list_records(conn: AsyncConnection, session_id: str) -> list[dict[str,
     return [dict(row._mapping) for row in rows]
 
 
+async def records_of_tenant_since(
+    conn: AsyncConnection, tenant_id: str, since: dt.datetime
+) -> list[dict[str, Any]]:
+    """The tenant's records of calls started since `since`, across its visible sessions."""
+    rows = await conn.execute(
+        select(usage_records)
+        .join(sessions, sessions.c.id == usage_records.c.session_id)
+        .where(
+            sessions.c.tenant_id == tenant_id,
+            sessions.c.soft_deleted_at.is_(None),
+            usage_records.c.started_at >= since,
+        )
+        .order_by(usage_records.c.started_at)
+    )
+    return [dict(row._mapping) for row in rows]
+
+
 async def records_of_visible_session(
     conn: AsyncConnection, session_id: str, tenant_id: str
 ) -> list[dict[str, Any]] | None:

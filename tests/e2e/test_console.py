@@ -389,6 +389,15 @@ async def test_a_session_page_shows_calls_as_they_arrive_and_ends_the_session(
     await page.get_by_text("Calls: 2 of 10").wait_for()
     await page.get_by_text("Output tokens: 16 of no limit").wait_for()
 
+    await page.get_by_role("link", name="Overview").click()
+    figures = await page.locator("dl.figures").inner_text()
+    assert "Calls\n2" in figures
+    assert "Tokens\n42" in figures  # 10 + 7 + 2 + 1 and 10 + 9 + 2 + 1
+    assert "Live sessions\n1" in figures
+    live_row = page.get_by_role("row").filter(has_text="grace@example.com")
+    assert "offline" in await live_row.inner_text()  # no proxy attached
+    await console.check("overview")
+    await live_row.get_by_role("link").click()
     await page.get_by_role("button", name="Issue a grader token").click()
     grader = await page.locator("code.token").inner_text()
     assert grader.startswith("mxg_")
