@@ -16,6 +16,7 @@ import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import structlog
 
@@ -83,6 +84,9 @@ def register(parts: Any) -> None:
     )
     cmd.add_argument("email")
     cmd.add_argument("--tenant", default=None, help="the tenant, if the email is in several")
+    cmd.add_argument(
+        "--next", default=None, metavar="PATH", help="a console page to land on, e.g. /console/keys"
+    )
     cmd.set_defaults(handler=run_login_link)
 
     _register_usage(commands)
@@ -324,7 +328,8 @@ def run_login_link(args: argparse.Namespace, settings: Settings) -> int:
         link = asyncio.run(go())
     except ApiError as exc:
         return _fail(exc.message)
-    print(f"{settings.public_url}/console/signin?token={link.token}")
+    landing = f"&next={quote(args.next, safe='/')}" if args.next else ""
+    print(f"{settings.public_url}/console/signin?token={link.token}{landing}")
     print(f"single use, until {link.expires_at.isoformat()}", file=sys.stderr)
     return 0
 

@@ -42,6 +42,12 @@ def register(parts: Any) -> None:
         help="send Claude calls to a local stand-in instead of the real Anthropic API",
     )
     cmd.add_argument("--keep", action="store_true", help="keep the demo's data directory")
+    cmd.add_argument(
+        "--stay",
+        action="store_true",
+        help="afterwards, keep the control plane up and print a one-time sign-in link to the "
+        "session's page in the console (Ctrl-C stops)",
+    )
     cmd.set_defaults(handler=run_demo)
 
 
@@ -105,7 +111,7 @@ def _print_audit(events: list[dict[str, Any]]) -> None:
 
 async def journey(
     control: str, owner: str, api_key: str, data_dir: Path, env: dict[str, str]
-) -> int:
+) -> tuple[int, str]:
     """Everything the customer and the candidate do, over HTTP and `metrux sandbox run`."""
     import aiohttp
 
@@ -163,7 +169,19 @@ async def journey(
         summary = await _call(http, "GET", f"{session_url}/usage/summary", owner)
         print(f"\nsummary: {summary['calls']} calls, tokens {summary['tokens']}")
         _print_audit((await _call(http, "GET", f"{control}/v1/audit?limit=50", owner))["events"])
-    return 0 if code == 0 and len(records) >= EXPECTED_CALLS else 1
+    return (0 if code == 0 and len(records) >= EXPECTED_CALLS else 1), accepted["session_id"]
+
+
+def _stay(env: dict[str, str], control: Any, session_id: str) -> None:
+    """Print a signed-in link to the session's page, and serve until Ctrl-C."""
+    link = subprocess.run(
+        [*_metrux(), "control", "login-link", OWNER, "--next", f"/console/sessions/{session_id}"],
+        env=env, check=True, capture_output=True, text=True,
+    ).stdout.strip()  # fmt: skip
+    print(f"\nsee it in the console: {link}")
+    print("(the link signs you in once, within 15 minutes; Ctrl-C stops the demo)", flush=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        control.wait()
 
 
 def _start(argv: list[str], env: dict[str, str], log: Any) -> subprocess.Popen[bytes]:
@@ -211,7 +229,12 @@ def run_demo(args: argparse.Namespace, settings: Any) -> int:
         processes.append(
             _start([*_metrux(), "control", "serve", "--port", str(control_port)], env, log)
         )
-        return asyncio.run(journey(control, tenant["owner_token"], api_key, data_dir, env))
+        code, session_id = asyncio.run(
+            journey(control, tenant["owner_token"], api_key, data_dir, env)
+        )
+        if args.stay:
+            _stay(env, processes[-1], session_id)
+        return code
     finally:
         for process in processes:
             process.terminate()

@@ -24,7 +24,22 @@ routes = web.RouteTableDef()
 async def signin_page(request: web.Request) -> web.Response:
     # A GET never spends the link (mail scanners fetch links): the button posts it.
     token = request.query.get("token", "")
-    return render(request, "signin.html", {"token": token[:200]})
+    return render(
+        request, "signin.html", {"token": token[:200], "next": _next(request.query.get("next"))}
+    )
+
+
+def _next(value: object) -> str:
+    """Where to land after signing in: a console page of this origin, else the overview."""
+    safe = (
+        isinstance(value, str)
+        and value.startswith("/console/")
+        and value.isascii()
+        and len(value) <= 200
+        and "//" not in value
+        and "\\" not in value
+    )
+    return str(value) if safe else "/console/"
 
 
 @routes.post("/console/signin")
@@ -42,7 +57,7 @@ async def signin(request: web.Request) -> web.Response:
         lifetime=dt.timedelta(hours=request.app[appkeys.settings].member_session_hours),
         now=dt.datetime.now(dt.UTC),
     )
-    response = redirect("/console/")
+    response = redirect(_next(form.get("next")))
     set_session_cookie(response, issued)
     response.set_cookie(
         CSRF_COOKIE,

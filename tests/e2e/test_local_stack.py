@@ -88,3 +88,33 @@ async def test_up_serves_and_stops_everything_on_ctrl_c() -> None:
         assert process.returncode == 0
         assert "metrux stopped" in stdout.decode()
         assert not ping(socket_path)
+
+
+async def test_demo_stays_with_a_signed_in_link_to_its_session_page() -> None:
+    process = await asyncio.create_subprocess_exec(
+        METRUX, "demo", "--fake-upstream", "--stay", env=_clean_env(),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stdout is not None
+    link = ""
+    try:
+        while not link:
+            line = (await asyncio.wait_for(process.stdout.readline(), 120)).decode()
+            assert line, "the demo ended without printing a console link"
+            if line.startswith("see it in the console: "):
+                link = line.split(": ", 1)[1].strip()
+        base, query = link.split("/console/signin?", 1)
+        fields = dict(part.split("=", 1) for part in query.split("&"))
+        assert fields["next"].startswith("/console/sessions/")
+        jar = aiohttp.CookieJar(unsafe=True)
+        async with aiohttp.ClientSession(base, cookie_jar=jar) as http:
+            async with http.get(f"/console/signin?{query}") as r:
+                assert r.status == 200
+            async with http.post(
+                "/console/signin", data=fields | {"token": fields["token"]}, allow_redirects=False
+            ) as r:
+                assert r.status == 303
+                assert r.headers["Location"] == fields["next"]
+    finally:
+        process.send_signal(signal.SIGINT)
+        await asyncio.wait_for(process.communicate(), 60)
