@@ -87,12 +87,10 @@ async def add(request: web.Request) -> web.Response:
 @endpoint("Change a member's role from the console", access=ADMINS, tag="console")
 async def change_role(request: web.Request) -> web.Response:
     principal = current_principal(request)
-    async with request.app[appkeys.engine].connect() as conn:  # the member first: 404
-        if (
-            await store.get_member(conn, principal.tenant_id, request.match_info["member_id"])
-            is None
-        ):
-            raise not_found("member")
+    # The member first (404), whatever the body holds.
+    await service.require_member(
+        request.app[appkeys.engine], principal.tenant_id, request.match_info["member_id"]
+    )
     form = await request.post()
     role = _role(form.get("role"))
     if role is None:

@@ -166,3 +166,13 @@ async def change_role(
             now=now,
         )
     return changed
+
+
+async def require_member(engine: AsyncEngine, tenant_id: str, member_id: str) -> MemberRecord:
+    """The tenant's member with this id, or 404: checked before a request's body is, so
+    another tenant's ids read as absent whatever the body holds."""
+    async with engine.connect() as conn:
+        member = await store.get_member(conn, tenant_id, member_id)
+    if member is None:
+        raise not_found("member")
+    return member

@@ -18,7 +18,6 @@ from control.members.schemas import (
 )
 from control.web.context import parse_json
 from control.web.endpoint import ADMINS, endpoint
-from control.web.errors import not_found
 from control.web.principal import current_principal
 
 routes = web.RouteTableDef()
@@ -82,12 +81,10 @@ async def revoke_member(request: web.Request) -> web.Response:
 )
 async def change_role(request: web.Request) -> web.Response:
     principal = current_principal(request)
-    async with request.app[appkeys.engine].connect() as conn:  # the member first: 404
-        if (
-            await store.get_member(conn, principal.tenant_id, request.match_info["member_id"])
-            is None
-        ):
-            raise not_found("member")
+    # The member first (404), whatever the body holds.
+    await service.require_member(
+        request.app[appkeys.engine], principal.tenant_id, request.match_info["member_id"]
+    )
     body = await parse_json(request, MemberRoleChange)
     record = await service.change_role(
         request.app[appkeys.engine],
