@@ -8,19 +8,19 @@ import datetime as dt
 from typing import Any
 
 from aiohttp import web
+from markupsafe import Markup
 
 from control import appkeys
-from control.audit import store as audit_store
 from control.audit.actors import request_actor
 from control.console.page import redirect, render
 from control.evidence import service as evidence
+from control.evidence.html import usage_chart
+from control.evidence.report import build_report
 from control.members.schemas import normalise_email
 from control.sessions import service, store
 from control.sessions.lifecycle import SessionEvent, SessionState
-from control.usage import store as usage_store
 from control.usage.summary import summarise
 from control.web.endpoint import ADMINS, ANY_MEMBER, endpoint
-from control.web.errors import not_found
 from control.web.principal import current_principal
 from core.signals import LIVE_STATES
 
@@ -66,27 +66,26 @@ async def sessions_page(request: web.Request) -> web.Response:
 
 
 async def _session_view(request: web.Request) -> dict[str, Any]:
-    tenant_id = current_principal(request).tenant_id
+    """What the session page shows, built as the session report is (control/evidence):
+    calls with tokens by kind, cost and retries, totals, the digest chain and its seal."""
     session_id = request.match_info["session_id"]
-    async with request.app[appkeys.engine].connect() as conn:
-        session = await store.get_session(conn, session_id, tenant_id=tenant_id)
-        if session is None:
-            raise not_found("session")
-        records = await usage_store.list_records(conn, session_id)
-        events = await audit_store.events_of_session(conn, tenant_id, session_id)
-    summary = summarise(records)
-    used = {
-        "calls": summary["calls"],
-        "output_tokens": summary["tokens"].get("output_tokens", 0),
-    }
+    found = await evidence.gather(
+        request.app[appkeys.engine], current_principal(request).tenant_id, session_id
+    )
+    report = build_report(
+        found.session, found.records, found.events, found.chain, request.app[appkeys.prices]
+    )
+    # A limit counts what the proxy enforces it on: the records' own token columns.
+    summary = summarise(found.records)
     return {
-        "session": session,
-        "live": session.state.value in LIVE_STATES,
+        "session": found.session,
+        "used": {"calls": summary["calls"], "output_tokens": summary["tokens"]["output_tokens"]},
+        "live": found.session.state.value in LIVE_STATES,
         "online": await request.app[appkeys.signals].proxy_online(session_id),
-        "records": records,
-        "summary": summary,
-        "used": used,
-        "events": [e for e in events if e.action.startswith(("key:", "session:"))],
+        "report": report,
+        # usage_chart escapes every value it writes (control/evidence/html.py).
+        "chart": Markup(usage_chart(report["calls"])),  # noqa: S704
+        "events": [e for e in found.events if e.action.startswith(("key:", "session:"))],
     }
 
 

@@ -35,7 +35,7 @@ def _failed(call: dict[str, Any]) -> bool:
     return call["http_status"] != 200 or not call["complete"]
 
 
-def _chart(calls: list[dict[str, Any]]) -> str:
+def usage_chart(calls: list[dict[str, Any]]) -> str:
     """Cumulative tokens (blue, left scale) and cost (orange, dashed, right scale) against
     time since the first call; a failed or cut call is a red dot."""
     if not calls:
@@ -163,7 +163,7 @@ def render_report(report: dict[str, Any]) -> str:
 <dt>cost</dt><dd id="total-cost">{_e(totals["cost"])} {_e(currency)} (price table {prices})</dd>
 </dl>
 <h2>Tokens and cost over the session</h2>
-{_chart(report["calls"])}
+{usage_chart(report["calls"])}
 <h2>Calls</h2>
 <table id="timeline"><thead><tr><th class="num">#</th><th>time (UTC)</th><th>who</th>
 <th>model</th><th>status</th><th class="num">input</th><th class="num">output</th>

@@ -373,21 +373,31 @@ async def test_a_session_page_shows_calls_as_they_arrive_and_ends_the_session(
     await console.check("sessions")
     await page.get_by_role("link", name="session of grace@example.com").click()
     await page.get_by_role("heading", name=f"Session {session_id[:8]}").wait_for()
-    await page.get_by_text("No calls yet.").wait_for()
+    await page.get_by_role("cell", name="No calls yet.").wait_for()
     await console.check("session-live")
 
     # Calls arrive (as the proxy's records, ingested): the page shows them without a reload.
     async with engine.begin() as conn:
         await usage_store.insert_records(
             conn,
-            [record(session_id, output_tokens=7), record(session_id, output_tokens=9)],
+            [
+                record(
+                    session_id, output_tokens=out, usage={"input_tokens": 10, "output_tokens": out}
+                )
+                for out in (7, 9)
+            ],
             now=dt.datetime.now(dt.UTC),
         )
-    await page.get_by_text("2 call(s)").wait_for()
+    await page.get_by_text("2 call(s), 0 failed, 0 retried").wait_for()
+    assert await page.locator("#usage-chart").count() == 1  # the token and cost chart
+    # Priced from the price table: 20 input and 16 output tokens of claude-haiku-4-5.
+    await page.get_by_text("20 input, 16 output").wait_for()
+    await page.get_by_text("cost 0.000100 USD").wait_for()
     assert "Calls: 2 of 10" not in await page.content()  # the limits block is not polled
     await page.reload()
     await page.get_by_text("Calls: 2 of 10").wait_for()
     await page.get_by_text("Output tokens: 16 of no limit").wait_for()
+    await page.get_by_text("Not sealed yet").wait_for()
 
     await page.get_by_role("link", name="Overview").click()
     figures = await page.locator("dl.figures").inner_text()
