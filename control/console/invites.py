@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from control import appkeys
 from control.audit.actors import request_actor
 from control.console.page import render
+from control.email import store as email_store
 from control.invites import service
 from control.invites.schemas import InviteCreate
 from control.web.endpoint import ADMINS, endpoint
@@ -29,15 +30,19 @@ def status_of(invite: dict[str, Any], now: dt.datetime) -> str:
 
 
 async def _page(request: web.Request, *, status: int = 200, **extra: Any) -> web.Response:
-    invites = await service.list_invites(
-        request.app[appkeys.engine], current_principal(request).tenant_id
-    )
+    tenant_id = current_principal(request).tenant_id
+    invites = await service.list_invites(request.app[appkeys.engine], tenant_id)
+    outbox = None
+    if request.app[appkeys.settings].resend_api_key is None:  # local mode: no provider
+        async with request.app[appkeys.engine].connect() as conn:
+            outbox = await email_store.list_of_tenant(conn, tenant_id)
     now = dt.datetime.now(dt.UTC)
     return render(
         request,
         "invites.html",
         {
             "invites": [{**i, "status": status_of(i, now)} for i in invites],
+            "outbox": outbox,
             "error": None,
             "created": None,
             "form": {},

@@ -37,6 +37,16 @@ async def list_undelivered(conn: AsyncConnection) -> list[dict[str, object]]:
     return [dict(row._mapping) for row in rows]
 
 
+async def list_of_tenant(conn: AsyncConnection, tenant_id: str) -> list[dict[str, object]]:
+    """A tenant's messages in the outbox, newest first (for its console's invites page)."""
+    rows = await conn.execute(
+        select(email_outbox)
+        .where(email_outbox.c.tenant_id == tenant_id)
+        .order_by(email_outbox.c.id.desc())
+    )
+    return [dict(row._mapping) for row in rows]
+
+
 async def mark_delivered(
     conn: AsyncConnection, message_id: int, *, body: str, now: dt.datetime
 ) -> None:

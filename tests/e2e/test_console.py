@@ -302,8 +302,11 @@ async def test_a_candidate_accepts_in_the_browser_and_downloads_their_data(
     link = await page.locator("code.token").inner_text()
     assert link.startswith(f"{console.base}/invite/mxi_")
     await console.check("invites-sent")
-    row = page.get_by_role("row").filter(has_text="ada@example.com")
+    row = page.get_by_role("row").filter(has_text="ada@example.com").first
     assert "sent" in await row.inner_text()
+    # Local mode: the invitation waits in the outbox, not yet handed over.
+    queued = page.get_by_role("row").filter(has_text="invites you to an assessment")
+    assert "not yet" in await queued.inner_text()
 
     # The candidate, in a browser of their own.
     await page.context.clear_cookies()
