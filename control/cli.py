@@ -14,8 +14,9 @@ import datetime as dt
 import getpass
 import json
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
 
 import structlog
@@ -24,9 +25,12 @@ from core.logging import ACCESS_LOG_FORMAT
 from core.settings import Settings
 
 if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
     from control.audit.store import Actor
 
 log = structlog.get_logger(__name__)
+_T = TypeVar("_T")
 
 
 def register(parts: Any) -> None:
@@ -221,6 +225,20 @@ def run_migrate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _on_database(settings: Settings, work: Callable[[AsyncEngine], Awaitable[_T]]) -> _T:
+    """Run `work` on an engine for the configured database, disposed of afterwards."""
+    from control.db.engine import create_engine
+
+    async def go() -> _T:
+        engine = create_engine(settings.effective_database_url)
+        try:
+            return await work(engine)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(go())
+
+
 async def _is_current(settings: Settings) -> bool:
     from control.db import migrate
     from control.db.engine import create_engine
@@ -304,28 +322,20 @@ def run_worker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_login_link(args: argparse.Namespace, settings: Settings) -> int:
-    from control.db.engine import create_engine
     from control.identity.service import issue_login_link
     from control.web.errors import ApiError
 
     if not asyncio.run(_is_current(settings)):
         return _fail("the database schema is not current: run `metrux control migrate` first")
 
-    async def go() -> Any:
-        engine = create_engine(settings.effective_database_url)
-        try:
-            return await issue_login_link(
-                engine,
-                _operator(),
-                email=args.email,
-                tenant_id=args.tenant,
-                now=dt.datetime.now(dt.UTC),
-            )
-        finally:
-            await engine.dispose()
+    def issue(engine: AsyncEngine) -> Awaitable[Any]:
+        return issue_login_link(
+            engine, _operator(), email=args.email, tenant_id=args.tenant,
+            now=dt.datetime.now(dt.UTC),
+        )  # fmt: skip
 
     try:
-        link = asyncio.run(go())
+        link = _on_database(settings, issue)
     except ApiError as exc:
         return _fail(exc.message)
     landing = f"&next={quote(args.next, safe='/')}" if args.next else ""
@@ -335,38 +345,23 @@ def run_login_link(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_outbox(args: argparse.Namespace, settings: Settings) -> int:
-    from control.db.engine import create_engine
     from control.email.sender import read_outbox
 
-    async def go() -> list[dict[str, object]]:
-        engine = create_engine(settings.effective_database_url)
-        try:
-            return await read_outbox(engine, _operator())
-        finally:
-            await engine.dispose()
-
-    for message in asyncio.run(go()):
+    for message in _on_database(settings, lambda engine: read_outbox(engine, _operator())):
         print(json.dumps(message, default=str))
     return 0
 
 
 def run_dead_letters(args: argparse.Namespace, settings: Settings) -> int:
-    from control.db.engine import create_engine
     from control.usage.service import read_dead_letters
 
     if not asyncio.run(_is_current(settings)):
         return _fail("the database schema is not current: run `metrux control migrate` first")
 
-    async def go() -> list[dict[str, object]]:
-        engine = create_engine(settings.effective_database_url)
-        try:
-            return await read_dead_letters(
-                engine, _operator(), tenant_id=args.tenant, limit=args.limit
-            )
-        finally:
-            await engine.dispose()
+    def read(engine: AsyncEngine) -> Awaitable[list[dict[str, object]]]:
+        return read_dead_letters(engine, _operator(), tenant_id=args.tenant, limit=args.limit)
 
-    for letter in asyncio.run(go()):
+    for letter in _on_database(settings, read):
         if not args.payload:
             letter.pop("payload", None)
         print(json.dumps(letter, default=str))
@@ -377,25 +372,20 @@ def run_audit_verify(args: argparse.Namespace, settings: Settings) -> int:
     from control.audit.archival import verify_archived, with_archive
     from control.audit.archive import archive_for
     from control.audit.verification import verify_chains
-    from control.db.engine import create_engine
 
     if not asyncio.run(_is_current(settings)):
         return _fail("the database schema is not current: run `metrux control migrate` first")
+    archive = archive_for(settings)
 
-    async def go() -> list[dict[str, Any]]:
-        engine = create_engine(settings.effective_database_url)
-        archive = archive_for(settings)
-        try:
-            reports = []
-            for report in await verify_chains(engine, args.tenant):
-                if report.head.base_seq > 0:  # its oldest rows are in the archive
-                    report = with_archive(report, await verify_archived(archive, report.head))
-                reports.append(report.as_json())
-            return reports
-        finally:
-            await engine.dispose()
+    async def verify(engine: AsyncEngine) -> list[dict[str, Any]]:
+        reports = []
+        for report in await verify_chains(engine, args.tenant):
+            if report.head.base_seq > 0:  # its oldest rows are in the archive
+                report = with_archive(report, await verify_archived(archive, report.head))
+            reports.append(report.as_json())
+        return reports
 
-    reports = asyncio.run(go())
+    reports = _on_database(settings, verify)
     for report in reports:
         print(json.dumps(report))
     if args.tenant is not None and not reports:
@@ -406,33 +396,28 @@ def run_audit_verify(args: argparse.Namespace, settings: Settings) -> int:
 def run_audit_retention_floor(args: argparse.Namespace, settings: Settings) -> int:
     from control.audit import store
     from control.audit.actions import AuditAction
-    from control.db.engine import create_engine
 
     if args.days < 1:
         return _fail("give a number of days, 1 or more")
     if not asyncio.run(_is_current(settings)):
         return _fail("the database schema is not current: run `metrux control migrate` first")
 
-    async def go() -> int | str:
-        engine = create_engine(settings.effective_database_url)
-        try:
-            async with engine.begin() as conn:
-                floor = await store.retention_floor(conn)
-                if args.days < floor:
-                    return f"the floor is {floor} days and only rises (docs/audit.md)"
-                await store.raise_retention_floor(conn, args.days)
-                await store.record(
-                    conn,
-                    _operator(),
-                    AuditAction.AUDIT_RETENTION_FLOOR,
-                    tenant_id=None,
-                    details={"from_days": floor, "to_days": args.days},
-                )
-            return args.days
-        finally:
-            await engine.dispose()
+    async def raise_floor(engine: AsyncEngine) -> int | str:
+        async with engine.begin() as conn:
+            floor = await store.retention_floor(conn)
+            if args.days < floor:
+                return f"the floor is {floor} days and only rises (docs/audit.md)"
+            await store.raise_retention_floor(conn, args.days)
+            await store.record(
+                conn,
+                _operator(),
+                AuditAction.AUDIT_RETENTION_FLOOR,
+                tenant_id=None,
+                details={"from_days": floor, "to_days": args.days},
+            )
+        return int(args.days)
 
-    result = asyncio.run(go())
+    result = _on_database(settings, raise_floor)
     if isinstance(result, str):
         return _fail(result)
     print(json.dumps({"retention_floor_days": result}))
