@@ -33,6 +33,10 @@ class RedisNames:
         """The epoch of the session's proxy whose signal stream is open, with a TTL."""
         return f"{self.prefix}session:{session_id}:proxy"
 
+    def oidc_login_key(self, state_hash: str) -> str:
+        """A console sign-in in flight: its nonce, PKCE verifier and landing page, briefly."""
+        return f"{self.prefix}oidc-login:{state_hash}"
+
     def block_key(self, ip: str) -> str:
         """A blocked client IP; the value describes the block, the TTL is its end."""
         return f"{self.prefix}block:{ip}"

@@ -524,6 +524,23 @@ class Settings:
         shown="`RS256`",
         help="accepted signing algorithms, comma-separated (asymmetric only)",
     )
+    # The console's sign-in through the identity provider (authorization code with PKCE).
+    oidc_authorize_url: str | None = setting(
+        "METRUX_OIDC_AUTHORIZE_URL",
+        None,
+        _http_url,
+        shown="none (console sign-in by login link only)",
+        help="the identity provider's authorization endpoint, for the console's sign-in "
+        "(needs the token URL, client id, JWKS URL and issuer)",
+    )
+    oidc_token_url: str | None = setting(
+        "METRUX_OIDC_TOKEN_URL", None, _http_url, help="the identity provider's token endpoint"
+    )
+    oidc_client_id: str | None = setting(
+        "METRUX_OIDC_CLIENT_ID",
+        None,
+        help="the console's client id at the identity provider (a public client: PKCE, no secret)",
+    )
     ready_max_backlog_s: int = setting(
         "METRUX_READY_MAX_BACKLOG_S",
         300,
@@ -598,6 +615,15 @@ def _check_together(settings: Settings) -> None:
     """The rules that span settings."""
     if settings.kek_provider is KekProviderName.AWS_KMS and settings.kms_key_id is None:
         raise SettingsError("METRUX_KMS_KEY_ID", "required when METRUX_KEK_PROVIDER=aws-kms")
+    if settings.oidc_authorize_url is not None and (
+        settings.oidc_token_url is None
+        or settings.oidc_client_id is None
+        or settings.oidc_jwks_url is None
+    ):
+        raise SettingsError(
+            "METRUX_OIDC_AUTHORIZE_URL",
+            "needs METRUX_OIDC_TOKEN_URL, METRUX_OIDC_CLIENT_ID and METRUX_OIDC_JWKS_URL",
+        )
     if settings.oidc_jwks_url is not None and settings.oidc_issuer is None:
         raise SettingsError("METRUX_OIDC_ISSUER", "required with METRUX_OIDC_JWKS_URL")
 

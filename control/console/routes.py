@@ -10,6 +10,7 @@ from control.console import (
     invites,
     keys,
     members,
+    oidc,
     overview,
     sessions,
     signin,
@@ -20,6 +21,7 @@ from control.console.page import setup_templates
 ROUTE_TABLES = (
     static.routes,
     signin.routes,
+    oidc.routes,
     overview.routes,
     keys.routes,
     invites.routes,

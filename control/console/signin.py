@@ -12,6 +12,7 @@ from control.audit.actors import actor_for, request_actor
 from control.console.page import CSRF_COOKIE, redirect, render
 from control.identity import service
 from control.identity.middleware import set_session_cookie
+from control.identity.store import IssuedSession
 from control.web.endpoint import ANY_MEMBER, PUBLIC, Auth, endpoint
 from control.web.errors import ApiError
 from control.web.principal import SESSION_COOKIE, current_principal
@@ -25,11 +26,17 @@ async def signin_page(request: web.Request) -> web.Response:
     # A GET never spends the link (mail scanners fetch links): the button posts it.
     token = request.query.get("token", "")
     return render(
-        request, "signin.html", {"token": token[:200], "next": _next(request.query.get("next"))}
+        request,
+        "signin.html",
+        {
+            "token": token[:200],
+            "next": landing_page(request.query.get("next")),
+            "oidc": request.app[appkeys.settings].oidc_authorize_url is not None,
+        },
     )
 
 
-def _next(value: object) -> str:
+def landing_page(value: object) -> str:
     """Where to land after signing in: a console page of this origin, else the overview."""
     safe = (
         isinstance(value, str)
@@ -57,18 +64,23 @@ async def signin(request: web.Request) -> web.Response:
         lifetime=dt.timedelta(hours=request.app[appkeys.settings].member_session_hours),
         now=dt.datetime.now(dt.UTC),
     )
-    response = redirect(_next(form.get("next")))
+    response = redirect(landing_page(form.get("next")))
+    set_console_cookies(response, issued)
+    return response
+
+
+def set_console_cookies(response: web.StreamResponse, issued: IssuedSession) -> None:
+    """The session cookie (as the handoff sets it) and its CSRF token for the forms."""
     set_session_cookie(response, issued)
     response.set_cookie(
         CSRF_COOKIE,
         issued.csrf_token,
-        max_age=int((issued.expires_at - dt.datetime.now(dt.UTC)).total_seconds()),
+        max_age=max(0, int((issued.expires_at - dt.datetime.now(dt.UTC)).total_seconds())),
         path="/console",
         httponly=True,
         secure=True,
         samesite="Strict",
     )
-    return response
 
 
 @routes.post("/console/signout")

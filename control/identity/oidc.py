@@ -41,6 +41,7 @@ class Identity:
     subject: str
     email: str | None
     email_verified: bool | None
+    nonce: str | None = None  # set by the console's sign-in; the handoff sends none
 
 
 class JwksVerifier:
@@ -147,8 +148,10 @@ class JwksVerifier:
         claims = self._decode(token, await self._key(kid), algorithm)
         email = claims.get("email")
         verified = claims.get("email_verified")
+        nonce = claims.get("nonce")
         return Identity(
             subject=str(claims["sub"])[:255],
             email=email if isinstance(email, str) else None,
             email_verified=verified if isinstance(verified, bool) else None,
+            nonce=nonce if isinstance(nonce, str) else None,
         )

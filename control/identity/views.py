@@ -54,7 +54,7 @@ def install_verifier(app: web.Application) -> None:
         )
 
 
-def _verifier(app: web.Application) -> JwksVerifier:
+def verifier_of(app: web.Application) -> JwksVerifier:
     verifier = app.get(verifier_key)
     if verifier is None:
         raise ApiError(
@@ -73,7 +73,7 @@ def _verifier(app: web.Application) -> JwksVerifier:
 )
 async def handoff(request: web.Request) -> web.Response:
     body = await parse_json(request, HandoffIn)
-    verifier = _verifier(request.app)
+    verifier = verifier_of(request.app)
     try:
         identity = await verifier.verify(body.token)
     except IdentityError as exc:

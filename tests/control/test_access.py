@@ -119,6 +119,8 @@ def test_only_ops_and_invite_token_routes_are_open_and_only_attach_takes_a_boots
         "/console",
         "/console/signin",
         "/console/signin",
+        "/console/signin/oidc",
+        "/console/signin/oidc/callback",
         "/console/static/{name}",
         "/healthz",
         "/invite/{token}",

@@ -103,6 +103,11 @@ def test_the_readme_settings_table_is_rendered_from_the_declarations() -> None:
     )
 
 
+def test_console_sign_in_through_the_provider_needs_its_companions() -> None:
+    with pytest.raises(SettingsError, match="METRUX_OIDC_TOKEN_URL"):
+        Settings.from_env({"METRUX_OIDC_AUTHORIZE_URL": "https://idp.example/authorize"})
+
+
 def test_every_setting_is_read_from_its_variable() -> None:
     """Each declared row is parsed from its own variable: one set to a distinct valid value
     changes exactly that field."""
@@ -150,20 +155,29 @@ def test_every_setting_is_read_from_its_variable() -> None:
         "METRUX_AUDIT_RETENTION_DAYS": "400",
         "METRUX_AUDIT_ARCHIVE_URL": "s3://audit-bucket/metrux",
         "METRUX_AUDIT_ARCHIVE_ENDPOINT_URL": "http://s3.local:9000",
+        "METRUX_OIDC_AUTHORIZE_URL": "https://idp.example/authorize",
+        "METRUX_OIDC_TOKEN_URL": "https://idp.example/token",
+        "METRUX_OIDC_CLIENT_ID": "metrux-console",
     }
     fields = dataclasses.fields(Settings)
     assert {f.metadata["variable"] for f in fields} == set(samples)
     # Companions a value needs to be valid (KMS needs a key id; a JWKS URL an issuer).
     needs = {
-        "METRUX_KEK_PROVIDER": "METRUX_KMS_KEY_ID",
-        "METRUX_OIDC_JWKS_URL": "METRUX_OIDC_ISSUER",
+        "METRUX_KEK_PROVIDER": ("METRUX_KMS_KEY_ID",),
+        "METRUX_OIDC_JWKS_URL": ("METRUX_OIDC_ISSUER",),
+        "METRUX_OIDC_AUTHORIZE_URL": (
+            "METRUX_OIDC_TOKEN_URL",
+            "METRUX_OIDC_CLIENT_ID",
+            "METRUX_OIDC_JWKS_URL",
+            "METRUX_OIDC_ISSUER",
+        ),
     }
     base = Settings()
     for field in fields:
         variable = field.metadata["variable"]
         environ = {variable: samples[variable]}
-        if variable in needs:
-            environ[needs[variable]] = samples[needs[variable]]
+        for companion in needs.get(variable, ()):
+            environ[companion] = samples[companion]
         parsed = Settings.from_env(environ)
         changed = {f.name for f in fields if getattr(parsed, f.name) != getattr(base, f.name)}
         assert field.name in changed, variable

@@ -12,12 +12,16 @@ import dataclasses
 import datetime as dt
 import json
 import os
+import secrets
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
+from aiohttp import web
+from authlib.oauth2.rfc7636 import create_s256_code_challenge
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from control.app import create_app
@@ -28,6 +32,7 @@ from control.identity.service import issue_login_link
 from core.settings import Settings
 from sandbox.standin import FakeAnthropic
 from tests.conftest import service_missing
+from tests.control.test_identity import ISSUER, FakeIdentityProvider
 from tests.e2e.processes import free_port
 from tests.factories import fake_anthropic_key, make_tenant
 
@@ -43,6 +48,42 @@ SHOTS = ROOT / "var" / "console"
 CLI = Actor(ActorType.OPERATOR, "cli:test")
 
 
+CLIENT_ID = "metrux-console"
+
+
+class OidcProvider(FakeIdentityProvider):
+    """A local OpenID Connect provider: an authorization endpoint that signs in `email` at
+    once, a token endpoint that checks the PKCE verifier, and the JWKS."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.email = ""
+        self.flights: dict[str, tuple[str, str, str]] = {}
+        self.app.router.add_get("/authorize", self._authorize)
+        self.app.router.add_post("/token", self._token)
+
+    async def _authorize(self, request: web.Request) -> web.Response:
+        query = request.query
+        assert (query["response_type"], query["code_challenge_method"]) == ("code", "S256")
+        assert query["client_id"] == CLIENT_ID
+        code = secrets.token_urlsafe(16)
+        self.flights[code] = (query["nonce"], query["code_challenge"], query["redirect_uri"])
+        back = urlencode({"code": code, "state": query["state"]})
+        return web.Response(status=302, headers={"Location": f"{query['redirect_uri']}?{back}"})
+
+    async def _token(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        nonce, challenge, redirect_uri = self.flights.pop(str(form["code"]))
+        if (
+            create_s256_code_challenge(str(form["code_verifier"])) != challenge
+            or form["redirect_uri"] != redirect_uri
+        ):
+            return web.json_response({"error": "invalid_grant"}, status=400)
+        return web.json_response(
+            {"id_token": self.token(self.email, nonce=nonce, aud=CLIENT_ID), "token_type": "Bearer"}
+        )
+
+
 @dataclasses.dataclass
 class Console:
     base: str
@@ -50,6 +91,7 @@ class Console:
     api_key: str
     page: Any
     foreign: list[str]  # requests the browser made to another origin
+    idp: OidcProvider
 
     async def sign_in(self, email: str) -> None:
         link = await issue_login_link(
@@ -88,10 +130,20 @@ async def console(
 
     api_key = fake_anthropic_key()
     fake = await aiohttp_server(FakeAnthropic(api_key).app)
+    idp = OidcProvider()
+    idp_base = str((await aiohttp_server(idp.app)).make_url("")).rstrip("/")
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     configured = dataclasses.replace(
-        settings, public_url=base, upstream_url=str(fake.make_url("")).rstrip("/")
+        settings,
+        public_url=base,
+        upstream_url=str(fake.make_url("")).rstrip("/"),
+        oidc_authorize_url=f"{idp_base}/authorize",
+        oidc_token_url=f"{idp_base}/token",
+        oidc_client_id=CLIENT_ID,
+        oidc_jwks_url=f"{idp_base}/.well-known/jwks.json",
+        oidc_issuer=ISSUER,
+        oidc_audience=CLIENT_ID,
     )
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     await aiohttp_server(create_app(configured), port=port)
@@ -105,13 +157,15 @@ async def console(
             viewport={"width": 1280, "height": 900}, bypass_csp=True, accept_downloads=True
         )
         page = await context.new_page()
+        # Only the sign-in through the identity provider may leave for its origin.
+        own = (base, f"{idp_base}/authorize")
         page.on(
             "request",
-            lambda request: None if request.url.startswith(base) else foreign.append(request.url),
+            lambda request: None if request.url.startswith(own) else foreign.append(request.url),
         )
         page.on("response", lambda response: policies.append(_policy(response, base)))
         try:
-            yield Console(base, engine, api_key, page, foreign)
+            yield Console(base, engine, api_key, page, foreign, idp)
         finally:
             await browser.close()
     assert foreign == []  # no page asked another origin for anything
@@ -421,3 +475,22 @@ async def test_a_session_page_shows_calls_as_they_arrive_and_ends_the_session(
     await page.get_by_text("session:end (success)").wait_for()
     assert await page.get_by_role("button", name="Issue a grader token").count() == 0
     await console.check("session-ended")
+
+
+async def test_a_member_signs_in_through_the_identity_provider(
+    console: Console, engine: AsyncEngine
+) -> None:
+    tenant = await make_tenant(engine)
+    console.idp.email = tenant.owner_email
+    page = console.page
+    await page.goto(f"{console.base}/console/signin?next=/console/keys")
+    await page.get_by_role("link", name="Sign in with your company's identity provider").click()
+    await page.wait_for_url(f"{console.base}/console/keys")  # PKCE, nonce, then the page
+    await page.get_by_role("heading", name="Anthropic keys").wait_for()
+    await page.get_by_role("link", name="Audit").click()
+    await page.get_by_role("cell", name="auth:handoff", exact=True).first.wait_for()
+
+    # A callback this browser did not start, or one replayed: refused.
+    await page.goto(f"{console.base}/console/signin/oidc/callback?code=x&state=forged")
+    await page.get_by_role("heading", name="Sign in to continue").wait_for()
+    assert "did not start in this browser" in await page.content()
