@@ -20,7 +20,7 @@ from control import appkeys
 from control.app import create_app
 from control.audit import store as audit
 from control.audit.actions import ActorType, AuditAction
-from control.audit.sealing import open_fields, row_aad, seal_fields
+from control.audit.sealing import open_fields, row_aad, seal, seal_fields
 from control.audit.store import Actor
 from control.audit.verification import verify_chains
 from control.db import migrate
@@ -197,3 +197,42 @@ async def test_after_erasure_no_email_or_address_of_the_candidate_is_readable_an
         if place != "logs":  # the test client's own access log names user agents
             assert "CandidateBrowser" not in found, place
     assert "[erased]" in places["audit"]  # the rows are there, their fields unreadable
+
+
+async def test_a_candidates_address_sealed_before_0013_opens_until_they_are_erased(
+    engine: AsyncEngine,
+) -> None:
+    """Rows from before 0.3 sealed a candidate's address under the key on their row; they
+    stay as they were, are read through that key, and read `[erased]` once it is gone."""
+    await migrate.downgrade(engine, "0012")
+    key = bytes(range(32))
+    at = dt.datetime(2026, 5, 1, tzinfo=dt.UTC)
+    stored_at = at if engine.dialect.name == "postgresql" else at.replace(tzinfo=None)
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO candidates (id, email, created_at, erasure_key) "
+                "VALUES ('c-old', 'old@example.com', :at, :key)"
+            ),
+            {"at": stored_at, "key": key},
+        )
+        await conn.execute(
+            text(
+                "INSERT INTO audit_events (occurred_at, tenant_id, actor_type, action, outcome, "
+                "candidate_id, candidate_id_text, ip_sealed, user_agent_sealed, details) "
+                "VALUES (:at, 't-old', 'candidate', 'invite:accept', 'success', 'c-old', "
+                "'c-old', :ip, :agent, '{}')"
+            ),
+            {"at": stored_at, "ip": seal(key, "198.51.100.5"), "agent": seal(key, "OldBrowser/1")},
+        )
+    await migrate.upgrade(engine)
+    async with engine.connect() as conn:
+        [event] = await audit.list_events(conn, "t-old", limit=10)
+    assert (event.ip, event.user_agent) == ("198.51.100.5", "OldBrowser/1")
+    async with engine.begin() as conn:
+        await conn.execute(text("DELETE FROM candidates WHERE id = 'c-old'"))
+    async with engine.connect() as conn:
+        [event] = await audit.list_events(conn, "t-old", limit=10)
+    assert (event.ip, event.user_agent) == ("[erased]", "[erased]")
+    [report] = await verify_chains(engine, "t-old")
+    assert report.broken is None  # the hard-delete's SET NULL changed nothing the chain covers
