@@ -17,7 +17,6 @@ import dataclasses
 import datetime as dt
 import gzip
 import json
-from typing import Any
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -154,7 +153,3 @@ async def verify_archived(archive: ArchiveStore, head: Head) -> tuple[int, Break
 def with_archive(report: ChainReport, archived: tuple[int, Break | None]) -> ChainReport:
     checked, broken = archived
     return ChainReport(report.head, report.rows_checked + checked, broken or report.broken)
-
-
-def as_json(items: list[Archived]) -> list[dict[str, Any]]:
-    return [dataclasses.asdict(item) for item in items]

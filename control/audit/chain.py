@@ -16,7 +16,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 GENESIS = "0" * 64
@@ -144,15 +144,6 @@ class ChainWalk:
                 f"{self.head.seq} with another hash",
             )
         return None
-
-
-def verify(rows: Iterable[Mapping[str, Any]], head: Head) -> tuple[int, Break | None]:
-    """Walk one chain's rows (in chain_seq order); how many verified, and the first break."""
-    walk = ChainWalk(head)
-    for row in rows:
-        if (found := walk.feed(row)) is not None:
-            return walk.checked, found
-    return walk.checked, walk.finish()
 
 
 def _check(

@@ -14,7 +14,7 @@ from control.audit import store
 from control.audit.actions import AuditAction
 from control.audit.chain import GENESIS, Head, chain_of
 from control.audit.verification import export_chain
-from control.web.context import parse_query
+from control.web.context import parse_query, require_timezone
 from control.web.endpoint import ADMINS, endpoint
 from control.web.principal import current_principal
 
@@ -56,12 +56,7 @@ class AuditQuery(BaseModel):
             raise ValueError(f"unknown action(s); known: {', '.join(sorted(known))}")
         return value
 
-    @field_validator("since", "until")
-    @classmethod
-    def _aware(cls, value: dt.datetime | None) -> dt.datetime | None:
-        if value is not None and value.tzinfo is None:
-            raise ValueError("give a timezone, e.g. 2026-01-01T00:00:00Z")
-        return value
+    _aware = field_validator("since", "until")(require_timezone)
 
 
 class AuditEventOut(BaseModel):

@@ -4,7 +4,6 @@ platform operators' reads marked, and the current filter as CSV."""
 from __future__ import annotations
 
 import csv
-import datetime as dt
 import io
 from typing import Any
 
@@ -14,7 +13,7 @@ from control import appkeys
 from control.audit import store
 from control.audit.actions import ActorType, AuditAction
 from control.audit.store import AuditEvent
-from control.console.page import render
+from control.console.page import day_range, render
 from control.web.endpoint import ADMINS, endpoint
 from control.web.principal import current_principal
 
@@ -25,25 +24,18 @@ ACTIONS = sorted(a.value for a in AuditAction)
 ACTORS = sorted(a.value for a in ActorType)
 
 
-def _day(value: str) -> dt.datetime | None:
-    try:
-        return dt.datetime.fromisoformat(value).replace(tzinfo=dt.UTC) if value else None
-    except ValueError:
-        return None
-
-
 def _filters(request: web.Request) -> dict[str, Any]:
     """The filter in the query, each value checked against what it can be (an unknown
     value is dropped, never echoed)."""
     query = request.query
-    until = _day(query.get("until", ""))
+    since, until = day_range(query)
     cursor = query.get("cursor", "")
     access = query.get("access", "")
     return {
         "action": query.get("action") if query.get("action") in ACTIONS else "",
         "actor": query.get("actor") if query.get("actor") in ACTORS else "",
-        "since": _day(query.get("since", "")),
-        "until": until + dt.timedelta(days=1) if until else None,  # through that day
+        "since": since,
+        "until": until,
         "access": access if access in ("include", "only") else "exclude",
         "cursor": int(cursor)
         if cursor.isascii() and cursor.isdigit() and len(cursor) < 19

@@ -3,6 +3,8 @@ what their role may do, the CSRF token for its forms)."""
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -69,3 +71,16 @@ def render(
 def redirect(location: str) -> web.Response:
     """303 See Other: after a form post, the browser GETs the page (no resubmission)."""
     return web.Response(status=303, headers={"Location": location})
+
+
+def _day(value: str) -> dt.datetime | None:
+    try:
+        return dt.datetime.fromisoformat(value).replace(tzinfo=dt.UTC) if value else None
+    except ValueError:  # not a date: no filter, and nothing echoed
+        return None
+
+
+def day_range(query: Mapping[str, str]) -> tuple[dt.datetime | None, dt.datetime | None]:
+    """A filter form's `since` and `until` dates as [since, the day after until)."""
+    until = _day(query.get("until", ""))
+    return _day(query.get("since", "")), until + dt.timedelta(days=1) if until else None

@@ -12,7 +12,7 @@ from markupsafe import Markup
 
 from control import appkeys
 from control.audit.actors import request_actor
-from control.console.page import redirect, render
+from control.console.page import day_range, redirect, render
 from control.evidence import service as evidence
 from control.evidence.html import usage_chart
 from control.evidence.report import build_report
@@ -29,13 +29,6 @@ STATES = [s.value for s in SessionState]
 PAGE = 200
 
 
-def _day(value: str) -> dt.datetime | None:
-    try:
-        return dt.datetime.fromisoformat(value).replace(tzinfo=dt.UTC) if value else None
-    except ValueError:
-        return None
-
-
 def _filter(request: web.Request) -> tuple[store.SessionFilter, dict[str, str]]:
     query = request.query
     state = query.get("state", "")
@@ -43,12 +36,12 @@ def _filter(request: web.Request) -> tuple[store.SessionFilter, dict[str, str]]:
         email = normalise_email(query["candidate"]) if query.get("candidate") else None
     except ValueError:
         email = None
-    until = _day(query.get("until", ""))
+    since, until = day_range(query)
     found = store.SessionFilter(
         states=(state,) if state in STATES else (),
         candidate_email=email,
-        since=_day(query.get("since", "")),
-        until=until + dt.timedelta(days=1) if until else None,
+        since=since,
+        until=until,
     )
     shown = {k: query.get(k, "") for k in ("state", "candidate", "since", "until")}
     return found, shown

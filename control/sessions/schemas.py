@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from control.members.schemas import normalise_email
 from control.sessions.lifecycle import SessionState
+from control.web.context import require_timezone
 
 DEFAULT_DURATION = dt.timedelta(hours=3)
 MAX_DURATION = dt.timedelta(days=14)
@@ -184,12 +185,7 @@ class SessionListQuery(BaseModel):
     def _email(cls, value: str | None) -> str | None:
         return None if value is None else normalise_email(value)
 
-    @field_validator("since", "until")
-    @classmethod
-    def _aware(cls, value: dt.datetime | None) -> dt.datetime | None:
-        if value is not None and value.tzinfo is None:
-            raise ValueError("give a timezone, e.g. 2026-01-01T00:00:00Z")
-        return value
+    _aware = field_validator("since", "until")(require_timezone)
 
 
 class SessionListItem(SessionOut):

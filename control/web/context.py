@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 import uuid
@@ -133,3 +134,10 @@ def parse_query(request: web.Request, model: type[_M]) -> _M:
         return model.model_validate(dict(request.query))
     except ValidationError as exc:
         raise validation_error(exc, where="query") from None
+
+
+def require_timezone(value: dt.datetime | None) -> dt.datetime | None:
+    """A query's time must say its timezone (pydantic field validator)."""
+    if value is not None and value.tzinfo is None:
+        raise ValueError("give a timezone, e.g. 2026-01-01T00:00:00Z")
+    return value

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+import aiohttp
 import pytest
 from aiohttp import web
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
@@ -34,7 +35,7 @@ from sandbox.standin import FakeAnthropic
 from tests.conftest import service_missing
 from tests.control.test_identity import ISSUER, FakeIdentityProvider
 from tests.e2e.processes import free_port
-from tests.factories import fake_anthropic_key, make_tenant
+from tests.factories import TenantFixture, fake_anthropic_key, make_tenant
 
 pytestmark = pytest.mark.process  # starts a browser
 
@@ -92,6 +93,16 @@ class Console:
     page: Any
     foreign: list[str]  # requests the browser made to another origin
     idp: OidcProvider
+
+    async def api(self, path: str, tenant: TenantFixture, body: dict[str, Any]) -> dict[str, Any]:
+        """POST to the JSON API as the tenant's owner (setting up what a test needs);
+        the answer must be 201."""
+        async with (
+            aiohttp.ClientSession(self.base) as http,
+            http.post(path, json=body, headers=tenant.auth) as r,
+        ):
+            assert r.status == 201, await r.text()
+            return dict(await r.json())
 
     async def sign_in(self, email: str) -> None:
         link = await issue_login_link(
@@ -247,25 +258,11 @@ async def test_a_customer_manages_keys_and_finds_it_in_the_audit_log(
 async def test_a_reviewer_sees_no_actions_and_another_tenants_key_is_not_found(
     console: Console, engine: AsyncEngine
 ) -> None:
-    import aiohttp
-
     tenant = await make_tenant(engine)
     other = await make_tenant(engine, "Other")
-    async with aiohttp.ClientSession(console.base) as http:
-        async with http.post(
-            "/v1/members",
-            json={"email": "rev@example.com", "role": "reviewer"},
-            headers=tenant.auth,
-        ) as r:
-            assert r.status == 201
-        async with http.post(
-            "/v1/keys", json={"api_key": console.api_key}, headers=other.auth
-        ) as r:
-            foreign_key = (await r.json())["id"]
-        async with http.post(
-            "/v1/keys", json={"api_key": console.api_key}, headers=tenant.auth
-        ) as r:
-            assert r.status == 201
+    await console.api("/v1/members", tenant, {"email": "rev@example.com", "role": "reviewer"})
+    foreign_key = (await console.api("/v1/keys", other, {"api_key": console.api_key}))["id"]
+    await console.api("/v1/keys", tenant, {"api_key": console.api_key})
     page = console.page
     await console.sign_in("rev@example.com")
     await page.get_by_role("link", name="Keys").click()
@@ -341,8 +338,6 @@ async def test_an_owner_adds_re_roles_and_revokes_a_member(
 async def test_a_candidate_accepts_in_the_browser_and_downloads_their_data(
     console: Console, engine: AsyncEngine
 ) -> None:
-    import aiohttp
-
     tenant = await make_tenant(engine, "Harbour Labs")
     page = console.page
     # Accepting needs a key to run the session on: without one, a page says to wait.
@@ -368,11 +363,7 @@ async def test_a_candidate_accepts_in_the_browser_and_downloads_their_data(
     await page.get_by_role("button", name="Accept the invitation").click()
     await page.get_by_role("heading", name="That cannot be done now").wait_for()
     assert "setup is not complete" in await page.content()
-    async with (
-        aiohttp.ClientSession(console.base) as http,
-        http.post("/v1/keys", json={"api_key": console.api_key}, headers=tenant.auth) as r,
-    ):
-        assert r.status == 201
+    await console.api("/v1/keys", tenant, {"api_key": console.api_key})
     await page.goto(link)
     await page.get_by_role("heading", name="Harbour Labs invites you to an assessment").wait_for()
     assert "No prompt text is kept after the session" in await page.content()
@@ -405,23 +396,15 @@ async def test_a_candidate_accepts_in_the_browser_and_downloads_their_data(
 async def test_a_session_page_shows_calls_as_they_arrive_and_ends_the_session(
     console: Console, engine: AsyncEngine
 ) -> None:
-    import aiohttp
-
     from control.usage import store as usage_store
     from tests.control.test_usage_ingest import record
 
     tenant = await make_tenant(engine)
-    async with aiohttp.ClientSession(console.base) as http:
-        async with http.post(
-            "/v1/keys", json={"api_key": console.api_key}, headers=tenant.auth
-        ) as r:
-            assert r.status == 201
-        async with http.post(
-            "/v1/sessions",
-            json={"candidate_email": "grace@example.com", "max_requests": 10},
-            headers=tenant.auth,
-        ) as r:
-            session_id = (await r.json())["id"]
+    await console.api("/v1/keys", tenant, {"api_key": console.api_key})
+    created = await console.api(
+        "/v1/sessions", tenant, {"candidate_email": "grace@example.com", "max_requests": 10}
+    )
+    session_id = created["id"]
     page = console.page
     await console.sign_in(tenant.owner_email)
     await page.get_by_role("link", name="Sessions").click()
